@@ -1,0 +1,70 @@
+//! The audit trail: who changed what, from what, to what. Written in the same transaction as
+//! the change it records, so neither exists without the other.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::ids::{Email, OrgId};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "id", rename_all = "snake_case")]
+pub enum Actor {
+    User(Email),
+    /// The platform itself (scheduled sync, consent callback, an operator command).
+    System(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditAction {
+    OrgCreated,
+    SettingsChanged,
+    UserAdded,
+    UserRoleChanged,
+    UserRemoved,
+    PrimaryChanged,
+    SyncToggled,
+    ConnectionActivated,
+    ConsentGranted,
+    ConsentFailed,
+    ConnectionVerified,
+    ConnectionFailed,
+    ConnectionDeleted,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEvent {
+    pub org: OrgId,
+    /// Unique, and sorts by time (time prefix + random suffix).
+    pub id: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    pub actor: Actor,
+    pub action: AuditAction,
+    /// What was acted on, e.g. `user:adele@contoso.com` or `settings`.
+    pub object: String,
+    pub before: Option<serde_json::Value>,
+    pub after: Option<serde_json::Value>,
+}
+
+impl AuditEvent {
+    pub fn new(org: &OrgId, at: OffsetDateTime, actor: Actor, action: AuditAction, object: impl Into<String>) -> Self {
+        let millis = (at.unix_timestamp_nanos() / 1_000_000).max(0);
+        Self {
+            org: org.clone(),
+            id: format!("{millis:013}-{}", uuid::Uuid::new_v4().simple()),
+            at,
+            actor,
+            action,
+            object: object.into(),
+            before: None,
+            after: None,
+        }
+    }
+
+    pub fn change<T: Serialize>(mut self, before: Option<&T>, after: Option<&T>) -> Self {
+        self.before = before.and_then(|b| serde_json::to_value(b).ok());
+        self.after = after.and_then(|a| serde_json::to_value(a).ok());
+        self
+    }
+}

@@ -1,0 +1,95 @@
+//! The org's service-account connection to Microsoft 365.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::failure::Failure;
+use crate::ids::{Email, TenantId};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnectionStatus {
+    /// Never activated, or deleted.
+    None,
+    /// The Primary admin was sent to Microsoft's consent page; no answer yet.
+    PendingConsent,
+    /// Consent came back but the grant is not proven yet (Microsoft is still propagating it).
+    Verifying,
+    Connected,
+    /// The grant no longer matches the settings (e.g. read-only was switched): consent again.
+    NeedsReconsent,
+    Error,
+}
+
+impl ConnectionStatus {
+    pub const ALL: [Self; 6] =
+        [Self::None, Self::PendingConsent, Self::Verifying, Self::Connected, Self::NeedsReconsent, Self::Error];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::PendingConsent => "pending_consent",
+            Self::Verifying => "verifying",
+            Self::Connected => "connected",
+            Self::NeedsReconsent => "needs_reconsent",
+            Self::Error => "error",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+}
+
+/// Which of our two multi-tenant app registrations a grant is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AppRegistration {
+    /// Mail.ReadWrite + User.Read.All.
+    Default,
+    /// Mail.Read + User.Read.All.
+    ReadOnly,
+}
+
+impl AppRegistration {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Default => "default",
+            Self::ReadOnly => "read_only",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Default, Self::ReadOnly].into_iter().find(|a| a.as_str() == s)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Connection {
+    pub status: ConnectionStatus,
+    pub tenant_id: Option<TenantId>,
+    pub app: Option<AppRegistration>,
+    pub granted_by: Option<Email>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub granted_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_verified_at: Option<OffsetDateTime>,
+    pub last_error: Option<Failure>,
+    /// Bumped by every change; 0 means the connection was never written.
+    pub version: u64,
+}
+
+impl Connection {
+    pub fn none() -> Self {
+        Self {
+            status: ConnectionStatus::None,
+            tenant_id: None,
+            app: None,
+            granted_by: None,
+            granted_at: None,
+            last_verified_at: None,
+            last_error: None,
+            version: 0,
+        }
+    }
+}

@@ -1,0 +1,21 @@
+//! The o365-sync domain: one organisation's Office 365 service-account integration.
+//!
+//! Types here validate themselves on construction, so an invalid email or role can never reach a
+//! store. Storage, secrets and Microsoft are reached through the traits in [`ports`]; this crate
+//! knows nothing of AWS or HTTP.
+
+pub mod audit;
+pub mod connection;
+pub mod consent;
+pub mod error;
+pub mod failure;
+pub mod ids;
+pub mod mailbox;
+pub mod message;
+pub mod page;
+pub mod ports;
+pub mod secret;
+pub mod settings;
+pub mod user;
+
+pub use error::{DomainError, Entity, FieldError, Result, RuleViolation};

@@ -1,0 +1,105 @@
+//! A captured mail message, in the fields we keep of Graph's message resource.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::mailbox::MailFolder;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recipient {
+    pub name: Option<String>,
+    pub address: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BodyType {
+    Html,
+    Text,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageBody {
+    pub content_type: BodyType,
+    pub content: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CapturedMessage {
+    /// Graph's immutable id: the same across folder moves, so one message is one item.
+    pub id: String,
+    pub folder: MailFolder,
+    pub internet_message_id: Option<String>,
+    pub conversation_id: Option<String>,
+    pub subject: Option<String>,
+    pub from: Option<Recipient>,
+    pub to: Vec<Recipient>,
+    pub cc: Vec<Recipient>,
+    pub bcc: Vec<Recipient>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub received_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub sent_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_modified_at: Option<OffsetDateTime>,
+    pub change_key: Option<String>,
+    pub preview: Option<String>,
+    pub has_attachments: bool,
+    pub categories: Vec<String>,
+    pub web_link: Option<String>,
+    /// Present only when the app's permission includes bodies.
+    pub body: Option<MessageBody>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RemovalReason {
+    /// Deleted from the folder.
+    Deleted,
+    /// Moved out of the folder (it may reappear in another one under the same immutable id).
+    Changed,
+}
+
+/// A `@removed` entry of a folder's delta.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageRemoval {
+    pub id: String,
+    pub folder: MailFolder,
+    pub reason: RemovalReason,
+}
+
+/// A message as the archive holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum StoredMessage {
+    Live {
+        message: CapturedMessage,
+        /// The body was cut to fit the store's item size limit.
+        body_truncated: bool,
+    },
+    /// Kept as a tombstone so a replayed page cannot resurrect it silently and consumers see the deletion.
+    Removed {
+        id: String,
+        folder: MailFolder,
+        reason: RemovalReason,
+        #[serde(with = "time::serde::rfc3339")]
+        removed_at: OffsetDateTime,
+    },
+}
+
+impl StoredMessage {
+    pub fn id(&self) -> &str {
+        match self {
+            StoredMessage::Live { message, .. } => &message.id,
+            StoredMessage::Removed { id, .. } => id,
+        }
+    }
+}
+
+/// What one page write did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PageWriteSummary {
+    pub written: u64,
+    pub removed: u64,
+    pub bodies_truncated: u64,
+}

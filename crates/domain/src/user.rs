@@ -1,0 +1,167 @@
+//! Users of one org, their roles and their mailbox sync state.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::error::{DomainError, FieldError};
+use crate::failure::Failure;
+use crate::ids::{DisplayName, Email};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Admin,
+    Member,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Member => "member",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Result<Self, FieldError> {
+        match raw.trim().to_ascii_lowercase().as_str() {
+            "admin" => Ok(Role::Admin),
+            "member" => Ok(Role::Member),
+            _ => Err(FieldError::new("role", "unknown_role", format!("unknown role '{}': use 'admin' or 'member'", raw.chars().take(40).collect::<String>()))),
+        }
+    }
+}
+
+/// How a user's mail reaches us.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnectionMode {
+    /// The user's own OAuth connection (the legacy path).
+    Delegated,
+    /// The org's service-account grant.
+    ServiceAccount,
+}
+
+impl ConnectionMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Delegated => "delegated",
+            Self::ServiceAccount => "service_account",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Delegated, Self::ServiceAccount].into_iter().find(|m| m.as_str() == s)
+    }
+}
+
+/// The kind of a user's sync state, for filtering lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncStateKind {
+    NeverSynced,
+    Ok,
+    Disabled,
+    Error,
+}
+
+impl SyncStateKind {
+    pub const ALL: [Self; 4] = [Self::NeverSynced, Self::Ok, Self::Disabled, Self::Error];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NeverSynced => "never_synced",
+            Self::Ok => "ok",
+            Self::Disabled => "disabled",
+            Self::Error => "error",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum SyncState {
+    NeverSynced,
+    Ok,
+    Disabled,
+    Error { cause: Failure },
+}
+
+impl SyncState {
+    pub fn kind(&self) -> SyncStateKind {
+        match self {
+            SyncState::NeverSynced => SyncStateKind::NeverSynced,
+            SyncState::Ok => SyncStateKind::Ok,
+            SyncState::Disabled => SyncStateKind::Disabled,
+            SyncState::Error { .. } => SyncStateKind::Error,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageCounters {
+    pub captured: u64,
+    pub updated: u64,
+    pub deleted: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    pub email: Email,
+    pub display_name: DisplayName,
+    pub role: Role,
+    /// Derived from the org's single Primary pointer, so two Primaries cannot exist.
+    pub is_primary: bool,
+    pub sync_enabled: bool,
+    pub connection_mode: ConnectionMode,
+    pub state: SyncState,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_sync_at: Option<OffsetDateTime>,
+    pub counters: MessageCounters,
+    pub version: u64,
+}
+
+/// A validated request to add a user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewUser {
+    pub email: Email,
+    pub display_name: DisplayName,
+    pub role: Role,
+}
+
+impl NewUser {
+    /// Validates every field and reports all problems at once.
+    pub fn parse(email: &str, display_name: &str, role: &str) -> Result<Self, DomainError> {
+        let email = Email::parse(email);
+        let display_name = DisplayName::parse(display_name);
+        let role = Role::parse(role);
+        match (email, display_name, role) {
+            (Ok(email), Ok(display_name), Ok(role)) => Ok(Self { email, display_name, role }),
+            (e, d, r) => Err(DomainError::Invalid(
+                [e.err(), d.err(), r.err()].into_iter().flatten().collect(),
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_user_reports_every_bad_field() {
+        let Err(DomainError::Invalid(errors)) = NewUser::parse("nope", "", "owner") else { panic!("accepted") };
+        let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["email", "display_name", "role"]);
+        assert_eq!(errors[2].code, "unknown_role");
+    }
+
+    #[test]
+    fn roles_parse_case_insensitively() {
+        assert_eq!(Role::parse(" Admin ").unwrap(), Role::Admin);
+        assert!(Role::parse("superuser").is_err());
+    }
+}
