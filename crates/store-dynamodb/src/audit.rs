@@ -1,0 +1,90 @@
+//! Audit events: one partition per org, sorted by time (the id starts with the time).
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::types::TransactWriteItem;
+use serde::{Deserialize, Serialize};
+
+use o365_domain::audit::AuditEvent;
+use o365_domain::ids::OrgId;
+use o365_domain::page::{Page, PageRequest};
+use o365_domain::ports::AuditLog;
+use o365_domain::{DomainError, Result};
+
+use crate::keys::audit_pk;
+use crate::sdk_error::unavailable;
+use crate::tables::PK;
+use crate::{DynamoStore, from_item, paging, rfc3339, s, to_item};
+
+#[derive(Serialize, Deserialize)]
+struct AuditRecord {
+    pk: String,
+    sk: String,
+    at: String,
+    action: String,
+    /// The whole event as JSON: before/after are free-form documents.
+    event: String,
+}
+
+fn record(event: &AuditEvent) -> Result<AuditRecord> {
+    Ok(AuditRecord {
+        pk: audit_pk(&event.org),
+        sk: event.id.clone(),
+        at: rfc3339(event.at),
+        action: serde_json::to_value(event.action)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default(),
+        event: serde_json::to_string(event).map_err(|e| DomainError::Unavailable(e.to_string()))?,
+    })
+}
+
+impl DynamoStore {
+    pub(crate) fn audit_put(&self, event: &AuditEvent) -> Result<TransactWriteItem> {
+        self.put_item(
+            to_item(&record(event)?)?,
+            Some("attribute_not_exists(pk)"),
+            None,
+        )
+    }
+}
+
+#[async_trait]
+impl AuditLog for DynamoStore {
+    async fn append(&self, event: AuditEvent) -> Result<()> {
+        self.client
+            .put_item()
+            .table_name(&self.tables.state)
+            .set_item(Some(to_item(&record(&event)?)?))
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn list_audit(&self, org: &OrgId, page: PageRequest) -> Result<Page<AuditEvent>> {
+        let partition = audit_pk(org);
+        let out = self
+            .client
+            .query()
+            .table_name(&self.tables.state)
+            .key_condition_expression("pk = :p")
+            .expression_attribute_values(":p", s(&partition))
+            .scan_index_forward(false)
+            .limit(page.limit as i32)
+            .set_exclusive_start_key(paging::decode(page.after.as_deref(), PK, &partition)?)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        let next = paging::encode(out.last_evaluated_key());
+        let items = out
+            .items
+            .unwrap_or_default()
+            .into_iter()
+            .map(|i| {
+                let r: AuditRecord = from_item(i)?;
+                serde_json::from_str(&r.event).map_err(|e| DomainError::Unavailable(e.to_string()))
+            })
+            .collect::<Result<_>>()?;
+        Ok(Page { items, next })
+    }
+}

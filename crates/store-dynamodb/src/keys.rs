@@ -1,0 +1,69 @@
+//! Key layout of the state table. One place, so every reader and writer agrees.
+//!
+//! | item               | pk                     | sk                | gsi1pk                      | gsi1sk |
+//! |--------------------|------------------------|-------------------|-----------------------------|--------|
+//! | org (settings, Primary, admin count) | `ORG#{org}` | `ORG`     |                             |        |
+//! | connection         | `ORG#{org}`            | `CONNECTION`      | `CONN#{status}`             | org    |
+//! | user               | `ORG#{org}`            | `USER#{email}`    | `USTATE#{org}#{state}`      | email  |
+//! | consent request    | `CONSENT#{nonce}`      | `CONSENT`         |                             |        |
+//! | audit event        | `AUDIT#{org}`          | `{event id}`      |                             |        |
+//! | cursor             | `MBX#{org}#{email}`    | `CURSOR#{folder}` |                             |        |
+//! | lease              | `MBX#{org}#{email}`    | `LEASE`           |                             |        |
+//!
+//! Emails in keys are the canonical lower-case form. Mailbox items sit in their own partition
+//! so a large org's sync writes spread over many partitions.
+
+use o365_domain::ids::{Email, OrgId};
+use o365_domain::mailbox::MailFolder;
+
+use crate::tables::{PK, SK};
+use crate::{Item, s};
+
+pub fn org_pk(org: &OrgId) -> String {
+    format!("ORG#{org}")
+}
+
+pub const ORG_SK: &str = "ORG";
+pub const CONNECTION_SK: &str = "CONNECTION";
+pub const USER_SK_PREFIX: &str = "USER#";
+
+pub fn user_sk(email: &Email) -> String {
+    format!("{USER_SK_PREFIX}{}", email.key())
+}
+
+pub fn connection_gsi_pk(status: &str) -> String {
+    format!("CONN#{status}")
+}
+
+pub fn user_state_gsi_pk(org: &OrgId, state: &str) -> String {
+    format!("USTATE#{org}#{state}")
+}
+
+pub fn consent_pk(nonce: &str) -> String {
+    format!("CONSENT#{nonce}")
+}
+
+pub const CONSENT_SK: &str = "CONSENT";
+
+pub fn audit_pk(org: &OrgId) -> String {
+    format!("AUDIT#{org}")
+}
+
+pub fn mailbox_pk(org: &OrgId, mailbox: &Email) -> String {
+    format!("MBX#{org}#{}", mailbox.key())
+}
+
+pub fn cursor_sk(folder: MailFolder) -> String {
+    format!("CURSOR#{}", folder.well_known_name())
+}
+
+pub const LEASE_SK: &str = "LEASE";
+
+/// Messages table partition: one mailbox.
+pub fn message_pk(org: &OrgId, mailbox: &Email) -> String {
+    format!("{org}#{}", mailbox.key())
+}
+
+pub fn key(pk: impl Into<String>, sk: impl Into<String>) -> Item {
+    Item::from([(PK.to_owned(), s(pk)), (SK.to_owned(), s(sk))])
+}

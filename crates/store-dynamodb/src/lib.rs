@@ -1,0 +1,107 @@
+//! DynamoDB adapter of the o365-sync store ports.
+//!
+//! Invariants live in condition expressions and transactions, not in read-then-write code, so
+//! they hold under any concurrency: one Primary pointer per org, an admin count that never drops
+//! to zero, optimistic versions on every mutable item, single-use consent nonces.
+
+mod audit;
+mod consent;
+mod keys;
+mod mailboxes;
+mod messages;
+mod orgs;
+mod paging;
+mod sdk_error;
+mod tables;
+mod users;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem};
+use std::collections::HashMap;
+
+pub use messages::MAX_ITEM_BYTES;
+pub use tables::{
+    IndexDefinition, TTL_ATTRIBUTE, Table, TableDefinition, TableNames, ensure_tables, probe,
+    table_definitions,
+};
+
+use o365_domain::{DomainError, Result};
+use sdk_error::{TransactionFailure, transaction_failure, unavailable};
+
+type Item = HashMap<String, AttributeValue>;
+
+/// Implements every store port of the domain on two DynamoDB tables.
+#[derive(Clone)]
+pub struct DynamoStore {
+    client: Client,
+    tables: TableNames,
+}
+
+impl DynamoStore {
+    pub fn new(client: Client, tables: TableNames) -> Self {
+        Self { client, tables }
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub fn tables(&self) -> &TableNames {
+        &self.tables
+    }
+
+    pub async fn probe(&self) -> Result<()> {
+        tables::probe(&self.client, &self.tables).await
+    }
+
+    async fn get(&self, table: &str, key: Item) -> Result<Option<Item>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(table)
+            .set_key(Some(key))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(out.item)
+    }
+
+    async fn transact(
+        &self,
+        items: Vec<TransactWriteItem>,
+    ) -> std::result::Result<(), TransactionFailure> {
+        self.client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(transaction_failure)
+    }
+}
+
+fn to_item<T: serde::Serialize>(value: &T) -> Result<Item> {
+    serde_dynamo::to_item(value)
+        .map_err(|e| DomainError::Unavailable(format!("cannot encode item: {e}")))
+}
+
+fn from_item<T: serde::de::DeserializeOwned>(item: Item) -> Result<T> {
+    serde_dynamo::from_item(item).map_err(|e| {
+        tracing::error!(error = %e, "stored item does not decode");
+        DomainError::Unavailable("a stored item could not be read".into())
+    })
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn n(v: impl ToString) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}

@@ -1,0 +1,396 @@
+//! The messages table: one item per (mailbox, immutable id), whatever folder moves happen.
+//!
+//! Bodies are gzip-compressed and, if still too large, cut (with a flag) so no item passes
+//! DynamoDB's 400 KB limit. Removals are conditional on the folder, so a move processed in either
+//! order ends with the message live in its new folder.
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::primitives::Blob;
+use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
+use flate2::Compression;
+use flate2::read::GzDecoder;
+use flate2::write::GzEncoder;
+use rand::Rng;
+use time::OffsetDateTime;
+
+use o365_domain::ids::{Email, OrgId};
+use o365_domain::mailbox::MailFolder;
+use o365_domain::message::{
+    BodyType, CapturedMessage, MessageBody, MessageRemoval, PageWriteSummary, RemovalReason,
+    StoredMessage,
+};
+use o365_domain::page::{Page, PageRequest};
+use o365_domain::ports::MessageArchive;
+use o365_domain::{DomainError, Result};
+
+use crate::keys::{self, message_pk};
+use crate::sdk_error::{is_conditional_failure, unavailable};
+use crate::tables::PK;
+use crate::{DynamoStore, Item, from_item, paging, rfc3339, s, to_item};
+
+/// DynamoDB's item size limit (attribute names and values together).
+pub const MAX_ITEM_BYTES: usize = 400 * 1024;
+/// Room kept for attributes we add after measuring, and for the estimate's slack.
+const SAFETY_MARGIN: usize = 4 * 1024;
+/// Past this, the metadata alone (huge recipient lists) is trimmed before the body is considered.
+const MAX_METADATA_BYTES: usize = 256 * 1024;
+const BATCH_WRITE_LIMIT: usize = 25;
+const MAX_RETRIES: u32 = 10;
+
+/// Exponential backoff with full jitter; gives up after [`MAX_RETRIES`].
+pub(crate) async fn backoff(attempt: u32) -> Result<()> {
+    if attempt > MAX_RETRIES {
+        return Err(DomainError::Unavailable(
+            "DynamoDB kept refusing writes (throttled); try again later".into(),
+        ));
+    }
+    let cap_ms = (25u64 << attempt.min(8)).min(5_000);
+    let wait = rand::rng().random_range(0..=cap_ms);
+    tokio::time::sleep(Duration::from_millis(wait)).await;
+    Ok(())
+}
+
+/// Approximate DynamoDB size of an item: names plus values, as AWS documents the count.
+pub(crate) fn item_size(item: &Item) -> usize {
+    item.iter().map(|(k, v)| k.len() + value_size(v)).sum()
+}
+
+fn value_size(v: &AttributeValue) -> usize {
+    match v {
+        AttributeValue::S(x) | AttributeValue::N(x) => x.len(),
+        AttributeValue::B(b) => b.as_ref().len(),
+        AttributeValue::L(l) => 3 + l.iter().map(|e| 1 + value_size(e)).sum::<usize>(),
+        AttributeValue::M(m) => {
+            3 + m
+                .iter()
+                .map(|(k, e)| 1 + k.len() + value_size(e))
+                .sum::<usize>()
+        }
+        AttributeValue::Ss(x) | AttributeValue::Ns(x) => x.iter().map(String::len).sum(),
+        _ => 1,
+    }
+}
+
+fn gzip(text: &str) -> Vec<u8> {
+    let mut enc = GzEncoder::new(Vec::with_capacity(text.len() / 4), Compression::default());
+    // Writing to a Vec cannot fail.
+    let _ = enc.write_all(text.as_bytes());
+    enc.finish().unwrap_or_default()
+}
+
+fn gunzip(bytes: &[u8]) -> Result<String> {
+    let mut out = String::new();
+    GzDecoder::new(bytes)
+        .read_to_string(&mut out)
+        .map_err(|e| DomainError::Unavailable(format!("stored body unreadable: {e}")))?;
+    Ok(out)
+}
+
+fn cut_at_char_boundary(text: &str, max_bytes: usize) -> &str {
+    let mut end = max_bytes.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// The compressed body and whether it had to be cut to fit `budget` bytes.
+fn fit_body(content: &str, budget: usize) -> (Vec<u8>, bool) {
+    let mut compressed = gzip(content);
+    if compressed.len() <= budget {
+        return (compressed, false);
+    }
+    let mut keep = content.len();
+    while compressed.len() > budget && keep > 0 {
+        // Shrink in proportion to the overshoot, a little more to converge fast.
+        keep = (keep as f64 * budget as f64 / compressed.len() as f64 * 0.9) as usize;
+        compressed = gzip(cut_at_char_boundary(content, keep));
+    }
+    (compressed, true)
+}
+
+fn message_item(
+    org: &OrgId,
+    mailbox: &Email,
+    message: &CapturedMessage,
+    at: OffsetDateTime,
+) -> Result<(Item, bool)> {
+    let mut meta = message.clone();
+    let body = meta.body.take();
+    let mut recipients_truncated = false;
+    let mut item = to_item(&meta)?;
+    while item_size(&item) > MAX_METADATA_BYTES {
+        let longest = [&mut meta.to, &mut meta.cc, &mut meta.bcc]
+            .into_iter()
+            .max_by_key(|l| l.len());
+        match longest {
+            Some(list) if !list.is_empty() => list.truncate(list.len() / 2),
+            _ => break,
+        }
+        recipients_truncated = true;
+        item = to_item(&meta)?;
+    }
+    item.insert(PK.into(), s(message_pk(org, mailbox)));
+    item.insert("sk".into(), s(&message.id));
+    item.insert("state".into(), s("live"));
+    item.insert("stored_at".into(), s(rfc3339(at)));
+    item.insert(
+        "recipients_truncated".into(),
+        AttributeValue::Bool(recipients_truncated),
+    );
+    let mut body_truncated = false;
+    if let Some(body) = body {
+        let budget = MAX_ITEM_BYTES.saturating_sub(item_size(&item) + SAFETY_MARGIN);
+        let (compressed, truncated) = fit_body(&body.content, budget);
+        body_truncated = truncated;
+        item.insert(
+            "body_type".into(),
+            s(match body.content_type {
+                BodyType::Html => "html",
+                BodyType::Text => "text",
+            }),
+        );
+        item.insert("body_gz".into(), AttributeValue::B(Blob::new(compressed)));
+    }
+    item.insert(
+        "body_truncated".into(),
+        AttributeValue::Bool(body_truncated),
+    );
+    Ok((item, body_truncated))
+}
+
+fn stored_message(mut item: Item) -> Result<StoredMessage> {
+    let text = |item: &Item, k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
+    if text(&item, "state").as_deref() == Some("removed") {
+        let folder = text(&item, "folder")
+            .and_then(|f| MailFolder::parse(&f))
+            .unwrap_or(MailFolder::Inbox);
+        let reason = match text(&item, "removal_reason").as_deref() {
+            Some("changed") => RemovalReason::Changed,
+            _ => RemovalReason::Deleted,
+        };
+        let removed_at = text(&item, "removed_at")
+            .and_then(|t| {
+                OffsetDateTime::parse(&t, &time::format_description::well_known::Rfc3339).ok()
+            })
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+        return Ok(StoredMessage::Removed {
+            id: text(&item, "sk").unwrap_or_default(),
+            folder,
+            reason,
+            removed_at,
+        });
+    }
+    let body_gz = item.remove("body_gz");
+    let body_truncated = item
+        .get("body_truncated")
+        .and_then(|v| v.as_bool().ok())
+        .copied()
+        .unwrap_or(false);
+    let body_type = text(&item, "body_type");
+    let mut message: CapturedMessage = from_item(item)?;
+    if let Some(AttributeValue::B(blob)) = body_gz {
+        message.body = Some(MessageBody {
+            content_type: if body_type.as_deref() == Some("text") {
+                BodyType::Text
+            } else {
+                BodyType::Html
+            },
+            content: gunzip(blob.as_ref())?,
+        });
+    }
+    Ok(StoredMessage::Live {
+        message,
+        body_truncated,
+    })
+}
+
+impl DynamoStore {
+    async fn batch_put(&self, mut requests: Vec<WriteRequest>) -> Result<()> {
+        let mut attempt = 0;
+        while !requests.is_empty() {
+            let chunk: Vec<WriteRequest> = requests
+                .drain(..requests.len().min(BATCH_WRITE_LIMIT))
+                .collect();
+            let out = self
+                .client
+                .batch_write_item()
+                .request_items(&self.tables.messages, chunk)
+                .send()
+                .await
+                .map_err(unavailable)?;
+            let left = out
+                .unprocessed_items
+                .and_then(|mut u| u.remove(&self.tables.messages))
+                .unwrap_or_default();
+            if !left.is_empty() {
+                attempt += 1;
+                backoff(attempt).await?;
+                requests.extend(left);
+            }
+        }
+        Ok(())
+    }
+
+    async fn apply_removal(
+        &self,
+        org: &OrgId,
+        mailbox: &Email,
+        removal: &MessageRemoval,
+        at: OffsetDateTime,
+    ) -> Result<bool> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.tables.messages)
+            .set_key(Some(keys::key(message_pk(org, mailbox), &removal.id)))
+            .update_expression(
+                "SET #state = :removed, folder = :folder, removal_reason = :reason, removed_at = :at REMOVE body_gz, body_type",
+            )
+            .condition_expression("attribute_not_exists(pk) OR folder = :folder")
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_values(":removed", s("removed"))
+            .expression_attribute_values(":folder", s(removal.folder.well_known_name()))
+            .expression_attribute_values(":reason", s(match removal.reason {
+                RemovalReason::Deleted => "deleted",
+                RemovalReason::Changed => "changed",
+            }))
+            .expression_attribute_values(":at", s(rfc3339(at)))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            // The message already lives in another folder: the removal is a move's old half.
+            Err(e) if is_conditional_failure(&e) => Ok(false),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+}
+
+#[async_trait]
+impl MessageArchive for DynamoStore {
+    async fn write_page(
+        &self,
+        org: &OrgId,
+        mailbox: &Email,
+        messages: &[CapturedMessage],
+        removals: &[MessageRemoval],
+        at: OffsetDateTime,
+    ) -> Result<PageWriteSummary> {
+        let mut summary = PageWriteSummary::default();
+        // A batch may not name one key twice; a page can (replays): the last copy wins.
+        let mut latest: Vec<&CapturedMessage> = Vec::with_capacity(messages.len());
+        for m in messages.iter().rev() {
+            if !latest.iter().any(|seen| seen.id == m.id) {
+                latest.push(m);
+            }
+        }
+        let mut requests = Vec::with_capacity(latest.len());
+        for m in latest.into_iter().rev() {
+            let (item, truncated) = message_item(org, mailbox, m, at)?;
+            summary.bodies_truncated += u64::from(truncated);
+            requests.push(
+                WriteRequest::builder()
+                    .put_request(
+                        PutRequest::builder()
+                            .set_item(Some(item))
+                            .build()
+                            .map_err(unavailable)?,
+                    )
+                    .build(),
+            );
+        }
+        summary.written = requests.len() as u64;
+        self.batch_put(requests).await?;
+        for removal in removals {
+            summary.removed += u64::from(self.apply_removal(org, mailbox, removal, at).await?);
+        }
+        Ok(summary)
+    }
+
+    async fn message(
+        &self,
+        org: &OrgId,
+        mailbox: &Email,
+        id: &str,
+    ) -> Result<Option<StoredMessage>> {
+        self.get(
+            &self.tables.messages,
+            keys::key(message_pk(org, mailbox), id),
+        )
+        .await?
+        .map(stored_message)
+        .transpose()
+    }
+
+    async fn all_messages(
+        &self,
+        org: &OrgId,
+        mailbox: &Email,
+        page: PageRequest,
+    ) -> Result<Page<StoredMessage>> {
+        let partition = message_pk(org, mailbox);
+        let out = self
+            .client
+            .query()
+            .table_name(&self.tables.messages)
+            .key_condition_expression("pk = :p")
+            .expression_attribute_values(":p", s(&partition))
+            .limit(page.limit as i32)
+            .set_exclusive_start_key(paging::decode(page.after.as_deref(), PK, &partition)?)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        let next = paging::encode(out.last_evaluated_key());
+        let items = out
+            .items
+            .unwrap_or_default()
+            .into_iter()
+            .map(stored_message)
+            .collect::<Result<_>>()?;
+        Ok(Page { items, next })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_incompressible_body_is_cut_to_the_budget() {
+        let mut state = 0x2545F4914F6CDD1Du64;
+        let noise: String = (0..600_000)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                char::from(b'!' + (state % 90) as u8)
+            })
+            .collect();
+        let (compressed, truncated) = fit_body(&noise, 300_000);
+        assert!(truncated);
+        assert!(compressed.len() <= 300_000);
+        let text = gunzip(&compressed).unwrap();
+        assert!(
+            noise.starts_with(&text) && text.len() > 200_000,
+            "kept {} bytes",
+            text.len()
+        );
+    }
+
+    #[test]
+    fn a_compressible_body_is_kept_whole() {
+        let html = "<p>Quarterly numbers attached.</p>".repeat(30_000);
+        let (compressed, truncated) = fit_body(&html, 300_000);
+        assert!(!truncated);
+        assert_eq!(gunzip(&compressed).unwrap(), html);
+    }
+
+    #[test]
+    fn cutting_respects_utf8() {
+        assert_eq!(cut_at_char_boundary("héllo", 2), "h");
+    }
+}

@@ -1,0 +1,1152 @@
+//! One contract for the store ports, run against every DynamoDB-API server we have: dynoxide
+//! (in-process) and moto. Each check asserts outcomes, including that refused writes left
+//! nothing behind.
+
+use std::sync::Arc;
+
+use o365_domain::audit::AuditAction;
+use o365_domain::connection::{AppRegistration, Connection, ConnectionStatus};
+use o365_domain::consent::ConsentRequest;
+use o365_domain::ids::{Email, OrgId, TenantId};
+use o365_domain::mailbox::{MailFolder, MailboxCursor, SyncLink};
+use o365_domain::message::{
+    BodyType, CapturedMessage, MessageBody, MessageRemoval, Recipient, RemovalReason, StoredMessage,
+};
+use o365_domain::page::PageRequest;
+use o365_domain::ports::{
+    AuditLog, ConsentStore, MailboxStateStore, MessageArchive, OrgStore, UserStore,
+};
+use o365_domain::settings::SettingsChange;
+use o365_domain::user::{MessageCounters, NewUser, Role, SyncState, SyncStateKind};
+use o365_domain::{DomainError, Entity, RuleViolation};
+use o365_e2e::{audit, now, org};
+use o365_store_dynamodb::DynamoStore;
+use time::Duration;
+
+fn email(s: &str) -> Email {
+    Email::parse(s).unwrap()
+}
+
+fn new_user(e: &str, role: Role) -> NewUser {
+    NewUser::parse(e, "Test Person", role.as_str()).unwrap()
+}
+
+async fn org_with_admin(store: &DynamoStore, name: &str) -> OrgId {
+    let o = org(name);
+    store
+        .create_org(
+            &o,
+            &new_user("root@contoso.com", Role::Admin),
+            audit(&o, AuditAction::OrgCreated, "org"),
+        )
+        .await
+        .unwrap();
+    o
+}
+
+async fn audit_count(store: &DynamoStore, o: &OrgId) -> usize {
+    store
+        .list_audit(o, PageRequest::first(200))
+        .await
+        .unwrap()
+        .items
+        .len()
+}
+
+async fn a_new_org_has_its_first_admin_as_primary(store: &DynamoStore) {
+    let o = org_with_admin(store, "acme").await;
+    let settings = store.settings(&o).await.unwrap();
+    assert!(!settings.use_service_account && !settings.read_only);
+    assert_eq!(settings.version, 1);
+    let root = store.user(&o, &email("ROOT@contoso.com")).await.unwrap();
+    assert!(root.is_primary);
+    assert_eq!(root.role, Role::Admin);
+    assert!(!root.sync_enabled);
+    assert_eq!(
+        store.primary(&o).await.unwrap(),
+        Some(email("root@contoso.com"))
+    );
+    assert_eq!(store.connection(&o).await.unwrap(), Connection::none());
+    let again = store
+        .create_org(
+            &o,
+            &new_user("x@contoso.com", Role::Admin),
+            audit(&o, AuditAction::OrgCreated, "org"),
+        )
+        .await;
+    assert!(matches!(
+        again,
+        Err(DomainError::AlreadyExists(Entity::Org))
+    ));
+    assert_eq!(
+        audit_count(store, &o).await,
+        1,
+        "the refused creation wrote no audit event"
+    );
+    assert!(matches!(
+        store.settings(&org("nobody")).await,
+        Err(DomainError::NotFound(Entity::Org))
+    ));
+}
+
+async fn a_stale_settings_version_is_a_conflict(store: &DynamoStore) {
+    let o = org_with_admin(store, "acme").await;
+    let v1 = store.settings(&o).await.unwrap();
+    let v2 = v1.apply(SettingsChange {
+        use_service_account: Some(true),
+        read_only: None,
+    });
+    store
+        .save_settings(
+            &o,
+            &v2,
+            None,
+            audit(&o, AuditAction::SettingsChanged, "settings"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.settings(&o).await.unwrap(), v2);
+    // A second writer still holding v1 must not overwrite v2.
+    let stale = v1.apply(SettingsChange {
+        use_service_account: None,
+        read_only: Some(true),
+    });
+    let result = store
+        .save_settings(
+            &o,
+            &stale,
+            None,
+            audit(&o, AuditAction::SettingsChanged, "settings"),
+        )
+        .await;
+    assert!(
+        matches!(result, Err(DomainError::Conflict(Entity::Settings))),
+        "{result:?}"
+    );
+    assert_eq!(store.settings(&o).await.unwrap(), v2);
+    assert_eq!(audit_count(store, &o).await, 2);
+}
+
+async fn settings_and_connection_change_together_or_not_at_all(store: &DynamoStore) {
+    let o = org_with_admin(store, "acme").await;
+    let mut connected = Connection::none();
+    connected.status = ConnectionStatus::Connected;
+    connected.tenant_id = Some(TenantId::parse("72f988bf-86f1-41af-91ab-2d7cd011db47").unwrap());
+    connected.app = Some(AppRegistration::Default);
+    connected.version = 1;
+    store
+        .save_connection(
+            &o,
+            &connected,
+            audit(&o, AuditAction::ConsentGranted, "connection"),
+        )
+        .await
+        .unwrap();
+    let s1 = store.settings(&o).await.unwrap();
+    let s2 = s1.apply(SettingsChange {
+        read_only: Some(true),
+        ..Default::default()
+    });
+    // The connection change is built on a stale connection version: the whole transaction fails.
+    let mut stale = connected.clone();
+    stale.status = ConnectionStatus::NeedsReconsent;
+    stale.version = 1;
+    let r = store
+        .save_settings(
+            &o,
+            &s2,
+            Some(&stale),
+            audit(&o, AuditAction::SettingsChanged, "settings"),
+        )
+        .await;
+    assert!(
+        matches!(r, Err(DomainError::Conflict(Entity::Connection))),
+        "{r:?}"
+    );
+    assert_eq!(
+        store.settings(&o).await.unwrap(),
+        s1,
+        "settings were not written alone"
+    );
+    let mut next = connected.clone();
+    next.status = ConnectionStatus::NeedsReconsent;
+    next.version = 2;
+    store
+        .save_settings(
+            &o,
+            &s2,
+            Some(&next),
+            audit(&o, AuditAction::SettingsChanged, "settings"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.connection(&o).await.unwrap(), next);
+    assert!(store.settings(&o).await.unwrap().read_only);
+}
+
+async fn connections_are_versioned_and_indexed_by_status(store: &DynamoStore) {
+    let a = org_with_admin(store, "org-a").await;
+    let b = org_with_admin(store, "org-b").await;
+    for (o, status) in [
+        (&a, ConnectionStatus::Connected),
+        (&b, ConnectionStatus::PendingConsent),
+    ] {
+        let mut c = Connection::none();
+        c.status = status;
+        c.version = 1;
+        store
+            .save_connection(
+                o,
+                &c,
+                audit(o, AuditAction::ConnectionActivated, "connection"),
+            )
+            .await
+            .unwrap();
+    }
+    let mut again = Connection::none();
+    again.version = 1;
+    let r = store
+        .save_connection(
+            &a,
+            &again,
+            audit(&a, AuditAction::ConnectionDeleted, "connection"),
+        )
+        .await;
+    assert!(matches!(r, Err(DomainError::Conflict(Entity::Connection))));
+    let r = store
+        .save_connection(
+            &org("ghost"),
+            &again,
+            audit(&a, AuditAction::ConnectionDeleted, "connection"),
+        )
+        .await;
+    assert!(
+        matches!(r, Err(DomainError::NotFound(Entity::Org))),
+        "{r:?}"
+    );
+    let connected = store
+        .orgs_with_connection(ConnectionStatus::Connected, PageRequest::first(10))
+        .await
+        .unwrap();
+    assert_eq!(connected.items, vec![a.clone()]);
+}
+
+async fn users_are_unique_case_insensitively(store: &DynamoStore) {
+    let o = org_with_admin(store, "acme").await;
+    let added = store
+        .add_user(
+            &o,
+            &new_user("Adele@Contoso.com", Role::Member),
+            audit(&o, AuditAction::UserAdded, "user"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(added.email.as_str(), "Adele@Contoso.com");
+    assert!(!added.is_primary);
+    let dup = store
+        .add_user(
+            &o,
+            &new_user("adele@contoso.com", Role::Admin),
+            audit(&o, AuditAction::UserAdded, "user"),
+        )
+        .await;
+    assert!(
+        matches!(dup, Err(DomainError::AlreadyExists(Entity::User))),
+        "{dup:?}"
+    );
+    let ghost = store
+        .add_user(
+            &org("ghost"),
+            &new_user("a@contoso.com", Role::Member),
+            audit(&o, AuditAction::UserAdded, "user"),
+        )
+        .await;
+    assert!(
+        matches!(ghost, Err(DomainError::NotFound(Entity::Org))),
+        "{ghost:?}"
+    );
+    // The refused admin add must not have bumped the admin count: root is still the last admin.
+    let root = store.user(&o, &email("root@contoso.com")).await.unwrap();
+    store
+        .set_primary(
+            &o,
+            &email("root@contoso.com"),
+            audit(&o, AuditAction::PrimaryChanged, "user"),
+        )
+        .await
+        .unwrap();
+    let r = store
+        .remove_user(
+            &o,
+            &root.email,
+            root.version,
+            audit(&o, AuditAction::UserRemoved, "user"),
+        )
+        .await;
+    assert!(
+        matches!(r, Err(DomainError::Rule(RuleViolation::PrimaryLocked))),
+        "{r:?}"
+    );
+}
+
+async fn the_last_admin_and_the_primary_are_protected(store: &DynamoStore) {
+    let o = org_with_admin(store, "acme").await;
+    let root = store.user(&o, &email("root@contoso.com")).await.unwrap();
+    let before = audit_count(store, &o).await;
+    let r = store
+        .change_role(
+            &o,
+            &root.email,
+            Role::Member,
+            root.version,
+            audit(&o, AuditAction::UserRoleChanged, "user"),
+        )
+        .await;
+    assert!(
+        matches!(r, Err(DomainError::Rule(RuleViolation::PrimaryLocked))),
+        "{r:?}"
+    );
+    let r = store
+        .remove_user(
+            &o,
+            &root.email,
+            root.version,
+            audit(&o, AuditAction::UserRemoved, "user"),
+        )
+        .await;
+    assert!(
+        matches!(r, Err(DomainError::Rule(RuleViolation::PrimaryLocked))),
+        "{r:?}"
+    );
+    assert_eq!(
+        audit_count(store, &o).await,
+        before,
+        "refusals wrote nothing"
+    );
+
+    // Move Primary to a second admin, then root may be demoted — but not that second admin,
+    // who is now both Primary and the last admin.
+    let bob = store
+        .add_user(
+            &o,
+            &new_user("bob@contoso.com", Role::Admin),
+            audit(&o, AuditAction::UserAdded, "user"),
+        )
+        .await
+        .unwrap();
+    store
+        .set_primary(
+            &o,
+            &bob.email,
+            audit(&o, AuditAction::PrimaryChanged, "user"),
+        )
+        .await
+        .unwrap();
+    let root = store
+        .change_role(
+            &o,
+            &root.email,
+            Role::Member,
+            root.version,
+            audit(&o, AuditAction::UserRoleChanged, "user"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(root.role, Role::Member);
+    assert_eq!(root.version, 2);
+    assert!(store.user(&o, &bob.email).await.unwrap().is_primary);
+
+    // A third admin who is not Primary: removable while another admin remains...
+    let cy = store
+        .add_user(
+            &o,
+            &new_user("cy@contoso.com", Role::Admin),
+            audit(&o, AuditAction::UserAdded, "user"),
+        )
+        .await
+        .unwrap();
+    let stale = store
+        .change_role(
+            &o,
+            &cy.email,
+            Role::Member,
+            cy.version + 1,
+            audit(&o, AuditAction::UserRoleChanged, "user"),
+        )
+        .await;
+    assert!(
+        matches!(stale, Err(DomainError::Conflict(Entity::User))),
+        "{stale:?}"
+    );
+    store
+        .remove_user(
+            &o,
+            &cy.email,
+            cy.version,
+            audit(&o, AuditAction::UserRemoved, "user"),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.user(&o, &cy.email).await,
+        Err(DomainError::NotFound(Entity::User))
+    ));
+
+    // ...and with Primary moved back to root (promoted again), bob is the only other admin.
+    let root = store
+        .change_role(
+            &o,
+            &root.email,
+            Role::Admin,
+            root.version,
+            audit(&o, AuditAction::UserRoleChanged, "user"),
+        )
+        .await
+        .unwrap();
+    store
+        .set_primary(
+            &o,
+            &root.email,
+            audit(&o, AuditAction::PrimaryChanged, "user"),
+        )
+        .await
+        .unwrap();
+    let bob = store.user(&o, &bob.email).await.unwrap();
+    let bob = store
+        .change_role(
+            &o,
+            &bob.email,
+            Role::Member,
+            bob.version,
+            audit(&o, AuditAction::UserRoleChanged, "user"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(bob.role, Role::Member);
+    // root is now the last admin *and* Primary: both rules refuse; the Primary rule is reported.
+    let r = store
+        .change_role(
+            &o,
+            &root.email,
+            Role::Member,
+            root.version,
+            audit(&o, AuditAction::UserRoleChanged, "user"),
+        )
+        .await;
+    assert!(
+        matches!(r, Err(DomainError::Rule(RuleViolation::PrimaryLocked))),
+        "{r:?}"
+    );
+}
+
+async fn primary_moves_only_to_an_existing_admin(store: &DynamoStore) {
+    // Primary is always an admin, so the last admin is always Primary: the admin count is a
+    // second guard behind the Primary rule, and this checks the Primary rule's edges.
+    let o = org_with_admin(store, "acme").await;
+    let dee = store
+        .add_user(
+            &o,
+            &new_user("dee@contoso.com", Role::Admin),
+            audit(&o, AuditAction::UserAdded, "user"),
+        )
+        .await
+        .unwrap();
+    store
+        .set_primary(
+            &o,
+            &dee.email,
+            audit(&o, AuditAction::PrimaryChanged, "user"),
+        )
+        .await
+        .unwrap();
+    let root = store.user(&o, &email("root@contoso.com")).await.unwrap();
+    // root is not Primary; dee is. Demoting root is fine: dee remains an admin.
+    store
+        .change_role(
+            &o,
+            &root.email,
+            Role::Member,
+            root.version,
+            audit(&o, AuditAction::UserRoleChanged, "user"),
+        )
+        .await
+        .unwrap();
+    // A member cannot become Primary, nor can someone who does not exist.
+    let r = store
+        .set_primary(
+            &o,
+            &root.email,
+            audit(&o, AuditAction::PrimaryChanged, "user"),
+        )
+        .await;
+    assert!(
+        matches!(r, Err(DomainError::Rule(RuleViolation::PrimaryMustBeAdmin))),
+        "{r:?}"
+    );
+    let r = store
+        .set_primary(
+            &o,
+            &email("nobody@contoso.com"),
+            audit(&o, AuditAction::PrimaryChanged, "user"),
+        )
+        .await;
+    assert!(
+        matches!(r, Err(DomainError::NotFound(Entity::User))),
+        "{r:?}"
+    );
+    assert_eq!(store.primary(&o).await.unwrap(), Some(dee.email));
+}
+
+async fn twenty_concurrent_set_primary_calls_leave_exactly_one_primary(store: &DynamoStore) {
+    let o = org_with_admin(store, "acme").await;
+    let store = Arc::new(store.clone());
+    let mut targets = Vec::new();
+    for i in 0..20 {
+        let role = if i % 2 == 0 {
+            Role::Admin
+        } else {
+            Role::Member
+        };
+        let e = format!("user{i}@contoso.com");
+        store
+            .add_user(
+                &o,
+                &new_user(&e, role),
+                audit(&o, AuditAction::UserAdded, "user"),
+            )
+            .await
+            .unwrap();
+        targets.push((email(&e), role));
+    }
+    let before = audit_count(&store, &o).await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for (e, role) in targets.clone() {
+        let (store, o) = (store.clone(), o.clone());
+        tasks.spawn(async move {
+            (
+                role,
+                store
+                    .set_primary(&o, &e, audit(&o, AuditAction::PrimaryChanged, "user"))
+                    .await,
+            )
+        });
+    }
+    let mut successes = 0;
+    while let Some(joined) = tasks.join_next().await {
+        match joined.unwrap() {
+            (Role::Admin, Ok(())) => successes += 1,
+            (Role::Admin, Err(DomainError::Conflict(_))) => {}
+            (Role::Member, Err(DomainError::Rule(RuleViolation::PrimaryMustBeAdmin))) => {}
+            other => panic!("unexpected outcome {other:?}"),
+        }
+    }
+    assert!(successes >= 1);
+    let users = store
+        .list_users(&o, None, PageRequest::first(100))
+        .await
+        .unwrap()
+        .items;
+    let primaries: Vec<_> = users.iter().filter(|u| u.is_primary).collect();
+    assert_eq!(primaries.len(), 1, "exactly one Primary");
+    assert_eq!(primaries[0].role, Role::Admin);
+    assert!(targets.iter().any(|(e, _)| *e == primaries[0].email));
+    assert_eq!(
+        audit_count(&store, &o).await,
+        before + successes,
+        "one audit event per successful move"
+    );
+}
+
+async fn bulk_sync_switches_are_all_or_nothing(store: &DynamoStore) {
+    let o = org_with_admin(store, "acme").await;
+    for e in ["a@contoso.com", "b@contoso.com"] {
+        store
+            .add_user(
+                &o,
+                &new_user(e, Role::Member),
+                audit(&o, AuditAction::UserAdded, "user"),
+            )
+            .await
+            .unwrap();
+    }
+    let before = audit_count(store, &o).await;
+    let bad = [
+        (email("a@contoso.com"), true),
+        (email("ghost@contoso.com"), true),
+        (email("A@contoso.com"), false),
+    ];
+    let Err(DomainError::Invalid(rows)) = store
+        .set_sync_enabled(&o, &bad, audit(&o, AuditAction::SyncToggled, "users"))
+        .await
+    else {
+        panic!("accepted a bad bulk change");
+    };
+    let fields: Vec<_> = rows.iter().map(|r| (r.field.as_str(), r.code)).collect();
+    assert!(
+        fields.contains(&("changes[1].email", "unknown_user")),
+        "{fields:?}"
+    );
+    assert!(
+        fields.contains(&("changes[2].email", "duplicate")),
+        "{fields:?}"
+    );
+    assert!(
+        !store
+            .user(&o, &email("a@contoso.com"))
+            .await
+            .unwrap()
+            .sync_enabled,
+        "nothing applied"
+    );
+    assert_eq!(audit_count(store, &o).await, before);
+
+    let good = [
+        (email("a@contoso.com"), true),
+        (email("b@contoso.com"), true),
+    ];
+    let users = store
+        .set_sync_enabled(&o, &good, audit(&o, AuditAction::SyncToggled, "users"))
+        .await
+        .unwrap();
+    assert_eq!(users.len(), 2);
+    assert!(
+        users
+            .iter()
+            .all(|u| u.sync_enabled && u.state == SyncState::NeverSynced && u.version == 2)
+    );
+    let mut enabled = store
+        .sync_enabled_users(&o, PageRequest::first(50))
+        .await
+        .unwrap()
+        .items;
+    enabled.sort_by(|x, y| x.key().cmp(y.key()));
+    assert_eq!(
+        enabled,
+        vec![email("a@contoso.com"), email("b@contoso.com")]
+    );
+    let never = store
+        .list_users(&o, Some(SyncStateKind::NeverSynced), PageRequest::first(50))
+        .await
+        .unwrap();
+    assert_eq!(never.items.len(), 2);
+    let too_many: Vec<_> = (0..100)
+        .map(|i| (email(&format!("u{i}@contoso.com")), true))
+        .collect();
+    assert!(matches!(
+        store
+            .set_sync_enabled(&o, &too_many, audit(&o, AuditAction::SyncToggled, "users"))
+            .await,
+        Err(DomainError::Invalid(_))
+    ));
+}
+
+async fn sync_outcomes_update_state_and_counters(store: &DynamoStore) {
+    let o = org_with_admin(store, "acme").await;
+    let root = email("root@contoso.com");
+    store
+        .set_sync_enabled(
+            &o,
+            &[(root.clone(), true)],
+            audit(&o, AuditAction::SyncToggled, "users"),
+        )
+        .await
+        .unwrap();
+    let added = MessageCounters {
+        captured: 10,
+        updated: 2,
+        deleted: 1,
+    };
+    store
+        .record_sync(&o, &root, &SyncState::Ok, now(), added)
+        .await
+        .unwrap();
+    store
+        .record_sync(&o, &root, &SyncState::Ok, now(), added)
+        .await
+        .unwrap();
+    let u = store.user(&o, &root).await.unwrap();
+    assert_eq!(
+        u.counters,
+        MessageCounters {
+            captured: 20,
+            updated: 4,
+            deleted: 2
+        }
+    );
+    assert_eq!(
+        u.version, 2,
+        "sync outcomes do not bump the admin-facing version"
+    );
+    let cause = o365_domain::failure::Failure::new(
+        o365_domain::failure::FailureCode::UserNotFound,
+        Some("ErrorInvalidUser"),
+        "The requested user 'root@contoso.com' is invalid.",
+        now(),
+    );
+    store
+        .record_sync(
+            &o,
+            &root,
+            &SyncState::Error {
+                cause: cause.clone(),
+            },
+            now(),
+            MessageCounters::default(),
+        )
+        .await
+        .unwrap();
+    let errors = store
+        .list_users(&o, Some(SyncStateKind::Error), PageRequest::first(10))
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0].state, SyncState::Error { cause });
+    assert!(
+        store
+            .list_users(&o, Some(SyncStateKind::Ok), PageRequest::first(10))
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    let ghost = store
+        .record_sync(
+            &o,
+            &email("ghost@contoso.com"),
+            &SyncState::Ok,
+            now(),
+            added,
+        )
+        .await;
+    assert!(matches!(ghost, Err(DomainError::NotFound(Entity::User))));
+}
+
+async fn listings_page_and_tokens_stay_in_their_org(store: &DynamoStore) {
+    let a = org_with_admin(store, "org-a").await;
+    let b = org_with_admin(store, "org-b").await;
+    for i in 0..7 {
+        store
+            .add_user(
+                &a,
+                &new_user(&format!("u{i}@contoso.com"), Role::Member),
+                audit(&a, AuditAction::UserAdded, "user"),
+            )
+            .await
+            .unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut page = PageRequest::first(3);
+    loop {
+        let p = store.list_users(&a, None, page.clone()).await.unwrap();
+        assert!(p.items.len() <= 3);
+        seen.extend(p.items.into_iter().map(|u| u.email));
+        match p.next {
+            Some(next) => {
+                page = PageRequest {
+                    limit: 3,
+                    after: Some(next),
+                }
+            }
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 8);
+    let first = store
+        .list_users(&a, None, PageRequest::first(3))
+        .await
+        .unwrap();
+    let foreign = store
+        .list_users(
+            &b,
+            None,
+            PageRequest {
+                limit: 3,
+                after: first.next,
+            },
+        )
+        .await;
+    assert!(
+        matches!(foreign, Err(DomainError::Invalid(_))),
+        "a token of org A is refused for org B"
+    );
+    let garbage = store
+        .list_users(
+            &a,
+            None,
+            PageRequest {
+                limit: 3,
+                after: Some("%%%".into()),
+            },
+        )
+        .await;
+    assert!(matches!(garbage, Err(DomainError::Invalid(_))));
+    let events = store.list_audit(&a, PageRequest::first(3)).await.unwrap();
+    assert_eq!(events.items.len(), 3);
+    assert!(events.items[0].id > events.items[2].id, "newest first");
+}
+
+async fn consent_requests_are_single_use_and_expire(store: &DynamoStore) {
+    let o = org_with_admin(store, "acme").await;
+    let request = ConsentRequest {
+        nonce: "n-123".into(),
+        org: o.clone(),
+        initiated_by: email("root@contoso.com"),
+        app: AppRegistration::ReadOnly,
+        // Expiry is kept to the second (it doubles as the DynamoDB TTL).
+        expires_at: (now() + Duration::minutes(15))
+            .replace_nanosecond(0)
+            .unwrap(),
+    };
+    store.put_consent_request(&request).await.unwrap();
+    assert!(matches!(
+        store.put_consent_request(&request).await,
+        Err(DomainError::AlreadyExists(_))
+    ));
+    assert_eq!(
+        store.take_consent_request("n-123", now()).await.unwrap(),
+        request
+    );
+    assert!(matches!(
+        store.take_consent_request("n-123", now()).await,
+        Err(DomainError::NotFound(Entity::ConsentRequest))
+    ));
+    let expired = ConsentRequest {
+        nonce: "n-old".into(),
+        expires_at: now() - Duration::seconds(1),
+        ..request
+    };
+    store.put_consent_request(&expired).await.unwrap();
+    assert!(matches!(
+        store.take_consent_request("n-old", now()).await,
+        Err(DomainError::NotFound(_))
+    ));
+    assert!(
+        matches!(
+            store.take_consent_request("n-old", now()).await,
+            Err(DomainError::NotFound(_))
+        ),
+        "consumed even though expired"
+    );
+}
+
+async fn cursors_and_leases(store: &DynamoStore) {
+    let o = org("acme");
+    let mbx = email("adele@contoso.com");
+    assert_eq!(
+        store.cursor(&o, &mbx, MailFolder::Inbox).await.unwrap(),
+        None
+    );
+    let cursor = MailboxCursor {
+        org: o.clone(),
+        mailbox: mbx.clone(),
+        folder: MailFolder::Inbox,
+        link: SyncLink::Next(
+            "https://graph.example/v1.0/users/x/mailFolders('inbox')/messages/delta?$skiptoken=abc"
+                .into(),
+        ),
+        saved_at: time::macros::datetime!(2026-11-26 05:00 UTC),
+    };
+    store.save_cursor(&cursor).await.unwrap();
+    assert_eq!(
+        store
+            .cursor(&o, &email("ADELE@contoso.com"), MailFolder::Inbox)
+            .await
+            .unwrap(),
+        Some(cursor.clone())
+    );
+    assert_eq!(
+        store.cursor(&o, &mbx, MailFolder::SentItems).await.unwrap(),
+        None
+    );
+    store
+        .clear_cursor(&o, &mbx, MailFolder::Inbox)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.cursor(&o, &mbx, MailFolder::Inbox).await.unwrap(),
+        None
+    );
+
+    let t0 = now();
+    assert!(
+        store
+            .acquire_lease(&o, &mbx, "worker-1", t0 + Duration::minutes(5), t0)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .acquire_lease(&o, &mbx, "worker-2", t0 + Duration::minutes(5), t0)
+            .await
+            .unwrap(),
+        "held"
+    );
+    assert!(
+        store
+            .acquire_lease(&o, &mbx, "worker-1", t0 + Duration::minutes(6), t0)
+            .await
+            .unwrap(),
+        "the holder renews"
+    );
+    let later = t0 + Duration::minutes(7);
+    assert!(
+        store
+            .acquire_lease(&o, &mbx, "worker-2", later + Duration::minutes(5), later)
+            .await
+            .unwrap(),
+        "an expired lease is taken over"
+    );
+    store.release_lease(&o, &mbx, "worker-1").await.unwrap();
+    assert!(
+        !store
+            .acquire_lease(&o, &mbx, "worker-3", later + Duration::minutes(5), later)
+            .await
+            .unwrap(),
+        "worker-1 could not release worker-2's lease"
+    );
+    store.release_lease(&o, &mbx, "worker-2").await.unwrap();
+    assert!(
+        store
+            .acquire_lease(&o, &mbx, "worker-3", later + Duration::minutes(5), later)
+            .await
+            .unwrap()
+    );
+}
+
+fn message(id: &str, folder: MailFolder, body: &str) -> CapturedMessage {
+    CapturedMessage {
+        id: id.into(),
+        folder,
+        internet_message_id: Some(format!("<{id}@contoso.com>")),
+        conversation_id: Some("conv-1".into()),
+        subject: Some("Quarterly review".into()),
+        from: Some(Recipient {
+            name: Some("Adele".into()),
+            address: Some("adele@contoso.com".into()),
+        }),
+        to: vec![Recipient {
+            name: None,
+            address: Some("bob@contoso.com".into()),
+        }],
+        cc: vec![],
+        bcc: vec![],
+        received_at: Some(time::macros::datetime!(2026-11-20 09:00 UTC)),
+        sent_at: Some(time::macros::datetime!(2026-11-20 08:59 UTC)),
+        last_modified_at: Some(time::macros::datetime!(2026-11-20 09:01 UTC)),
+        change_key: Some("ck1".into()),
+        preview: Some("Numbers attached".into()),
+        has_attachments: false,
+        categories: vec!["Blue".into()],
+        web_link: Some("https://outlook.office365.com/owa/?ItemID=x".into()),
+        body: Some(MessageBody {
+            content_type: BodyType::Html,
+            content: body.into(),
+        }),
+    }
+}
+
+async fn live_ids(store: &DynamoStore, o: &OrgId, mbx: &Email) -> Vec<(String, MailFolder)> {
+    let mut out = Vec::new();
+    let mut page = PageRequest::first(100);
+    loop {
+        let p = store.all_messages(o, mbx, page.clone()).await.unwrap();
+        for m in p.items {
+            if let StoredMessage::Live { message, .. } = m {
+                out.push((message.id, message.folder));
+            }
+        }
+        match p.next {
+            Some(n) => page.after = Some(n),
+            None => break,
+        }
+    }
+    out.sort();
+    out
+}
+
+async fn message_pages_are_idempotent_and_moves_converge(store: &DynamoStore) {
+    let o = org("acme");
+    let mbx = email("adele@contoso.com");
+    let page: Vec<_> = (0..30)
+        .map(|i| message(&format!("m{i:02}"), MailFolder::Inbox, "<p>hi</p>"))
+        .collect();
+    let s1 = store.write_page(&o, &mbx, &page, &[], now()).await.unwrap();
+    let s2 = store.write_page(&o, &mbx, &page, &[], now()).await.unwrap();
+    assert_eq!((s1.written, s2.written), (30, 30));
+    assert_eq!(
+        live_ids(store, &o, &mbx).await.len(),
+        30,
+        "a replayed page adds no duplicate"
+    );
+    let stored = store.message(&o, &mbx, "m07").await.unwrap().unwrap();
+    let StoredMessage::Live {
+        message: m,
+        body_truncated,
+    } = stored
+    else {
+        panic!("not live")
+    };
+    assert_eq!(m, page[7]);
+    assert!(!body_truncated);
+
+    // m01 moves inbox → sentitems; the sentitems half is processed first, then the inbox half.
+    store
+        .write_page(
+            &o,
+            &mbx,
+            &[message("m01", MailFolder::SentItems, "x")],
+            &[],
+            now(),
+        )
+        .await
+        .unwrap();
+    let removal = MessageRemoval {
+        id: "m01".into(),
+        folder: MailFolder::Inbox,
+        reason: RemovalReason::Changed,
+    };
+    let s = store
+        .write_page(&o, &mbx, &[], &[removal.clone()], now())
+        .await
+        .unwrap();
+    assert_eq!(
+        s.removed, 0,
+        "the old folder's removal does not touch the moved message"
+    );
+    // m02 moves the other way round: inbox removal first, then its arrival in sentitems.
+    let removal2 = MessageRemoval {
+        id: "m02".into(),
+        folder: MailFolder::Inbox,
+        reason: RemovalReason::Changed,
+    };
+    store
+        .write_page(&o, &mbx, &[], &[removal2], now())
+        .await
+        .unwrap();
+    store
+        .write_page(
+            &o,
+            &mbx,
+            &[message("m02", MailFolder::SentItems, "x")],
+            &[],
+            now(),
+        )
+        .await
+        .unwrap();
+    // m03 is deleted, twice (a replay).
+    let deleted = MessageRemoval {
+        id: "m03".into(),
+        folder: MailFolder::Inbox,
+        reason: RemovalReason::Deleted,
+    };
+    store
+        .write_page(&o, &mbx, &[], &[deleted.clone()], now())
+        .await
+        .unwrap();
+    store
+        .write_page(&o, &mbx, &[], &[deleted], now())
+        .await
+        .unwrap();
+
+    let live = live_ids(store, &o, &mbx).await;
+    assert_eq!(live.len(), 29);
+    assert!(live.contains(&("m01".into(), MailFolder::SentItems)));
+    assert!(live.contains(&("m02".into(), MailFolder::SentItems)));
+    assert!(!live.iter().any(|(id, _)| id == "m03"));
+    let tomb = store.message(&o, &mbx, "m03").await.unwrap().unwrap();
+    assert!(matches!(
+        tomb,
+        StoredMessage::Removed {
+            reason: RemovalReason::Deleted,
+            folder: MailFolder::Inbox,
+            ..
+        }
+    ));
+}
+
+async fn huge_bodies_are_cut_to_fit_one_item(store: &DynamoStore) {
+    let o = org("acme");
+    let mbx = email("adele@contoso.com");
+    // ~1 MB of incompressible text.
+    let mut state = 0x9E3779B97F4A7C15u64;
+    let noise: String = (0..1_000_000)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            char::from(b'0' + (state % 75) as u8)
+        })
+        .collect();
+    let mut big = message("big", MailFolder::Inbox, &noise);
+    big.to = (0..20_000)
+        .map(|i| Recipient {
+            name: Some(format!("Person {i}")),
+            address: Some(format!("p{i}@contoso.com")),
+        })
+        .collect();
+    let summary = store
+        .write_page(&o, &mbx, &[big.clone()], &[], now())
+        .await
+        .unwrap();
+    assert_eq!(summary.bodies_truncated, 1);
+    let StoredMessage::Live {
+        message,
+        body_truncated,
+    } = store.message(&o, &mbx, "big").await.unwrap().unwrap()
+    else {
+        panic!()
+    };
+    assert!(body_truncated);
+    let body = message.body.unwrap().content;
+    assert!(
+        noise.starts_with(&body) && body.len() > 50_000,
+        "kept a prefix of {} bytes",
+        body.len()
+    );
+    assert!(
+        !message.to.is_empty() && message.to.len() < 20_000,
+        "recipients trimmed to fit"
+    );
+}
+
+macro_rules! contract_suite {
+    ($($check:ident),* $(,)?) => {
+        mod on_dynoxide {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() {
+                    let fixture = o365_e2e::StoreFixture::dynoxide().await;
+                    super::$check(&fixture.store).await;
+                }
+            )*
+        }
+        mod on_moto {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() {
+                    let fixture = o365_e2e::StoreFixture::moto().await;
+                    super::$check(&fixture.store).await;
+                }
+            )*
+        }
+    };
+}
+
+contract_suite!(
+    a_new_org_has_its_first_admin_as_primary,
+    a_stale_settings_version_is_a_conflict,
+    settings_and_connection_change_together_or_not_at_all,
+    connections_are_versioned_and_indexed_by_status,
+    users_are_unique_case_insensitively,
+    the_last_admin_and_the_primary_are_protected,
+    primary_moves_only_to_an_existing_admin,
+    twenty_concurrent_set_primary_calls_leave_exactly_one_primary,
+    bulk_sync_switches_are_all_or_nothing,
+    sync_outcomes_update_state_and_counters,
+    listings_page_and_tokens_stay_in_their_org,
+    consent_requests_are_single_use_and_expire,
+    cursors_and_leases,
+    message_pages_are_idempotent_and_moves_converge,
+    huge_bodies_are_cut_to_fit_one_item,
+);
