@@ -48,7 +48,13 @@ pub struct AuditEvent {
 }
 
 impl AuditEvent {
-    pub fn new(org: &OrgId, at: OffsetDateTime, actor: Actor, action: AuditAction, object: impl Into<String>) -> Self {
+    pub fn new(
+        org: &OrgId,
+        at: OffsetDateTime,
+        actor: Actor,
+        action: AuditAction,
+        object: impl Into<String>,
+    ) -> Self {
         let millis = (at.unix_timestamp_nanos() / 1_000_000).max(0);
         Self {
             org: org.clone(),

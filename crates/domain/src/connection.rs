@@ -22,8 +22,14 @@ pub enum ConnectionStatus {
 }
 
 impl ConnectionStatus {
-    pub const ALL: [Self; 6] =
-        [Self::None, Self::PendingConsent, Self::Verifying, Self::Connected, Self::NeedsReconsent, Self::Error];
+    pub const ALL: [Self; 6] = [
+        Self::None,
+        Self::PendingConsent,
+        Self::Verifying,
+        Self::Connected,
+        Self::NeedsReconsent,
+        Self::Error,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -60,7 +66,9 @@ impl AppRegistration {
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Default, Self::ReadOnly].into_iter().find(|a| a.as_str() == s)
+        [Self::Default, Self::ReadOnly]
+            .into_iter()
+            .find(|a| a.as_str() == s)
     }
 }
 

@@ -100,8 +100,18 @@ pub struct Failure {
 }
 
 impl Failure {
-    pub fn new(code: FailureCode, microsoft_code: Option<&str>, message: impl Into<String>, at: OffsetDateTime) -> Self {
-        Self { code, microsoft_code: microsoft_code.map(str::to_owned), message: message.into(), at }
+    pub fn new(
+        code: FailureCode,
+        microsoft_code: Option<&str>,
+        message: impl Into<String>,
+        at: OffsetDateTime,
+    ) -> Self {
+        Self {
+            code,
+            microsoft_code: microsoft_code.map(str::to_owned),
+            message: message.into(),
+            at,
+        }
     }
 }
 
@@ -114,14 +124,24 @@ mod tests {
         let text = FailureCode::UserNotFound.remediation(Some("adele@contoso.com"));
         assert!(text.starts_with("Unable to find a user matching adele@contoso.com"));
         assert_eq!(FailureCode::UserNotFound.scope(), FailureScope::User);
-        assert_eq!(FailureCode::InsufficientPrivileges.scope(), FailureScope::Org);
+        assert_eq!(
+            FailureCode::InsufficientPrivileges.scope(),
+            FailureScope::Org
+        );
     }
 
     #[test]
     fn consent_problems_point_to_the_entra_portal() {
-        for code in [FailureCode::InsufficientPrivileges, FailureCode::AuthorizationIdentityNotFound, FailureCode::ConsentRequired] {
+        for code in [
+            FailureCode::InsufficientPrivileges,
+            FailureCode::AuthorizationIdentityNotFound,
+            FailureCode::ConsentRequired,
+        ] {
             let text = code.remediation(None);
-            assert!(text.contains("Grant admin consent") && text.contains("delete the connection"), "{code:?}");
+            assert!(
+                text.contains("Grant admin consent") && text.contains("delete the connection"),
+                "{code:?}"
+            );
         }
     }
 }

@@ -21,7 +21,10 @@ impl OrgId {
             return Err(FieldError::new(
                 "org",
                 "invalid_org_id",
-                format!("an org id is 1 to {} letters, digits, '-', '_' or '.'", Self::MAX_LEN),
+                format!(
+                    "an org id is 1 to {} letters, digits, '-', '_' or '.'",
+                    Self::MAX_LEN
+                ),
             ));
         }
         Ok(Self(raw.to_owned()))
@@ -67,14 +70,33 @@ impl Email {
 
     pub fn parse(raw: &str) -> Result<Self, FieldError> {
         let entered = raw.trim();
-        let bad = |why: &str| FieldError::new("email", "invalid_email", format!("'{}' is not a valid email address: {why}", truncate(entered, 80)));
+        let bad = |why: &str| {
+            FieldError::new(
+                "email",
+                "invalid_email",
+                format!(
+                    "'{}' is not a valid email address: {why}",
+                    truncate(entered, 80)
+                ),
+            )
+        };
         if entered.is_empty() {
-            return Err(FieldError::new("email", "required", "an email address is required"));
+            return Err(FieldError::new(
+                "email",
+                "required",
+                "an email address is required",
+            ));
         }
         if entered.len() > Self::MAX_LEN {
-            return Err(FieldError::new("email", "too_long", format!("an email address has at most {} characters", Self::MAX_LEN)));
+            return Err(FieldError::new(
+                "email",
+                "too_long",
+                format!("an email address has at most {} characters", Self::MAX_LEN),
+            ));
         }
-        let (local, domain) = entered.split_once('@').ok_or_else(|| bad("it has no '@'"))?;
+        let (local, domain) = entered
+            .split_once('@')
+            .ok_or_else(|| bad("it has no '@'"))?;
         if domain.contains('@') {
             return Err(bad("it has more than one '@'"));
         }
@@ -83,20 +105,33 @@ impl Email {
             && !local.starts_with('.')
             && !local.ends_with('.')
             && !local.contains("..")
-            && local.chars().all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c));
+            && local
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c));
         if !local_ok {
-            return Err(bad("the part before '@' has characters a mailbox address cannot have"));
+            return Err(bad(
+                "the part before '@' has characters a mailbox address cannot have",
+            ));
         }
         let labels: Vec<&str> = domain.split('.').collect();
         let domain_ok = labels.len() >= 2
             && labels.iter().all(|l| {
-                !l.is_empty() && l.len() <= 63 && !l.starts_with('-') && !l.ends_with('-') && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                !l.is_empty()
+                    && l.len() <= 63
+                    && !l.starts_with('-')
+                    && !l.ends_with('-')
+                    && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
             })
-            && labels.last().is_some_and(|tld| tld.len() >= 2 && tld.chars().all(|c| c.is_ascii_alphabetic()));
+            && labels
+                .last()
+                .is_some_and(|tld| tld.len() >= 2 && tld.chars().all(|c| c.is_ascii_alphabetic()));
         if !domain_ok {
             return Err(bad("the domain after '@' is not a valid domain name"));
         }
-        Ok(Self { entered: entered.to_owned(), key: entered.to_ascii_lowercase() })
+        Ok(Self {
+            entered: entered.to_owned(),
+            key: entered.to_ascii_lowercase(),
+        })
     }
 
     /// The address as the admin typed it (trimmed).
@@ -159,13 +194,25 @@ impl DisplayName {
     pub fn parse(raw: &str) -> Result<Self, FieldError> {
         let name = raw.trim();
         if name.is_empty() {
-            return Err(FieldError::new("display_name", "required", "a display name is required"));
+            return Err(FieldError::new(
+                "display_name",
+                "required",
+                "a display name is required",
+            ));
         }
         if name.chars().count() > Self::MAX_CHARS {
-            return Err(FieldError::new("display_name", "too_long", format!("a display name has at most {} characters", Self::MAX_CHARS)));
+            return Err(FieldError::new(
+                "display_name",
+                "too_long",
+                format!("a display name has at most {} characters", Self::MAX_CHARS),
+            ));
         }
         if name.chars().any(char::is_control) {
-            return Err(FieldError::new("display_name", "invalid_characters", "a display name cannot contain control characters"));
+            return Err(FieldError::new(
+                "display_name",
+                "invalid_characters",
+                "a display name cannot contain control characters",
+            ));
         }
         Ok(Self(name.to_owned()))
     }
@@ -195,9 +242,13 @@ pub struct TenantId(uuid::Uuid);
 
 impl TenantId {
     pub fn parse(raw: &str) -> Result<Self, FieldError> {
-        uuid::Uuid::try_parse(raw.trim())
-            .map(Self)
-            .map_err(|_| FieldError::new("tenant", "invalid_tenant_id", "a Microsoft tenant id is a GUID"))
+        uuid::Uuid::try_parse(raw.trim()).map(Self).map_err(|_| {
+            FieldError::new(
+                "tenant",
+                "invalid_tenant_id",
+                "a Microsoft tenant id is a GUID",
+            )
+        })
     }
 }
 
@@ -235,7 +286,18 @@ mod tests {
 
     #[test]
     fn bad_emails_are_refused_with_a_reason() {
-        for raw in ["", "   ", "no-at-sign", "a@b", "a@@b.com", "a b@c.com", ".a@b.com", "a..b@c.com", "a@-b.com", "a@b.c0m"] {
+        for raw in [
+            "",
+            "   ",
+            "no-at-sign",
+            "a@b",
+            "a@@b.com",
+            "a b@c.com",
+            ".a@b.com",
+            "a..b@c.com",
+            "a@-b.com",
+            "a@b.c0m",
+        ] {
             let err = Email::parse(raw).expect_err(raw);
             assert_eq!(err.field, "email");
         }
@@ -254,8 +316,14 @@ mod tests {
     #[test]
     fn display_names_are_bounded() {
         assert_eq!(DisplayName::parse("  Adele ").unwrap().as_str(), "Adele");
-        assert_eq!(DisplayName::parse(&"é".repeat(257)).unwrap_err().code, "too_long");
-        assert_eq!(DisplayName::parse("a\u{0}b").unwrap_err().code, "invalid_characters");
+        assert_eq!(
+            DisplayName::parse(&"é".repeat(257)).unwrap_err().code,
+            "too_long"
+        );
+        assert_eq!(
+            DisplayName::parse("a\u{0}b").unwrap_err().code,
+            "invalid_characters"
+        );
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod failure;
 pub mod ids;
 pub mod mailbox;
 pub mod message;
+pub mod microsoft;
 pub mod page;
 pub mod ports;
 pub mod secret;

@@ -18,7 +18,11 @@ impl PageRequest {
     pub fn new(limit: Option<u32>, after: Option<String>) -> Result<Self, FieldError> {
         let limit = limit.unwrap_or(Self::DEFAULT_LIMIT);
         if limit == 0 || limit > Self::MAX_LIMIT {
-            return Err(FieldError::new("limit", "out_of_range", format!("limit is between 1 and {}", Self::MAX_LIMIT)));
+            return Err(FieldError::new(
+                "limit",
+                "out_of_range",
+                format!("limit is between 1 and {}", Self::MAX_LIMIT),
+            ));
         }
         Ok(Self { limit, after })
     }

@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use crate::audit::AuditEvent;
+use crate::connection::AppRegistration;
 use crate::connection::{Connection, ConnectionStatus};
 use crate::consent::ConsentRequest;
 use crate::error::Result;
@@ -17,7 +18,6 @@ use crate::message::{CapturedMessage, MessageRemoval, PageWriteSummary, StoredMe
 use crate::page::{Page, PageRequest};
 use crate::secret::{AppCredential, Freshness, Sensitive};
 use crate::settings::IntegrationSettings;
-use crate::connection::AppRegistration;
 use crate::user::{NewUser, Role, SyncState, SyncStateKind, User};
 
 /// Most rows one all-or-nothing bulk change may carry (a DynamoDB transaction holds 100 writes,
@@ -27,7 +27,8 @@ pub const MAX_BULK_CHANGES: usize = 99;
 #[async_trait]
 pub trait OrgStore: Send + Sync {
     /// Creates an org with its first admin, who is also its Primary user.
-    async fn create_org(&self, org: &OrgId, first_admin: &NewUser, audit: AuditEvent) -> Result<()>;
+    async fn create_org(&self, org: &OrgId, first_admin: &NewUser, audit: AuditEvent)
+    -> Result<()>;
     async fn settings(&self, org: &OrgId) -> Result<IntegrationSettings>;
     /// Saves settings and, in the same transaction, the connection change they imply.
     async fn save_settings(
@@ -39,36 +40,79 @@ pub trait OrgStore: Send + Sync {
     ) -> Result<()>;
     /// [`Connection::none`] when never written.
     async fn connection(&self, org: &OrgId) -> Result<Connection>;
-    async fn save_connection(&self, org: &OrgId, connection: &Connection, audit: AuditEvent) -> Result<()>;
+    async fn save_connection(
+        &self,
+        org: &OrgId,
+        connection: &Connection,
+        audit: AuditEvent,
+    ) -> Result<()>;
     /// Orgs whose connection has `status` (e.g. every connected org, for the scheduled fan-out).
-    async fn orgs_with_connection(&self, status: ConnectionStatus, page: PageRequest) -> Result<Page<OrgId>>;
+    async fn orgs_with_connection(
+        &self,
+        status: ConnectionStatus,
+        page: PageRequest,
+    ) -> Result<Page<OrgId>>;
 }
 
 #[async_trait]
 pub trait UserStore: Send + Sync {
     async fn add_user(&self, org: &OrgId, user: &NewUser, audit: AuditEvent) -> Result<User>;
     async fn user(&self, org: &OrgId, email: &Email) -> Result<User>;
-    async fn list_users(&self, org: &OrgId, state: Option<SyncStateKind>, page: PageRequest) -> Result<Page<User>>;
+    async fn list_users(
+        &self,
+        org: &OrgId,
+        state: Option<SyncStateKind>,
+        page: PageRequest,
+    ) -> Result<Page<User>>;
     /// Refuses to demote the last admin or the Primary user.
-    async fn change_role(&self, org: &OrgId, email: &Email, role: Role, expected_version: u64, audit: AuditEvent) -> Result<User>;
+    async fn change_role(
+        &self,
+        org: &OrgId,
+        email: &Email,
+        role: Role,
+        expected_version: u64,
+        audit: AuditEvent,
+    ) -> Result<User>;
     /// Refuses to remove the last admin or the Primary user.
-    async fn remove_user(&self, org: &OrgId, email: &Email, expected_version: u64, audit: AuditEvent) -> Result<()>;
+    async fn remove_user(
+        &self,
+        org: &OrgId,
+        email: &Email,
+        expected_version: u64,
+        audit: AuditEvent,
+    ) -> Result<()>;
     /// Atomically moves Primary to `email`, who must be an admin.
     async fn set_primary(&self, org: &OrgId, email: &Email, audit: AuditEvent) -> Result<()>;
     async fn primary(&self, org: &OrgId) -> Result<Option<Email>>;
     /// All or nothing: every row applies, or none does and each bad row is reported.
-    async fn set_sync_enabled(&self, org: &OrgId, changes: &[(Email, bool)], audit: AuditEvent) -> Result<Vec<User>>;
+    async fn set_sync_enabled(
+        &self,
+        org: &OrgId,
+        changes: &[(Email, bool)],
+        audit: AuditEvent,
+    ) -> Result<Vec<User>>;
     /// Users whose sync is switched on (for the fan-out).
     async fn sync_enabled_users(&self, org: &OrgId, page: PageRequest) -> Result<Page<Email>>;
     /// Records the outcome of a mailbox run: state, time and counter increments.
-    async fn record_sync(&self, org: &OrgId, email: &Email, state: &SyncState, at: OffsetDateTime, added: crate::user::MessageCounters) -> Result<()>;
+    async fn record_sync(
+        &self,
+        org: &OrgId,
+        email: &Email,
+        state: &SyncState,
+        at: OffsetDateTime,
+        added: crate::user::MessageCounters,
+    ) -> Result<()>;
 }
 
 #[async_trait]
 pub trait ConsentStore: Send + Sync {
     async fn put_consent_request(&self, request: &ConsentRequest) -> Result<()>;
     /// Consumes the request: a second take of the same nonce, or an expired one, is `NotFound`.
-    async fn take_consent_request(&self, nonce: &str, now: OffsetDateTime) -> Result<ConsentRequest>;
+    async fn take_consent_request(
+        &self,
+        nonce: &str,
+        now: OffsetDateTime,
+    ) -> Result<ConsentRequest>;
 }
 
 #[async_trait]
@@ -81,11 +125,23 @@ pub trait AuditLog: Send + Sync {
 
 #[async_trait]
 pub trait MailboxStateStore: Send + Sync {
-    async fn cursor(&self, org: &OrgId, mailbox: &Email, folder: MailFolder) -> Result<Option<MailboxCursor>>;
+    async fn cursor(
+        &self,
+        org: &OrgId,
+        mailbox: &Email,
+        folder: MailFolder,
+    ) -> Result<Option<MailboxCursor>>;
     async fn save_cursor(&self, cursor: &MailboxCursor) -> Result<()>;
     async fn clear_cursor(&self, org: &OrgId, mailbox: &Email, folder: MailFolder) -> Result<()>;
     /// Takes the mailbox's lease unless another holder's lease is still running.
-    async fn acquire_lease(&self, org: &OrgId, mailbox: &Email, holder: &str, until: OffsetDateTime, now: OffsetDateTime) -> Result<bool>;
+    async fn acquire_lease(
+        &self,
+        org: &OrgId,
+        mailbox: &Email,
+        holder: &str,
+        until: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<bool>;
     async fn release_lease(&self, org: &OrgId, mailbox: &Email, holder: &str) -> Result<()>;
 }
 
@@ -102,14 +158,28 @@ pub trait MessageArchive: Send + Sync {
         removals: &[MessageRemoval],
         at: OffsetDateTime,
     ) -> Result<PageWriteSummary>;
-    async fn message(&self, org: &OrgId, mailbox: &Email, id: &str) -> Result<Option<StoredMessage>>;
+    async fn message(
+        &self,
+        org: &OrgId,
+        mailbox: &Email,
+        id: &str,
+    ) -> Result<Option<StoredMessage>>;
     /// Every item of a mailbox, tombstones included.
-    async fn all_messages(&self, org: &OrgId, mailbox: &Email, page: PageRequest) -> Result<Page<StoredMessage>>;
+    async fn all_messages(
+        &self,
+        org: &OrgId,
+        mailbox: &Email,
+        page: PageRequest,
+    ) -> Result<Page<StoredMessage>>;
 }
 
 /// Our app credentials and the key that signs consent state.
 #[async_trait]
 pub trait SecretStore: Send + Sync {
-    async fn app_credential(&self, app: AppRegistration, freshness: Freshness) -> Result<AppCredential>;
+    async fn app_credential(
+        &self,
+        app: AppRegistration,
+        freshness: Freshness,
+    ) -> Result<AppCredential>;
     async fn state_signing_key(&self, freshness: Freshness) -> Result<Sensitive<Vec<u8>>>;
 }

@@ -28,7 +28,10 @@ impl<T> fmt::Debug for Sensitive<T> {
 pub enum ClientCredential {
     Secret(Sensitive<String>),
     /// An X.509 certificate registered on the app, and its private key (PEM).
-    Certificate { certificate_pem: String, private_key_pem: Sensitive<String> },
+    Certificate {
+        certificate_pem: String,
+        private_key_pem: Sensitive<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -13,18 +13,28 @@ pub struct IntegrationSettings {
 }
 
 impl IntegrationSettings {
-    pub const INITIAL: Self = Self { use_service_account: false, read_only: false, version: 1 };
+    pub const INITIAL: Self = Self {
+        use_service_account: false,
+        read_only: false,
+        version: 1,
+    };
 
     /// Which app registration consent and tokens use: permissions are fixed per app, so
     /// "Read Only Permissions" means a second registration.
     pub fn app(&self) -> AppRegistration {
-        if self.read_only { AppRegistration::ReadOnly } else { AppRegistration::Default }
+        if self.read_only {
+            AppRegistration::ReadOnly
+        } else {
+            AppRegistration::Default
+        }
     }
 
     /// The settings after `change`, with the version bumped.
     pub fn apply(&self, change: SettingsChange) -> Self {
         Self {
-            use_service_account: change.use_service_account.unwrap_or(self.use_service_account),
+            use_service_account: change
+                .use_service_account
+                .unwrap_or(self.use_service_account),
             read_only: change.read_only.unwrap_or(self.read_only),
             version: self.version + 1,
         }

@@ -26,7 +26,14 @@ impl Role {
         match raw.trim().to_ascii_lowercase().as_str() {
             "admin" => Ok(Role::Admin),
             "member" => Ok(Role::Member),
-            _ => Err(FieldError::new("role", "unknown_role", format!("unknown role '{}': use 'admin' or 'member'", raw.chars().take(40).collect::<String>()))),
+            _ => Err(FieldError::new(
+                "role",
+                "unknown_role",
+                format!(
+                    "unknown role '{}': use 'admin' or 'member'",
+                    raw.chars().take(40).collect::<String>()
+                ),
+            )),
         }
     }
 }
@@ -50,7 +57,9 @@ impl ConnectionMode {
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Delegated, Self::ServiceAccount].into_iter().find(|m| m.as_str() == s)
+        [Self::Delegated, Self::ServiceAccount]
+            .into_iter()
+            .find(|m| m.as_str() == s)
     }
 }
 
@@ -139,7 +148,11 @@ impl NewUser {
         let display_name = DisplayName::parse(display_name);
         let role = Role::parse(role);
         match (email, display_name, role) {
-            (Ok(email), Ok(display_name), Ok(role)) => Ok(Self { email, display_name, role }),
+            (Ok(email), Ok(display_name), Ok(role)) => Ok(Self {
+                email,
+                display_name,
+                role,
+            }),
             (e, d, r) => Err(DomainError::Invalid(
                 [e.err(), d.err(), r.err()].into_iter().flatten().collect(),
             )),
@@ -153,7 +166,9 @@ mod tests {
 
     #[test]
     fn new_user_reports_every_bad_field() {
-        let Err(DomainError::Invalid(errors)) = NewUser::parse("nope", "", "owner") else { panic!("accepted") };
+        let Err(DomainError::Invalid(errors)) = NewUser::parse("nope", "", "owner") else {
+            panic!("accepted")
+        };
         let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(fields, ["email", "display_name", "role"]);
         assert_eq!(errors[2].code, "unknown_role");
