@@ -98,6 +98,12 @@ pub enum DomainError {
     Conflict(Entity),
     #[error("{0}")]
     Rule(RuleViolation),
+    /// The caller is known but may not do this.
+    #[error("forbidden: {0}")]
+    Forbidden(&'static str),
+    /// The request cannot be done in the current state (e.g. activate while the service account is off).
+    #[error("{0}")]
+    Precondition(&'static str),
     /// A dependency (the store, Secrets Manager) failed; nothing the caller did wrong.
     #[error("dependency unavailable: {0}")]
     Unavailable(String),

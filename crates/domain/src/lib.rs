@@ -7,6 +7,7 @@
 pub mod audit;
 pub mod connection;
 pub mod consent;
+pub mod consent_state;
 pub mod error;
 pub mod failure;
 pub mod ids;
@@ -16,6 +17,7 @@ pub mod microsoft;
 pub mod page;
 pub mod ports;
 pub mod secret;
+pub mod service;
 pub mod settings;
 pub mod user;
 

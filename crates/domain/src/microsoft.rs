@@ -36,8 +36,16 @@ pub enum MicrosoftError {
 }
 
 impl MicrosoftError {
-    pub fn refused(code: FailureCode, microsoft_code: impl Into<String>, message: impl Into<String>) -> Self {
-        Self::Refused { code, microsoft_code: microsoft_code.into(), message: message.into() }
+    pub fn refused(
+        code: FailureCode,
+        microsoft_code: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self::Refused {
+            code,
+            microsoft_code: microsoft_code.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -54,7 +62,12 @@ pub trait GrantVerifier: Send + Sync {
     /// Gets an app-only token for `tenant` with `app`'s credential, refuses a token issued for
     /// another tenant, and reads `user` from Graph. One attempt: the caller owns the retry
     /// policy (consent propagation takes seconds to minutes).
-    async fn verify_grant(&self, tenant: &TenantId, app: AppRegistration, user: &Email) -> Result<DirectoryUser, MicrosoftError>;
+    async fn verify_grant(
+        &self,
+        tenant: &TenantId,
+        app: AppRegistration,
+        user: &Email,
+    ) -> Result<DirectoryUser, MicrosoftError>;
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

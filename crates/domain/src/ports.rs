@@ -183,3 +183,9 @@ pub trait SecretStore: Send + Sync {
     ) -> Result<AppCredential>;
     async fn state_signing_key(&self, freshness: Freshness) -> Result<Sensitive<Vec<u8>>>;
 }
+
+/// "Sync now" for one org: enqueue a job per sync-enabled mailbox. Returns how many were queued.
+#[async_trait]
+pub trait SyncTrigger: Send + Sync {
+    async fn sync_org_now(&self, org: &OrgId) -> Result<usize>;
+}

@@ -1,1 +1,201 @@
-//! (being written)
+//! The HTTP edge: the user-management API and the admin-consent callback as axum routers. The
+//! Lambda functions serve them through `lambda_http`; the local runner serves the very same
+//! routers on a socket.
+
+pub mod auth;
+mod consent_callback;
+pub mod dto;
+mod extract;
+pub mod problem;
+mod routes;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderValue, Method, header};
+use axum::routing::get;
+use tower_http::cors::CorsLayer;
+use utoipa::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use o365_domain::service::Services;
+
+pub use auth::{AuthConfig, Authenticator, KeySource};
+
+/// Largest JSON body the API takes (a 99-row bulk change is ~10 KB).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// The existing front end: the only place we ever redirect to, and the only CORS origin.
+#[derive(Debug, Clone)]
+pub struct FrontendConfig {
+    origin: String,
+    connection_path: String,
+}
+
+impl FrontendConfig {
+    /// `origin` is `scheme://host[:port]` with nothing after it.
+    pub fn new(origin: &str, connection_path: &str) -> Result<Self, String> {
+        let origin = origin.trim_end_matches('/');
+        let (scheme, rest) = origin
+            .split_once("://")
+            .ok_or("the front-end origin needs a scheme (https://…)")?;
+        if !matches!(scheme, "https" | "http")
+            || rest.is_empty()
+            || rest.contains(['/', '?', '#', '@'])
+        {
+            return Err(format!(
+                "'{origin}' is not an origin (scheme://host[:port])"
+            ));
+        }
+        if !connection_path.starts_with('/') || connection_path.starts_with("//") {
+            return Err("the front-end connection path must start with a single '/'".into());
+        }
+        Ok(Self {
+            origin: origin.to_owned(),
+            connection_path: connection_path.to_owned(),
+        })
+    }
+
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    pub fn connection_page(&self, outcome: &str) -> String {
+        format!(
+            "{}{}?connection={outcome}",
+            self.origin, self.connection_path
+        )
+    }
+}
+
+#[derive(Clone)]
+pub struct ApiState {
+    pub services: Services,
+    pub auth: Arc<Authenticator>,
+    pub frontend: Arc<FrontendConfig>,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "o365-sync user management API", version = "1.0.0",
+        description = "Integration settings, the service-account connection, users, roles, sync switches and statuses."),
+    modifiers(&BearerAuth),
+    components(schemas(problem::Problem, problem::FieldProblem)),
+    tags((name = "integration"), (name = "connection"), (name = "users"), (name = "sync"), (name = "audit"))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
+
+fn api_routes() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(routes::get_integration))
+        .routes(routes!(routes::patch_settings))
+        .routes(routes!(routes::activate_connection))
+        .routes(routes!(routes::verify_connection))
+        .routes(routes!(routes::delete_connection))
+        .routes(routes!(routes::list_users, routes::add_user))
+        .routes(routes!(
+            routes::get_user,
+            routes::change_role,
+            routes::remove_user
+        ))
+        .routes(routes!(routes::get_me))
+        .routes(routes!(routes::set_primary))
+        .routes(routes!(routes::set_sync))
+        .routes(routes!(routes::sync_now))
+        .routes(routes!(routes::audit_log))
+}
+
+/// The OpenAPI 3.1 document, generated from the same definitions as the routes.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api_routes().split_for_parts().1
+}
+
+/// The user-management API (`/v1/…`, `/openapi.json`), with CORS for the front end only.
+pub fn user_api(state: ApiState) -> Router {
+    let (router, spec) = api_routes().split_for_parts();
+    let spec = Arc::new(spec);
+    let cors = CorsLayer::new()
+        .allow_origin(
+            HeaderValue::from_str(state.frontend.origin())
+                .unwrap_or(HeaderValue::from_static("null")),
+        )
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+        ])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::IF_MATCH,
+        ])
+        .expose_headers([header::ETAG]);
+    router
+        .route(
+            "/openapi.json",
+            get(move || async move { axum::Json(spec.as_ref().clone()) }),
+        )
+        .fallback(|| async {
+            problem::ApiError::new(
+                axum::http::StatusCode::NOT_FOUND,
+                "not-found",
+                "Not found",
+                "no such route",
+            )
+        })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(cors)
+        .with_state(state)
+}
+
+/// The public consent callback (`/consent/callback`).
+pub fn consent_callback(state: ApiState) -> Router {
+    Router::new()
+        .route("/consent/callback", get(consent_callback::consent_callback))
+        .with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_front_end_is_an_origin_and_nothing_else() {
+        let f = FrontendConfig::new("https://app.example.com/", "/settings/connection").unwrap();
+        assert_eq!(
+            f.connection_page("connected"),
+            "https://app.example.com/settings/connection?connection=connected"
+        );
+        for bad in [
+            "app.example.com",
+            "https://app.example.com/path",
+            "javascript://x",
+            "https://user@evil.com",
+        ] {
+            assert!(FrontendConfig::new(bad, "/x").is_err(), "{bad}");
+        }
+        assert!(FrontendConfig::new("https://a.example", "//evil.com").is_err());
+    }
+}

@@ -1,0 +1,232 @@
+//! Settings, users, roles, Primary, sync switches, audit: the admin's Connection Settings and
+//! User Management tabs, and a member's own status.
+
+use time::OffsetDateTime;
+
+use super::Services;
+use super::access::{Action, Principal, authorize};
+use crate::audit::{Actor, AuditAction, AuditEvent, AuditEvent as Event};
+use crate::connection::{Connection, ConnectionStatus};
+use crate::error::{DomainError, Entity, Result};
+use crate::ids::Email;
+use crate::page::{Page, PageRequest};
+use crate::settings::{IntegrationSettings, SettingsChange};
+use crate::user::{NewUser, Role, SyncStateKind, User};
+
+fn event(
+    p: &Principal,
+    at: OffsetDateTime,
+    action: AuditAction,
+    object: impl Into<String>,
+) -> AuditEvent {
+    Event::new(&p.org, at, Actor::User(p.email.clone()), action, object)
+}
+
+/// What the Connection Settings tab shows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IntegrationView {
+    pub settings: IntegrationSettings,
+    pub connection: Connection,
+    /// Users whose sync is in error, and whether that crosses the alarm line (20 %).
+    pub users_in_error: usize,
+    pub users_total: usize,
+}
+
+impl IntegrationView {
+    pub fn alarm(&self) -> bool {
+        self.users_total > 0 && self.users_in_error * 5 >= self.users_total
+    }
+}
+
+impl Services {
+    pub async fn integration(&self, p: &Principal, now: OffsetDateTime) -> Result<IntegrationView> {
+        authorize(p, Action::ReadIntegration)?;
+        let settings = self.store.settings(&p.org).await?;
+        // A status read settles a connection still waiting for Microsoft to propagate consent.
+        let connection = self.settle_connection(&p.org, now).await?;
+        let (users_in_error, users_total) = self.count_users(p).await?;
+        Ok(IntegrationView {
+            settings,
+            connection,
+            users_in_error,
+            users_total,
+        })
+    }
+
+    async fn count_users(&self, p: &Principal) -> Result<(usize, usize)> {
+        let (mut errors, mut total) = (0, 0);
+        let mut page = PageRequest::first(PageRequest::MAX_LIMIT);
+        loop {
+            let chunk = self.store.list_users(&p.org, None, page.clone()).await?;
+            total += chunk.items.len();
+            errors += chunk
+                .items
+                .iter()
+                .filter(|u| u.state.kind() == SyncStateKind::Error)
+                .count();
+            match chunk.next {
+                Some(next) => page.after = Some(next),
+                None => return Ok((errors, total)),
+            }
+        }
+    }
+
+    /// Changes the switches. Read-only changes which app holds the grant, so a live grant
+    /// then needs consent again; switching the service account off retires the connection.
+    pub async fn change_settings(
+        &self,
+        p: &Principal,
+        change: SettingsChange,
+        expected_version: u64,
+        now: OffsetDateTime,
+    ) -> Result<IntegrationSettings> {
+        authorize(p, Action::ChangeSettings)?;
+        let current = self.store.settings(&p.org).await?;
+        if current.version != expected_version {
+            return Err(DomainError::Conflict(Entity::Settings));
+        }
+        let next = current.apply(change);
+        if (next.use_service_account, next.read_only)
+            == (current.use_service_account, current.read_only)
+        {
+            return Ok(current);
+        }
+        let connection = self.store.connection(&p.org).await?;
+        let live = matches!(
+            connection.status,
+            ConnectionStatus::Connected
+                | ConnectionStatus::Verifying
+                | ConnectionStatus::PendingConsent
+        );
+        let new_connection =
+            if !next.use_service_account && connection.status != ConnectionStatus::None {
+                Some(Connection {
+                    version: connection.version + 1,
+                    ..Connection::none()
+                })
+            } else if next.read_only != current.read_only && live {
+                Some(Connection {
+                    status: ConnectionStatus::NeedsReconsent,
+                    version: connection.version + 1,
+                    ..connection.clone()
+                })
+            } else {
+                None
+            };
+        let audit = event(p, now, AuditAction::SettingsChanged, "settings")
+            .change(Some(&current), Some(&next));
+        self.store
+            .save_settings(&p.org, &next, new_connection.as_ref(), audit)
+            .await?;
+        Ok(next)
+    }
+
+    pub async fn add_user(
+        &self,
+        p: &Principal,
+        user: NewUser,
+        now: OffsetDateTime,
+    ) -> Result<User> {
+        authorize(p, Action::ManageUsers)?;
+        let audit = event(
+            p,
+            now,
+            AuditAction::UserAdded,
+            format!("user:{}", user.email.key()),
+        )
+        .change(
+            None,
+            Some(&serde_json::json!({"email": user.email, "role": user.role.as_str()})),
+        );
+        self.store.add_user(&p.org, &user, audit).await
+    }
+
+    pub async fn user(&self, p: &Principal, email: &Email) -> Result<User> {
+        authorize(p, Action::ReadUser(email))?;
+        self.store.user(&p.org, email).await
+    }
+
+    pub async fn list_users(
+        &self,
+        p: &Principal,
+        state: Option<SyncStateKind>,
+        page: PageRequest,
+    ) -> Result<Page<User>> {
+        authorize(p, Action::ReadUsers)?;
+        self.store.list_users(&p.org, state, page).await
+    }
+
+    pub async fn change_role(
+        &self,
+        p: &Principal,
+        email: &Email,
+        role: Role,
+        expected_version: u64,
+        now: OffsetDateTime,
+    ) -> Result<User> {
+        authorize(p, Action::ManageUsers)?;
+        let audit = event(
+            p,
+            now,
+            AuditAction::UserRoleChanged,
+            format!("user:{}", email.key()),
+        )
+        .change(None, Some(&serde_json::json!({"role": role.as_str()})));
+        self.store
+            .change_role(&p.org, email, role, expected_version, audit)
+            .await
+    }
+
+    pub async fn remove_user(
+        &self,
+        p: &Principal,
+        email: &Email,
+        expected_version: u64,
+        now: OffsetDateTime,
+    ) -> Result<()> {
+        authorize(p, Action::ManageUsers)?;
+        let audit = event(
+            p,
+            now,
+            AuditAction::UserRemoved,
+            format!("user:{}", email.key()),
+        );
+        self.store
+            .remove_user(&p.org, email, expected_version, audit)
+            .await
+    }
+
+    pub async fn set_primary(
+        &self,
+        p: &Principal,
+        email: &Email,
+        now: OffsetDateTime,
+    ) -> Result<User> {
+        authorize(p, Action::ManageUsers)?;
+        let before = self.store.primary(&p.org).await?;
+        let audit = event(p, now, AuditAction::PrimaryChanged, "primary")
+            .change(before.as_ref(), Some(email));
+        self.store.set_primary(&p.org, email, audit).await?;
+        self.store.user(&p.org, email).await
+    }
+
+    pub async fn set_sync(
+        &self,
+        p: &Principal,
+        changes: &[(Email, bool)],
+        now: OffsetDateTime,
+    ) -> Result<Vec<User>> {
+        authorize(p, Action::ManageUsers)?;
+        let after: Vec<_> = changes
+            .iter()
+            .map(|(e, on)| serde_json::json!({"email": e, "sync_enabled": on}))
+            .collect();
+        let audit = event(p, now, AuditAction::SyncToggled, "users").change(None, Some(&after));
+        self.store.set_sync_enabled(&p.org, changes, audit).await
+    }
+
+    pub async fn audit_log(&self, p: &Principal, page: PageRequest) -> Result<Page<AuditEvent>> {
+        authorize(p, Action::ReadAudit)?;
+        self.store.list_audit(&p.org, page).await
+    }
+}

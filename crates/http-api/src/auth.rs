@@ -1,0 +1,185 @@
+//! Bearer JWT verification. API Gateway's authorizer checks the token too; we check it again
+//! (signature, issuer, audience, expiry) so the function is safe however it is reached.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
+use serde_json::Value;
+use tokio::sync::RwLock;
+
+use o365_domain::ids::{Email, OrgId};
+
+use crate::problem::ApiError;
+
+/// Where verification keys come from.
+pub enum KeySource {
+    /// The identity provider's JWKS, fetched and cached; refetched when a token names an unknown key.
+    Jwks {
+        url: String,
+        http: reqwest::Client,
+        ttl: Duration,
+        cache: RwLock<Option<(Instant, JwkSet)>>,
+    },
+    /// One public key (PEM), for the embedded run.
+    StaticRsaPem(DecodingKey),
+}
+
+impl KeySource {
+    pub fn jwks(url: impl Into<String>) -> Self {
+        KeySource::Jwks {
+            url: url.into(),
+            http: reqwest::Client::new(),
+            ttl: Duration::from_secs(3600),
+            cache: RwLock::new(None),
+        }
+    }
+
+    pub fn rsa_public_pem(pem: &[u8]) -> Result<Self, jsonwebtoken::errors::Error> {
+        Ok(KeySource::StaticRsaPem(DecodingKey::from_rsa_pem(pem)?))
+    }
+}
+
+pub struct AuthConfig {
+    pub issuer: String,
+    pub audience: String,
+    pub org_claim: String,
+    pub email_claim: String,
+}
+
+pub struct Authenticator {
+    keys: KeySource,
+    config: AuthConfig,
+}
+
+/// The org and email a verified token speaks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub org: OrgId,
+    pub email: Email,
+}
+
+impl Authenticator {
+    pub fn new(keys: KeySource, config: AuthConfig) -> Arc<Self> {
+        Arc::new(Self { keys, config })
+    }
+
+    async fn key_for(&self, kid: Option<&str>) -> Result<DecodingKey, ApiError> {
+        let (url, http, ttl, cache) = match &self.keys {
+            KeySource::StaticRsaPem(key) => return Ok(key.clone()),
+            KeySource::Jwks {
+                url,
+                http,
+                ttl,
+                cache,
+            } => (url, http, ttl, cache),
+        };
+        let find = |set: &JwkSet| match kid {
+            Some(kid) => set.find(kid).cloned(),
+            None => set.keys.first().cloned(),
+        };
+        if let Some((at, set)) = cache.read().await.as_ref()
+            && at.elapsed() < *ttl
+            && let Some(jwk) = find(set)
+        {
+            return DecodingKey::from_jwk(&jwk)
+                .map_err(|_| ApiError::unauthenticated("the token's key is unusable"));
+        }
+        // Unknown key id or stale cache: the provider may have rotated its keys.
+        let set: JwkSet = http
+            .get(url)
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .map_err(|e| {
+                tracing::error!(error = %e, "cannot fetch JWKS");
+                ApiError::new(
+                    http::StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "Temporarily unavailable",
+                    "cannot verify tokens right now",
+                )
+            })?
+            .json()
+            .await
+            .map_err(|_| {
+                ApiError::new(
+                    http::StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "Temporarily unavailable",
+                    "cannot verify tokens right now",
+                )
+            })?;
+        let jwk = find(&set)
+            .ok_or_else(|| ApiError::unauthenticated("the token was signed by an unknown key"))?;
+        *cache.write().await = Some((Instant::now(), set));
+        DecodingKey::from_jwk(&jwk)
+            .map_err(|_| ApiError::unauthenticated("the token's key is unusable"))
+    }
+
+    pub async fn verify(&self, authorization: Option<&str>) -> Result<Identity, ApiError> {
+        let token = authorization
+            .and_then(|h| {
+                h.strip_prefix("Bearer ")
+                    .or_else(|| h.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                ApiError::unauthenticated("send a bearer token in the Authorization header")
+            })?;
+        let header = decode_header(token)
+            .map_err(|_| ApiError::unauthenticated("the bearer token is not a JWT"))?;
+        if !matches!(
+            header.alg,
+            Algorithm::RS256 | Algorithm::RS384 | Algorithm::RS512 | Algorithm::PS256
+        ) {
+            return Err(ApiError::unauthenticated(
+                "the token's algorithm is not accepted",
+            ));
+        }
+        let key = self.key_for(header.kid.as_deref()).await?;
+        let mut validation = Validation::new(header.alg);
+        validation.set_issuer(&[&self.config.issuer]);
+        validation.set_audience(&[&self.config.audience]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+        validation.leeway = 30;
+        let claims = decode::<Value>(token, &key, &validation)
+            .map_err(|e| {
+                ApiError::unauthenticated(format!("the token is not valid: {}", reason(&e)))
+            })?
+            .claims;
+        let text = |name: &str| claims.get(name).and_then(Value::as_str).map(str::to_owned);
+        let org = text(&self.config.org_claim)
+            .and_then(|o| OrgId::parse(&o).ok())
+            .ok_or_else(|| {
+                ApiError::unauthenticated(format!(
+                    "the token has no valid '{}' claim",
+                    self.config.org_claim
+                ))
+            })?;
+        let email = text(&self.config.email_claim)
+            .and_then(|e| Email::parse(&e).ok())
+            .ok_or_else(|| {
+                ApiError::unauthenticated(format!(
+                    "the token has no valid '{}' claim",
+                    self.config.email_claim
+                ))
+            })?;
+        Ok(Identity { org, email })
+    }
+}
+
+fn reason(e: &jsonwebtoken::errors::Error) -> &'static str {
+    use jsonwebtoken::errors::ErrorKind::*;
+    match e.kind() {
+        ExpiredSignature => "it has expired",
+        InvalidAudience => "it is for another audience",
+        InvalidIssuer => "it is from another issuer",
+        InvalidSignature => "its signature does not verify",
+        ImmatureSignature => "it is not valid yet",
+        _ => "it cannot be verified",
+    }
+}
