@@ -77,7 +77,12 @@ pub struct BodySizes {
 
 impl Default for BodySizes {
     fn default() -> Self {
-        BodySizes { min: 1024, max: 1024 * 1024, medium_share: 0.08, large_share: 0.002 }
+        BodySizes {
+            min: 1024,
+            max: 1024 * 1024,
+            medium_share: 0.08,
+            large_share: 0.002,
+        }
     }
 }
 

@@ -20,10 +20,13 @@ use uuid::Uuid;
 use crate::config::{PropagationFailure, UnconsentedError};
 use crate::generate::{RenderCtx, change_key, last_modified};
 use crate::model::*;
-use crate::state::{App, Cert, Mailbox, MsgKey, Secret, State as World, Tenant, User, immutable_id, parse_message_id, regular_id};
+use crate::state::{
+    App, Cert, Mailbox, MsgKey, Secret, State as World, Tenant, User, immutable_id,
+    parse_message_id, regular_id,
+};
 use crate::throttle::{Endpoint, FaultScope, FaultSpec, RequestCount, Violation};
 use crate::util::{graph_time, hash_parts, hash_str, now};
-use crate::{SimHandle, Shared};
+use crate::{Shared, SimHandle};
 
 fn uuid_from(seed: u64, a: u64, b: u64) -> Uuid {
     let hi = hash_parts(&[seed, 0x11, a, b]);
@@ -39,11 +42,13 @@ impl SimHandle {
     }
 
     fn user_id(st: &World, user: &str) -> Result<Uuid, SimError> {
-        st.find_user(user).ok_or_else(|| SimError::NotFound(format!("user {user}")))
+        st.find_user(user)
+            .ok_or_else(|| SimError::NotFound(format!("user {user}")))
     }
 
     fn tenant_id(st: &World, tenant: &str) -> Result<Uuid, SimError> {
-        st.find_tenant(tenant).ok_or_else(|| SimError::NotFound(format!("tenant {tenant}")))
+        st.find_tenant(tenant)
+            .ok_or_else(|| SimError::NotFound(format!("tenant {tenant}")))
     }
 
     fn render_ctx(&self, st: &World, mbx: u32) -> RenderCtx {
@@ -52,7 +57,10 @@ impl SimHandle {
         RenderCtx {
             seed: self.shared.cfg.seed,
             mbx,
-            owner: crate::generate::Owner { name: u.display_name.clone(), address: u.upn.clone() },
+            owner: crate::generate::Owner {
+                name: u.display_name.clone(),
+                address: u.upn.clone(),
+            },
             anchor: self.shared.anchor,
             history_days: self.shared.cfg.history_days,
             generated: m.generated,
@@ -65,20 +73,26 @@ impl SimHandle {
     pub fn create_tenant(&self, spec: TenantSpec) -> Result<TenantInfo, SimError> {
         let domain = spec.domain.trim().to_ascii_lowercase();
         if domain.is_empty() || !domain.contains('.') {
-            return Err(SimError::Invalid(format!("tenant domain '{domain}' must be a DNS name")));
+            return Err(SimError::Invalid(format!(
+                "tenant domain '{domain}' must be a DNS name"
+            )));
         }
         let mut st = self.world();
         if st.tenant_domains.contains_key(&domain) {
             return Err(SimError::Invalid(format!("domain {domain} already exists")));
         }
-        let id = spec.id.unwrap_or_else(|| uuid_from(st.seed, hash_str(&domain), 1));
+        let id = spec
+            .id
+            .unwrap_or_else(|| uuid_from(st.seed, hash_str(&domain), 1));
         if st.tenants.contains_key(&id) {
             return Err(SimError::Invalid(format!("tenant {id} already exists")));
         }
         let display_name = spec.display_name.unwrap_or_else(|| {
             let first = domain.split('.').next().unwrap_or("Contoso");
             let mut c = first.chars();
-            c.next().map(|f| f.to_uppercase().collect::<String>() + c.as_str()).unwrap_or_default()
+            c.next()
+                .map(|f| f.to_uppercase().collect::<String>() + c.as_str())
+                .unwrap_or_default()
         });
         st.tenant_domains.insert(domain.clone(), id);
         st.tenants.insert(
@@ -94,30 +108,53 @@ impl SimHandle {
                 users: Vec::new(),
             },
         );
-        Ok(TenantInfo { id, domain, display_name })
+        Ok(TenantInfo {
+            id,
+            domain,
+            display_name,
+        })
     }
 
     pub fn tenant(&self, id_or_domain: &str) -> Result<TenantInfo, SimError> {
         let st = self.world();
         let id = Self::tenant_id(&st, id_or_domain)?;
         let t = &st.tenants[&id];
-        Ok(TenantInfo { id, domain: t.domain.clone(), display_name: t.display_name.clone() })
+        Ok(TenantInfo {
+            id,
+            domain: t.domain.clone(),
+            display_name: t.display_name.clone(),
+        })
     }
 
     /// Block token issuance with AADSTS53003 (a Conditional Access policy).
-    pub fn set_conditional_access_block(&self, tenant: Uuid, blocked: bool) -> Result<(), SimError> {
+    pub fn set_conditional_access_block(
+        &self,
+        tenant: Uuid,
+        blocked: bool,
+    ) -> Result<(), SimError> {
         let mut st = self.world();
-        let t = st.tenants.get_mut(&tenant).ok_or_else(|| SimError::NotFound(format!("tenant {tenant}")))?;
+        let t = st
+            .tenants
+            .get_mut(&tenant)
+            .ok_or_else(|| SimError::NotFound(format!("tenant {tenant}")))?;
         t.conditional_access_block = blocked;
         Ok(())
     }
 
     /// Propagation window after consent: for one tenant, or (None) the simulator default.
-    pub fn set_propagation(&self, tenant: Option<Uuid>, window: Duration, failure: PropagationFailure) -> Result<(), SimError> {
+    pub fn set_propagation(
+        &self,
+        tenant: Option<Uuid>,
+        window: Duration,
+        failure: PropagationFailure,
+    ) -> Result<(), SimError> {
         let mut st = self.world();
         match tenant {
             Some(t) => {
-                st.tenants.get_mut(&t).ok_or_else(|| SimError::NotFound(format!("tenant {t}")))?.propagation = Some((window, failure));
+                st.tenants
+                    .get_mut(&t)
+                    .ok_or_else(|| SimError::NotFound(format!("tenant {t}")))?
+                    .propagation = Some((window, failure));
             }
             None => {
                 st.propagation = window;
@@ -128,9 +165,16 @@ impl SimHandle {
     }
 
     /// Which error a token request gets when the app has no service principal in the tenant.
-    pub fn set_unconsented_error(&self, tenant: Uuid, error: UnconsentedError) -> Result<(), SimError> {
+    pub fn set_unconsented_error(
+        &self,
+        tenant: Uuid,
+        error: UnconsentedError,
+    ) -> Result<(), SimError> {
         let mut st = self.world();
-        st.tenants.get_mut(&tenant).ok_or_else(|| SimError::NotFound(format!("tenant {tenant}")))?.unconsented_error = error;
+        st.tenants
+            .get_mut(&tenant)
+            .ok_or_else(|| SimError::NotFound(format!("tenant {tenant}")))?
+            .unconsented_error = error;
         Ok(())
     }
 
@@ -139,11 +183,17 @@ impl SimHandle {
     pub fn create_app(&self, spec: AppSpec) -> Result<AppInfo, SimError> {
         let mut st = self.world();
         let n = st.apps.len() as u64;
-        let client_id = spec.client_id.unwrap_or_else(|| uuid_from(st.seed, hash_str(&spec.display_name), 100 + n));
+        let client_id = spec
+            .client_id
+            .unwrap_or_else(|| uuid_from(st.seed, hash_str(&spec.display_name), 100 + n));
         if st.apps.contains_key(&client_id) {
             return Err(SimError::Invalid(format!("app {client_id} already exists")));
         }
-        let display_name = if spec.display_name.is_empty() { "o365-sync".to_string() } else { spec.display_name };
+        let display_name = if spec.display_name.is_empty() {
+            "o365-sync".to_string()
+        } else {
+            spec.display_name
+        };
         st.apps.insert(
             client_id,
             App {
@@ -155,30 +205,56 @@ impl SimHandle {
                 certs: Vec::new(),
             },
         );
-        Ok(AppInfo { client_id, display_name, redirect_uris: spec.redirect_uris, permissions: spec.permissions })
+        Ok(AppInfo {
+            client_id,
+            display_name,
+            redirect_uris: spec.redirect_uris,
+            permissions: spec.permissions,
+        })
     }
 
     /// Change the registered permissions (existing consents keep their roles until re-consent).
-    pub fn set_app_permissions(&self, client_id: Uuid, permissions: Vec<String>) -> Result<(), SimError> {
+    pub fn set_app_permissions(
+        &self,
+        client_id: Uuid,
+        permissions: Vec<String>,
+    ) -> Result<(), SimError> {
         let mut st = self.world();
-        st.apps.get_mut(&client_id).ok_or_else(|| SimError::NotFound(format!("app {client_id}")))?.permissions = permissions;
+        st.apps
+            .get_mut(&client_id)
+            .ok_or_else(|| SimError::NotFound(format!("app {client_id}")))?
+            .permissions = permissions;
         Ok(())
     }
 
     pub fn add_redirect_uri(&self, client_id: Uuid, uri: &str) -> Result<(), SimError> {
         let mut st = self.world();
-        st.apps.get_mut(&client_id).ok_or_else(|| SimError::NotFound(format!("app {client_id}")))?.redirect_uris.push(uri.to_string());
+        st.apps
+            .get_mut(&client_id)
+            .ok_or_else(|| SimError::NotFound(format!("app {client_id}")))?
+            .redirect_uris
+            .push(uri.to_string());
         Ok(())
     }
 
     /// Add a client secret with a generated value (Entra-like shape).
-    pub fn add_secret(&self, client_id: Uuid, expires_at: OffsetDateTime) -> Result<SecretInfo, SimError> {
+    pub fn add_secret(
+        &self,
+        client_id: Uuid,
+        expires_at: OffsetDateTime,
+    ) -> Result<SecretInfo, SimError> {
         let value = {
             let st = self.world();
-            let n = st.apps.get(&client_id).map(|a| a.secrets.len()).unwrap_or(0) as u64;
+            let n = st
+                .apps
+                .get(&client_id)
+                .map(|a| a.secrets.len())
+                .unwrap_or(0) as u64;
             let mut bytes = Vec::new();
             for i in 0..4 {
-                bytes.extend_from_slice(&hash_parts(&[st.seed, 0x5ec, client_id.as_u64_pair().0, n, i]).to_be_bytes());
+                bytes.extend_from_slice(
+                    &hash_parts(&[st.seed, 0x5ec, client_id.as_u64_pair().0, n, i]).to_be_bytes(),
+                );
             }
             let b = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
             format!("{}8Q~{}", &b[..3], &b[3..37])
@@ -186,60 +262,120 @@ impl SimHandle {
         self.add_secret_value(client_id, &value, expires_at)
     }
 
-    pub fn add_secret_value(&self, client_id: Uuid, value: &str, expires_at: OffsetDateTime) -> Result<SecretInfo, SimError> {
+    pub fn add_secret_value(
+        &self,
+        client_id: Uuid,
+        value: &str,
+        expires_at: OffsetDateTime,
+    ) -> Result<SecretInfo, SimError> {
         let mut st = self.world();
         let seed = st.seed;
-        let app = st.apps.get_mut(&client_id).ok_or_else(|| SimError::NotFound(format!("app {client_id}")))?;
-        let id = uuid_from(seed, client_id.as_u64_pair().1, 200 + app.secrets.len() as u64);
-        app.secrets.push(Secret { id, value: value.to_string(), expires_at });
-        Ok(SecretInfo { id, value: value.to_string(), expires_at })
+        let app = st
+            .apps
+            .get_mut(&client_id)
+            .ok_or_else(|| SimError::NotFound(format!("app {client_id}")))?;
+        let id = uuid_from(
+            seed,
+            client_id.as_u64_pair().1,
+            200 + app.secrets.len() as u64,
+        );
+        app.secrets.push(Secret {
+            id,
+            value: value.to_string(),
+            expires_at,
+        });
+        Ok(SecretInfo {
+            id,
+            value: value.to_string(),
+            expires_at,
+        })
     }
 
     /// Make one secret (or, with None, every secret of the app) expired as of now.
     pub fn expire_secret(&self, client_id: Uuid, secret_id: Option<Uuid>) -> Result<(), SimError> {
         let mut st = self.world();
-        let app = st.apps.get_mut(&client_id).ok_or_else(|| SimError::NotFound(format!("app {client_id}")))?;
+        let app = st
+            .apps
+            .get_mut(&client_id)
+            .ok_or_else(|| SimError::NotFound(format!("app {client_id}")))?;
         let past = now() - time::Duration::seconds(1);
         let mut found = false;
-        for s in app.secrets.iter_mut().filter(|s| secret_id.is_none_or(|id| id == s.id)) {
+        for s in app
+            .secrets
+            .iter_mut()
+            .filter(|s| secret_id.is_none_or(|id| id == s.id))
+        {
             s.expires_at = past;
             found = true;
         }
-        if found || secret_id.is_none() { Ok(()) } else { Err(SimError::NotFound("secret".into())) }
+        if found || secret_id.is_none() {
+            Ok(())
+        } else {
+            Err(SimError::NotFound("secret".into()))
+        }
     }
 
     /// Register an X.509 certificate (PEM, RSA key) as a credential of the app.
     pub fn add_certificate(&self, client_id: Uuid, pem: &str) -> Result<CertInfo, SimError> {
-        let (x5t, x5t_s256, thumbprint, key) = crate::identity::read_certificate(pem).map_err(SimError::Invalid)?;
+        let (x5t, x5t_s256, thumbprint, key) =
+            crate::identity::read_certificate(pem).map_err(SimError::Invalid)?;
         let mut st = self.world();
         let seed = st.seed;
-        let app = st.apps.get_mut(&client_id).ok_or_else(|| SimError::NotFound(format!("app {client_id}")))?;
-        let id = uuid_from(seed, client_id.as_u64_pair().1, 300 + app.certs.len() as u64);
-        app.certs.push(Cert { id, x5t: x5t.clone(), x5t_s256: x5t_s256.clone(), key: Arc::new(key) });
-        Ok(CertInfo { id, x5t, x5t_s256, thumbprint })
+        let app = st
+            .apps
+            .get_mut(&client_id)
+            .ok_or_else(|| SimError::NotFound(format!("app {client_id}")))?;
+        let id = uuid_from(
+            seed,
+            client_id.as_u64_pair().1,
+            300 + app.certs.len() as u64,
+        );
+        app.certs.push(Cert {
+            id,
+            x5t: x5t.clone(),
+            x5t_s256: x5t_s256.clone(),
+            key: Arc::new(key),
+        });
+        Ok(CertInfo {
+            id,
+            x5t,
+            x5t_s256,
+            thumbprint,
+        })
     }
 
     // ---- users --------------------------------------------------------------------------
 
     pub fn create_user(&self, tenant: Uuid, spec: UserSpec) -> Result<UserInfo, SimError> {
         let mut st = self.world();
-        let t = st.tenants.get(&tenant).ok_or_else(|| SimError::NotFound(format!("tenant {tenant}")))?;
+        let t = st
+            .tenants
+            .get(&tenant)
+            .ok_or_else(|| SimError::NotFound(format!("tenant {tenant}")))?;
         let name = spec.user_name.trim();
         if name.is_empty() {
             return Err(SimError::Invalid("user_name is required".into()));
         }
-        let upn = if name.contains('@') { name.to_ascii_lowercase() } else { format!("{}@{}", name.to_ascii_lowercase(), t.domain) };
+        let upn = if name.contains('@') {
+            name.to_ascii_lowercase()
+        } else {
+            format!("{}@{}", name.to_ascii_lowercase(), t.domain)
+        };
         if st.upns.contains_key(&upn) {
             return Err(SimError::Invalid(format!("user {upn} already exists")));
         }
-        let id = spec.id.unwrap_or_else(|| uuid_from(st.seed, hash_str(&upn), tenant.as_u64_pair().0));
+        let id = spec
+            .id
+            .unwrap_or_else(|| uuid_from(st.seed, hash_str(&upn), tenant.as_u64_pair().0));
         let display_name = spec.display_name.clone().unwrap_or_else(|| {
             let local = upn.split('@').next().unwrap_or("user");
             local
                 .split(['.', '_', '-'])
                 .map(|p| {
                     let mut c = p.chars();
-                    c.next().map(|f| f.to_uppercase().collect::<String>() + c.as_str()).unwrap_or_default()
+                    c.next()
+                        .map(|f| f.to_uppercase().collect::<String>() + c.as_str())
+                        .unwrap_or_default()
                 })
                 .collect::<Vec<_>>()
                 .join(" ")
@@ -277,13 +413,18 @@ impl SimHandle {
 
     pub fn users(&self, tenant: Uuid) -> Vec<UserInfo> {
         let st = self.world();
-        st.tenants.get(&tenant).map(|t| t.users.iter().map(|u| st.users[u].info()).collect()).unwrap_or_default()
+        st.tenants
+            .get(&tenant)
+            .map(|t| t.users.iter().map(|u| st.users[u].info()).collect())
+            .unwrap_or_default()
     }
 
     pub fn set_user_flags(&self, user: &str, flags: UserFlags) -> Result<UserInfo, SimError> {
         let mut st = self.world();
         let id = Self::user_id(&st, user)?;
-        let Some(u) = st.users.get_mut(&id) else { return Err(SimError::NotFound(user.to_string())) };
+        let Some(u) = st.users.get_mut(&id) else {
+            return Err(SimError::NotFound(user.to_string()));
+        };
         if let Some(v) = flags.global_admin {
             u.global_admin = v;
         }
@@ -316,11 +457,18 @@ impl SimHandle {
     /// Delete the app's service principal in the tenant (the enterprise app was removed).
     pub fn revoke_consent(&self, tenant: Uuid, client_id: Uuid) -> Result<(), SimError> {
         let mut st = self.world();
-        let t = st.tenants.get_mut(&tenant).ok_or_else(|| SimError::NotFound(format!("tenant {tenant}")))?;
+        let t = st
+            .tenants
+            .get_mut(&tenant)
+            .ok_or_else(|| SimError::NotFound(format!("tenant {tenant}")))?;
         if t.service_principals.remove(&client_id).is_none() {
             return Err(SimError::NotFound("consent".into()));
         }
-        for c in st.consents.iter_mut().filter(|c| c.tenant_id == tenant && c.client_id == client_id) {
+        for c in st
+            .consents
+            .iter_mut()
+            .filter(|c| c.tenant_id == tenant && c.client_id == client_id)
+        {
             c.revoked = true;
         }
         Ok(())
@@ -329,8 +477,14 @@ impl SimHandle {
     /// Keep the service principal but remove its granted roles (tokens then fail with 65001).
     pub fn remove_consent_grants(&self, tenant: Uuid, client_id: Uuid) -> Result<(), SimError> {
         let mut st = self.world();
-        let t = st.tenants.get_mut(&tenant).ok_or_else(|| SimError::NotFound(format!("tenant {tenant}")))?;
-        let sp = t.service_principals.get_mut(&client_id).ok_or_else(|| SimError::NotFound("consent".into()))?;
+        let t = st
+            .tenants
+            .get_mut(&tenant)
+            .ok_or_else(|| SimError::NotFound(format!("tenant {tenant}")))?;
+        let sp = t
+            .service_principals
+            .get_mut(&client_id)
+            .ok_or_else(|| SimError::NotFound("consent".into()))?;
         sp.roles.clear();
         Ok(())
     }
@@ -338,7 +492,11 @@ impl SimHandle {
     /// Roles currently granted to the app in the tenant (None = no service principal).
     pub fn granted_roles(&self, tenant: Uuid, client_id: Uuid) -> Option<Vec<String>> {
         let st = self.world();
-        st.tenants.get(&tenant)?.service_principals.get(&client_id).map(|sp| sp.roles.clone())
+        st.tenants
+            .get(&tenant)?
+            .service_principals
+            .get(&client_id)
+            .map(|sp| sp.roles.clone())
     }
 
     pub fn consents(&self) -> Vec<ConsentRecord> {
@@ -349,12 +507,18 @@ impl SimHandle {
 
     fn mailbox_of(st: &World, user: &str) -> Result<u32, SimError> {
         let id = Self::user_id(st, user)?;
-        st.users[&id].mailbox.ok_or_else(|| SimError::Invalid(format!("user {user} has no mailbox")))
+        st.users[&id]
+            .mailbox
+            .ok_or_else(|| SimError::Invalid(format!("user {user} has no mailbox")))
     }
 
     fn locate(&self, st: &World, id: &str) -> Result<(u32, MsgKey), SimError> {
-        let (mbx, key) = parse_message_id(self.shared.cfg.seed, id).ok_or_else(|| SimError::NotFound(format!("message {id}")))?;
-        let m = st.mailboxes.get(mbx as usize).ok_or_else(|| SimError::NotFound(format!("message {id}")))?;
+        let (mbx, key) = parse_message_id(self.shared.cfg.seed, id)
+            .ok_or_else(|| SimError::NotFound(format!("message {id}")))?;
+        let m = st
+            .mailboxes
+            .get(mbx as usize)
+            .ok_or_else(|| SimError::NotFound(format!("message {id}")))?;
         if !m.exists(key) {
             return Err(SimError::NotFound(format!("message {id}")));
         }
@@ -362,17 +526,29 @@ impl SimHandle {
     }
 
     /// Deliver `count` new generated messages into a folder; returns their immutable ids.
-    pub fn add_messages(&self, user: &str, folder: Folder, count: u32) -> Result<Vec<String>, SimError> {
+    pub fn add_messages(
+        &self,
+        user: &str,
+        folder: Folder,
+        count: u32,
+    ) -> Result<Vec<String>, SimError> {
         let mut st = self.world();
         let mbx = Self::mailbox_of(&st, user)?;
         let t = now();
         let seed = self.shared.cfg.seed;
         let m = &mut st.mailboxes[mbx as usize];
-        Ok((0..count).map(|_| immutable_id(seed, mbx, m.add(folder, None, t))).collect())
+        Ok((0..count)
+            .map(|_| immutable_id(seed, mbx, m.add(folder, None, t)))
+            .collect())
     }
 
     /// Deliver one message with the given content; returns its immutable id.
-    pub fn add_message(&self, user: &str, folder: Folder, msg: NewMessage) -> Result<String, SimError> {
+    pub fn add_message(
+        &self,
+        user: &str,
+        folder: Folder,
+        msg: NewMessage,
+    ) -> Result<String, SimError> {
         let mut st = self.world();
         let mbx = Self::mailbox_of(&st, user)?;
         let key = st.mailboxes[mbx as usize].add(folder, Some(msg), now());
@@ -399,18 +575,31 @@ impl SimHandle {
         let (mbx, key) = self.locate(&st, id)?;
         let m = &mut st.mailboxes[mbx as usize];
         m.move_to(key, folder, now())?;
-        Ok(regular_id(self.shared.cfg.seed, mbx, key, folder, m.move_gen(key)))
+        Ok(regular_id(
+            self.shared.cfg.seed,
+            mbx,
+            key,
+            folder,
+            m.move_gen(key),
+        ))
     }
 
     /// Expire delta/skip tokens: of one mailbox folder, all folders of a mailbox, or everything.
-    pub fn expire_delta_tokens(&self, user: Option<&str>, folder: Option<Folder>) -> Result<(), SimError> {
+    pub fn expire_delta_tokens(
+        &self,
+        user: Option<&str>,
+        folder: Option<Folder>,
+    ) -> Result<(), SimError> {
         let mut st = self.world();
         match user {
             None => st.global_epoch += 1,
             Some(u) => {
                 let mbx = Self::mailbox_of(&st, u)?;
                 let m = &mut st.mailboxes[mbx as usize];
-                for f in Folder::ALL.into_iter().filter(|f| folder.is_none_or(|x| x == *f)) {
+                for f in Folder::ALL
+                    .into_iter()
+                    .filter(|f| folder.is_none_or(|x| x == *f))
+                {
                     m.epochs[f.idx()] += 1;
                 }
             }
@@ -460,8 +649,16 @@ impl SimHandle {
 
     pub fn request_counts(&self) -> Vec<RequestCount> {
         let st = self.world();
-        let mut v: Vec<RequestCount> =
-            st.throttle.counters.iter().map(|((e, m), c)| RequestCount { endpoint: *e, mailbox: *m, count: *c }).collect();
+        let mut v: Vec<RequestCount> = st
+            .throttle
+            .counters
+            .iter()
+            .map(|((e, m), c)| RequestCount {
+                endpoint: *e,
+                mailbox: *m,
+                count: *c,
+            })
+            .collect();
         v.sort_by_key(|r| (r.endpoint, r.mailbox));
         v
     }
@@ -473,7 +670,9 @@ impl SimHandle {
         st.throttle
             .counters
             .iter()
-            .filter(|((e, m), _)| *e == endpoint && (mailbox.is_none() || (uid.is_some() && *m == uid)))
+            .filter(|((e, m), _)| {
+                *e == endpoint && (mailbox.is_none() || (uid.is_some() && *m == uid))
+            })
             .map(|(_, c)| *c)
             .sum()
     }

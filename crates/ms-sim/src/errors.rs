@@ -11,12 +11,20 @@ pub(crate) type Resp = Response<Body>;
 pub(crate) fn json_response(status: u16, body: String, content_type: &'static str) -> Resp {
     let mut r = Response::new(Body::from(body));
     *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    r.headers_mut().insert("content-type", HeaderValue::from_static(content_type));
+    r.headers_mut()
+        .insert("content-type", HeaderValue::from_static(content_type));
     r
 }
 
 /// Token-endpoint error: `{"error","error_description","error_codes","timestamp","trace_id","correlation_id","error_uri"}`.
-pub(crate) fn aad_error(base: &str, status: u16, error: &str, code: u32, message: &str, headers: &HeaderMap) -> Resp {
+pub(crate) fn aad_error(
+    base: &str,
+    status: u16,
+    error: &str,
+    code: u32,
+    message: &str,
+    headers: &HeaderMap,
+) -> Resp {
     let trace = Uuid::new_v4();
     let correlation = headers
         .get("client-request-id")
@@ -35,12 +43,18 @@ pub(crate) fn aad_error(base: &str, status: u16, error: &str, code: u32, message
     });
     let mut r = json_response(status, body.to_string(), "application/json; charset=utf-8");
     let h = r.headers_mut();
-    h.insert("cache-control", HeaderValue::from_static("no-store, no-cache"));
+    h.insert(
+        "cache-control",
+        HeaderValue::from_static("no-store, no-cache"),
+    );
     if let Ok(v) = HeaderValue::from_str(&trace.to_string()) {
         h.insert("x-ms-request-id", v);
     }
     if status == 401 {
-        h.insert("www-authenticate", HeaderValue::from_static("Basic realm=\"\""));
+        h.insert(
+            "www-authenticate",
+            HeaderValue::from_static("Basic realm=\"\""),
+        );
     }
     r
 }
@@ -60,7 +74,10 @@ impl GraphIds {
             .and_then(|v| v.to_str().ok())
             .map(str::to_string)
             .unwrap_or_else(|| request_id.clone());
-        GraphIds { request_id, client_request_id }
+        GraphIds {
+            request_id,
+            client_request_id,
+        }
     }
 
     pub fn apply(&self, r: &mut Resp) {
@@ -76,7 +93,10 @@ impl GraphIds {
             HeaderValue::from_static(r#"{"ServerInfo":{"DataCenter":"Sim","Slice":"E","Ring":"5","ScaleUnit":"000","RoleInstance":"MS-SIM"}}"#),
         );
         h.insert("cache-control", HeaderValue::from_static("no-cache"));
-        h.insert("strict-transport-security", HeaderValue::from_static("max-age=31536000"));
+        h.insert(
+            "strict-transport-security",
+            HeaderValue::from_static("max-age=31536000"),
+        );
     }
 }
 

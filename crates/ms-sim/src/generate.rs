@@ -10,33 +10,181 @@ use crate::state::{MsgKey, Override, folder_id, immutable_id, regular_id};
 use crate::util::{Rng, graph_time, hash_parts, json_str};
 
 const FIRST: &[&str] = &[
-    "Adele", "Alex", "Allan", "Christie", "Debra", "Diego", "Emily", "Enrico", "Gerhart", "Grady", "Henrietta",
-    "Isaiah", "Johanna", "Joni", "Lee", "Lidia", "Lynne", "Megan", "Miriam", "Nestor", "Patti", "Pradeep",
-    "Irvin", "Aiko", "Bruno", "Chen", "Fatima", "Kwame", "Lucia", "Mateo", "Noor", "Olga", "Priya", "Sven",
+    "Adele",
+    "Alex",
+    "Allan",
+    "Christie",
+    "Debra",
+    "Diego",
+    "Emily",
+    "Enrico",
+    "Gerhart",
+    "Grady",
+    "Henrietta",
+    "Isaiah",
+    "Johanna",
+    "Joni",
+    "Lee",
+    "Lidia",
+    "Lynne",
+    "Megan",
+    "Miriam",
+    "Nestor",
+    "Patti",
+    "Pradeep",
+    "Irvin",
+    "Aiko",
+    "Bruno",
+    "Chen",
+    "Fatima",
+    "Kwame",
+    "Lucia",
+    "Mateo",
+    "Noor",
+    "Olga",
+    "Priya",
+    "Sven",
 ];
 const LAST: &[&str] = &[
-    "Vance", "Wilber", "Cline", "Cline", "Berg", "Siciliani", "Braun", "Rossi", "Gerhart", "Durham", "Montoya",
-    "Langer", "Lauer", "Sherman", "Gu", "Holloway", "Robbins", "Bowen", "Graham", "Wilke", "Fernandez", "Gupta",
-    "Sayers", "Tanaka", "Costa", "Wei", "Haddad", "Mensah", "Alvarez", "Ruiz", "Khan", "Ivanova", "Nair", "Lund",
+    "Vance",
+    "Wilber",
+    "Cline",
+    "Cline",
+    "Berg",
+    "Siciliani",
+    "Braun",
+    "Rossi",
+    "Gerhart",
+    "Durham",
+    "Montoya",
+    "Langer",
+    "Lauer",
+    "Sherman",
+    "Gu",
+    "Holloway",
+    "Robbins",
+    "Bowen",
+    "Graham",
+    "Wilke",
+    "Fernandez",
+    "Gupta",
+    "Sayers",
+    "Tanaka",
+    "Costa",
+    "Wei",
+    "Haddad",
+    "Mensah",
+    "Alvarez",
+    "Ruiz",
+    "Khan",
+    "Ivanova",
+    "Nair",
+    "Lund",
 ];
-const DOMAINS: &[&str] =
-    &["fabrikam.com", "northwindtraders.com", "adatum.com", "tailspintoys.com", "litwareinc.com", "woodgrovebank.com"];
+const DOMAINS: &[&str] = &[
+    "fabrikam.com",
+    "northwindtraders.com",
+    "adatum.com",
+    "tailspintoys.com",
+    "litwareinc.com",
+    "woodgrovebank.com",
+];
 const TOPICS: &[&str] = &[
-    "Q3 budget", "Project Falcon", "quarterly business review", "onboarding checklist", "vendor contract",
-    "release 2.4", "team offsite", "customer escalation", "hiring plan", "security audit", "product launch",
-    "travel request", "board deck", "sprint planning", "pricing update", "support renewal", "office move",
-    "data migration", "partner summit", "expense report",
+    "Q3 budget",
+    "Project Falcon",
+    "quarterly business review",
+    "onboarding checklist",
+    "vendor contract",
+    "release 2.4",
+    "team offsite",
+    "customer escalation",
+    "hiring plan",
+    "security audit",
+    "product launch",
+    "travel request",
+    "board deck",
+    "sprint planning",
+    "pricing update",
+    "support renewal",
+    "office move",
+    "data migration",
+    "partner summit",
+    "expense report",
 ];
 const PATTERNS: &[&str] = &[
-    "{} update", "RE: {}", "FW: {} notes", "Action required: {}", "{} - draft for review", "Meeting: {}",
-    "Question about {}", "{} follow-up", "Re: Re: {}", "Reminder: {}",
+    "{} update",
+    "RE: {}",
+    "FW: {} notes",
+    "Action required: {}",
+    "{} - draft for review",
+    "Meeting: {}",
+    "Question about {}",
+    "{} follow-up",
+    "Re: Re: {}",
+    "Reminder: {}",
 ];
 const WORDS: &[&str] = &[
-    "the", "team", "review", "schedule", "please", "customer", "update", "we", "will", "need", "to", "confirm",
-    "before", "friday", "numbers", "look", "good", "attached", "draft", "latest", "version", "of", "and", "for",
-    "meeting", "agenda", "next", "week", "budget", "approval", "timeline", "risk", "owner", "status", "on", "track",
-    "let", "me", "know", "if", "you", "have", "questions", "thanks", "again", "project", "deadline", "is", "close",
-    "our", "plan", "covers", "scope", "changes", "details", "below", "summary", "action", "items", "from", "call",
+    "the",
+    "team",
+    "review",
+    "schedule",
+    "please",
+    "customer",
+    "update",
+    "we",
+    "will",
+    "need",
+    "to",
+    "confirm",
+    "before",
+    "friday",
+    "numbers",
+    "look",
+    "good",
+    "attached",
+    "draft",
+    "latest",
+    "version",
+    "of",
+    "and",
+    "for",
+    "meeting",
+    "agenda",
+    "next",
+    "week",
+    "budget",
+    "approval",
+    "timeline",
+    "risk",
+    "owner",
+    "status",
+    "on",
+    "track",
+    "let",
+    "me",
+    "know",
+    "if",
+    "you",
+    "have",
+    "questions",
+    "thanks",
+    "again",
+    "project",
+    "deadline",
+    "is",
+    "close",
+    "our",
+    "plan",
+    "covers",
+    "scope",
+    "changes",
+    "details",
+    "below",
+    "summary",
+    "action",
+    "items",
+    "from",
+    "call",
 ];
 
 /// Field bits for `$select`. Bit 0 (id) is always on.
@@ -87,7 +235,10 @@ pub(crate) fn parse_select(s: &str) -> Result<u32, String> {
 }
 
 fn has(mask: u32, name: &str) -> bool {
-    FIELDS.iter().position(|f| *f == name).is_some_and(|i| mask & (1 << i) != 0)
+    FIELDS
+        .iter()
+        .position(|f| *f == name)
+        .is_some_and(|i| mask & (1 << i) != 0)
 }
 
 /// Who owns the mailbox being rendered.
@@ -116,13 +267,20 @@ impl RenderCtx {
         let g = self.generated[key.origin.idx()].max(1) as f64;
         let step = f64::from(self.history_days) * 86_400.0 / g;
         let back = (g - f64::from(key.index)) * step;
-        let mut r = Rng::new(hash_parts(&[self.seed, 0x7e, u64::from(self.mbx), key.origin as u64, u64::from(key.index)]));
+        let mut r = Rng::new(hash_parts(&[
+            self.seed,
+            0x7e,
+            u64::from(self.mbx),
+            key.origin as u64,
+            u64::from(key.index),
+        ]));
         let jitter = r.unit() * step * 0.5;
         self.anchor - Duration::seconds((back - jitter).max(0.0) as i64)
     }
 
     pub fn received(&self, key: MsgKey, ov: Option<&Override>) -> OffsetDateTime {
-        ov.and_then(|o| o.received).unwrap_or_else(|| self.seed_received(key))
+        ov.and_then(|o| o.received)
+            .unwrap_or_else(|| self.seed_received(key))
     }
 }
 
@@ -147,10 +305,17 @@ struct Base {
 fn person(r: &mut Rng, domain: Option<&str>) -> Recipient {
     let first = *r.pick(FIRST);
     let last = *r.pick(LAST);
-    let domain = domain.map(str::to_string).unwrap_or_else(|| r.pick(DOMAINS).to_string());
+    let domain = domain
+        .map(str::to_string)
+        .unwrap_or_else(|| r.pick(DOMAINS).to_string());
     Recipient {
         name: format!("{first} {last}"),
-        address: format!("{}.{}@{}", first.to_lowercase(), last.to_lowercase(), domain),
+        address: format!(
+            "{}.{}@{}",
+            first.to_lowercase(),
+            last.to_lowercase(),
+            domain
+        ),
     }
 }
 
@@ -168,9 +333,24 @@ fn body_size(r: &mut Rng, s: &BodySizes) -> u32 {
 }
 
 fn base(ctx: &RenderCtx, key: MsgKey, ov: Option<&Override>) -> Base {
-    let mut r = Rng::new(hash_parts(&[ctx.seed, 0xba5e, u64::from(ctx.mbx), key.origin as u64, u64::from(key.index)]));
-    let domain = ctx.owner.address.split('@').nth(1).unwrap_or("contoso.com").to_string();
-    let owner = Recipient { name: ctx.owner.name.clone(), address: ctx.owner.address.clone() };
+    let mut r = Rng::new(hash_parts(&[
+        ctx.seed,
+        0xba5e,
+        u64::from(ctx.mbx),
+        key.origin as u64,
+        u64::from(key.index),
+    ]));
+    let domain = ctx
+        .owner
+        .address
+        .split('@')
+        .nth(1)
+        .unwrap_or("contoso.com")
+        .to_string();
+    let owner = Recipient {
+        name: ctx.owner.name.clone(),
+        address: ctx.owner.address.clone(),
+    };
     let topic = *r.pick(TOPICS);
     let subject = r.pick(PATTERNS).replace("{}", topic);
     let colleague = r.chance(0.5);
@@ -180,18 +360,42 @@ fn base(ctx: &RenderCtx, key: MsgKey, ov: Option<&Override>) -> Base {
         cc.push(person(&mut r, Some(&domain)));
     }
     let sent_items = key.origin == Folder::SentItems;
-    let (from, mut to) = if sent_items { (owner.clone(), vec![other]) } else { (other, vec![owner]) };
+    let (from, mut to) = if sent_items {
+        (owner.clone(), vec![other])
+    } else {
+        (other, vec![owner])
+    };
     if r.chance(0.3) {
         to.push(person(&mut r, None));
     }
     let received = ctx.received(key, ov);
     let sent = received - Duration::seconds(r.range(1, 90) as i64);
     let is_read = sent_items || r.chance(0.8);
-    let importance = if r.chance(0.05) { "high" } else if r.chance(0.02) { "low" } else { "normal" };
-    let categories = if r.chance(0.1) { vec!["Blue category".to_string()] } else { Vec::new() };
+    let importance = if r.chance(0.05) {
+        "high"
+    } else if r.chance(0.02) {
+        "low"
+    } else {
+        "normal"
+    };
+    let categories = if r.chance(0.1) {
+        vec!["Blue category".to_string()]
+    } else {
+        Vec::new()
+    };
     let has_attachments = r.chance(0.12);
-    let conversation = hash_parts(&[ctx.seed, u64::from(ctx.mbx), hash_str_u(topic), key.index as u64 / 4]);
-    let internet_message_id = format!("<{:016x}{:08x}@{}>", r.next_u64(), key.index, from.address.split('@').nth(1).unwrap_or("mail"));
+    let conversation = hash_parts(&[
+        ctx.seed,
+        u64::from(ctx.mbx),
+        hash_str_u(topic),
+        key.index as u64 / 4,
+    ]);
+    let internet_message_id = format!(
+        "<{:016x}{:08x}@{}>",
+        r.next_u64(),
+        key.index,
+        from.address.split('@').nth(1).unwrap_or("mail")
+    );
     let body_size = body_size(&mut r, &ctx.sizes);
     let flagged = r.chance(0.03);
     Base {
@@ -261,7 +465,10 @@ fn body_html(b: &Base, size: u32) -> String {
         html.push_str(&paragraph(&mut r));
         html.push_str("</p>\r\n");
     }
-    html.push_str(&format!("<div>Best regards,<br>{}</div>\r\n</body>\r\n</html>\r\n", b.from.name));
+    html.push_str(&format!(
+        "<div>Best regards,<br>{}</div>\r\n</body>\r\n</html>\r\n",
+        b.from.name
+    ));
     html
 }
 
@@ -307,7 +514,10 @@ fn preview_of_html(html: &str) -> String {
             break;
         }
     }
-    crate::util::html_unescape(text.trim()).chars().take(255).collect()
+    crate::util::html_unescape(text.trim())
+        .chars()
+        .take(255)
+        .collect()
 }
 
 /// A message as it currently is, plus how it is addressed in this response.
@@ -318,14 +528,32 @@ pub(crate) struct View {
 }
 
 pub(crate) fn change_key(seed: u64, mbx: u32, key: MsgKey, version: u32) -> String {
-    let h = hash_parts(&[seed, 0xc4, u64::from(mbx), key.origin as u64, u64::from(key.index), u64::from(version)]);
+    let h = hash_parts(&[
+        seed,
+        0xc4,
+        u64::from(mbx),
+        key.origin as u64,
+        u64::from(key.index),
+        u64::from(version),
+    ]);
     use base64::Engine;
-    base64::engine::general_purpose::STANDARD.encode([&[0x09, 0x00, 0x00, 0x00, 0x16, 0x00][..], &h.to_be_bytes(), &(h.rotate_left(17)).to_be_bytes()].concat())
+    base64::engine::general_purpose::STANDARD.encode(
+        [
+            &[0x09, 0x00, 0x00, 0x00, 0x16, 0x00][..],
+            &h.to_be_bytes(),
+            &(h.rotate_left(17)).to_be_bytes(),
+        ]
+        .concat(),
+    )
 }
 
 pub(crate) fn last_modified(ctx: &RenderCtx, key: MsgKey, ov: Option<&Override>) -> OffsetDateTime {
     match ov {
-        Some(o) if o.version > 1 || o.received.is_some() || o.move_gen > 0 || o.folder.is_none() => o.last_modified,
+        Some(o)
+            if o.version > 1 || o.received.is_some() || o.move_gen > 0 || o.folder.is_none() =>
+        {
+            o.last_modified
+        }
         _ => ctx.seed_received(key) + Duration::seconds(2),
     }
 }
@@ -350,7 +578,13 @@ fn recipient(out: &mut String, p: &Recipient) {
 }
 
 /// Render one message object with the selected fields.
-pub(crate) fn render_message(out: &mut String, ctx: &RenderCtx, v: &View, mask: u32, immutable: bool) {
+pub(crate) fn render_message(
+    out: &mut String,
+    ctx: &RenderCtx,
+    v: &View,
+    mask: u32,
+    immutable: bool,
+) {
     let ov = v.ov.as_ref();
     let mut b = base(ctx, v.key, ov);
     let custom: Option<&NewMessage> = ov.and_then(|o| o.custom.as_deref());
@@ -390,8 +624,14 @@ pub(crate) fn render_message(out: &mut String, ctx: &RenderCtx, v: &View, mask: 
     if let Some(f) = patch.flagged {
         b.flagged = f;
     }
-    let importance = patch.importance.clone().unwrap_or_else(|| b.importance.to_string());
-    let custom_html = patch.body_html.clone().or_else(|| custom.and_then(|c| c.body_html.clone()));
+    let importance = patch
+        .importance
+        .clone()
+        .unwrap_or_else(|| b.importance.to_string());
+    let custom_html = patch
+        .body_html
+        .clone()
+        .or_else(|| custom.and_then(|c| c.body_html.clone()));
     let version = ov.map(|o| o.version).unwrap_or(1);
     let move_gen = ov.map(|o| o.move_gen).unwrap_or(0);
     let id = if immutable {
@@ -464,12 +704,16 @@ pub(crate) fn render_message(out: &mut String, ctx: &RenderCtx, v: &View, mask: 
     }
     if s("conversationId", out) {
         use base64::Engine;
-        let cid = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([&ctx.mbx.to_be_bytes()[..], &b.conversation.to_be_bytes()].concat());
+        let cid = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode([&ctx.mbx.to_be_bytes()[..], &b.conversation.to_be_bytes()].concat());
         json_str(out, &format!("AAQkAGI2{cid}"));
     }
     if s("conversationIndex", out) {
         use base64::Engine;
-        json_str(out, &base64::engine::general_purpose::STANDARD.encode(b.conversation.to_be_bytes()));
+        json_str(
+            out,
+            &base64::engine::general_purpose::STANDARD.encode(b.conversation.to_be_bytes()),
+        );
     }
     if s("isDeliveryReceiptRequested", out) {
         out.push_str("false");
@@ -484,8 +728,14 @@ pub(crate) fn render_message(out: &mut String, ctx: &RenderCtx, v: &View, mask: 
         out.push_str("false");
     }
     if s("webLink", out) {
-        let enc = percent_encoding::utf8_percent_encode(&id, percent_encoding::NON_ALPHANUMERIC).to_string();
-        json_str(out, &format!("https://outlook.office365.com/owa/?ItemID={enc}&exvsurl=1&viewmodel=ReadMessageItem"));
+        let enc = percent_encoding::utf8_percent_encode(&id, percent_encoding::NON_ALPHANUMERIC)
+            .to_string();
+        json_str(
+            out,
+            &format!(
+                "https://outlook.office365.com/owa/?ItemID={enc}&exvsurl=1&viewmodel=ReadMessageItem"
+            ),
+        );
     }
     if s("inferenceClassification", out) {
         out.push_str("\"focused\"");
@@ -517,7 +767,11 @@ pub(crate) fn render_message(out: &mut String, ctx: &RenderCtx, v: &View, mask: 
         out.push_str("[]");
     }
     if s("flag", out) {
-        out.push_str(if b.flagged { "{\"flagStatus\":\"flagged\"}" } else { "{\"flagStatus\":\"notFlagged\"}" });
+        out.push_str(if b.flagged {
+            "{\"flagStatus\":\"flagged\"}"
+        } else {
+            "{\"flagStatus\":\"notFlagged\"}"
+        });
     }
     out.push('}');
 }

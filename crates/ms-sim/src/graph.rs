@@ -23,8 +23,19 @@ use crate::throttle::{Admission, Endpoint, PostFault, ViolationKind, format_retr
 use crate::util::{json_str, now, parse_form, percent_decode};
 
 const ODATA_JSON: &str = "application/json;odata.metadata=minimal;odata.streaming=true;IEEE754Compatible=false;charset=utf-8";
-const USER_ROLES: &[&str] = &["User.Read.All", "User.ReadBasic.All", "User.ReadWrite.All", "Directory.Read.All", "Directory.ReadWrite.All"];
-const MAIL_ROLES: &[&str] = &["Mail.Read", "Mail.ReadWrite", "Mail.ReadBasic", "Mail.ReadBasic.All"];
+const USER_ROLES: &[&str] = &[
+    "User.Read.All",
+    "User.ReadBasic.All",
+    "User.ReadWrite.All",
+    "Directory.Read.All",
+    "Directory.ReadWrite.All",
+];
+const MAIL_ROLES: &[&str] = &[
+    "Mail.Read",
+    "Mail.ReadWrite",
+    "Mail.ReadBasic",
+    "Mail.ReadBasic.All",
+];
 
 enum Route {
     User(String),
@@ -57,7 +68,9 @@ fn route(path: &str) -> Route {
     let l: Vec<&str> = lower.iter().map(String::as_str).collect();
     match l.as_slice() {
         ["users", _] => Route::User(segs[1].clone()),
-        ["users", _, "mailfolders", _, "messages", "delta"] => Route::Delta(segs[1].clone(), segs[3].clone()),
+        ["users", _, "mailfolders", _, "messages", "delta"] => {
+            Route::Delta(segs[1].clone(), segs[3].clone())
+        }
         ["me", ..] => Route::Me,
         _ => Route::Unknown(segs.last().cloned().unwrap_or_default()),
     }
@@ -162,7 +175,10 @@ struct Prefer {
 }
 
 fn prefer(headers: &HeaderMap) -> Prefer {
-    let mut p = Prefer { max_page: None, immutable: false };
+    let mut p = Prefer {
+        max_page: None,
+        immutable: false,
+    };
     for v in headers.get_all("prefer") {
         let Ok(s) = v.to_str() else { continue };
         for part in s.split(',').map(str::trim) {
@@ -170,7 +186,9 @@ fn prefer(headers: &HeaderMap) -> Prefer {
             let val = val.trim().trim_matches('"');
             if k.trim().eq_ignore_ascii_case("odata.maxpagesize") {
                 p.max_page = val.parse().ok();
-            } else if k.trim().eq_ignore_ascii_case("IdType") && val.eq_ignore_ascii_case("ImmutableId") {
+            } else if k.trim().eq_ignore_ascii_case("IdType")
+                && val.eq_ignore_ascii_case("ImmutableId")
+            {
                 p.immutable = true;
             }
         }
@@ -199,7 +217,9 @@ fn bearer(headers: &HeaderMap) -> String {
         .and_then(|v| v.to_str().ok())
         .and_then(|s| {
             let (scheme, rest) = s.split_once(' ')?;
-            scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim().to_string())
+            scheme
+                .eq_ignore_ascii_case("bearer")
+                .then(|| rest.trim().to_string())
         })
         .unwrap_or_default()
 }
@@ -223,21 +243,37 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: Request) -> Resp {
         st.throttle.count(endpoint, uid);
     }
     if !is_get {
-        return graph_error(&ids, 405, "Request_BadRequest", "Specified HTTP method is not allowed for the request target.");
+        return graph_error(
+            &ids,
+            405,
+            "Request_BadRequest",
+            "Specified HTTP method is not allowed for the request target.",
+        );
     }
     let claims = match verify_access_token(&shared, &bearer(&headers)) {
         Ok(c) => c,
         Err(msg) => return graph_error(&ids, 401, "InvalidAuthenticationToken", msg),
     };
     match route {
-        Route::Me => graph_error(&ids, 400, "BadRequest", "/me request is only valid with delegated authentication flow."),
-        Route::Unknown(seg) => graph_error(&ids, 400, "BadRequest", &format!("Resource not found for the segment '{seg}'.")),
+        Route::Me => graph_error(
+            &ids,
+            400,
+            "BadRequest",
+            "/me request is only valid with delegated authentication flow.",
+        ),
+        Route::Unknown(seg) => graph_error(
+            &ids,
+            400,
+            "BadRequest",
+            &format!("Resource not found for the segment '{seg}'."),
+        ),
         Route::User(u) => user(shared, ids, claims, u, &query).await,
         Route::Delta(u, f) => delta(shared, ids, claims, u, f, &query, &headers).await,
     }
 }
 
-const IDENTITY_NOT_FOUND: &str = "The identity of the calling application could not be established.";
+const IDENTITY_NOT_FOUND: &str =
+    "The identity of the calling application could not be established.";
 
 /// Checks shared by both endpoints. On success: (user id, mailbox number, in-flight guard,
 /// latency, post fault).
@@ -248,38 +284,79 @@ struct Admitted {
     post: PostFault,
 }
 
-async fn admit(shared: &Arc<Shared>, ids: &GraphIds, claims: &AccessClaims, user_seg: &str, mail: bool) -> Result<Admitted, Resp> {
+async fn admit(
+    shared: &Arc<Shared>,
+    ids: &GraphIds,
+    claims: &AccessClaims,
+    user_seg: &str,
+    mail: bool,
+) -> Result<Admitted, Resp> {
     let (adm, latency) = {
         let mut guard = shared.lock();
         let st = &mut *guard;
         let tid = Uuid::parse_str(&claims.tid).ok();
         let app = Uuid::parse_str(&claims.appid).unwrap_or_default();
         let Some(tenant) = tid.and_then(|t| st.tenants.get(&t)) else {
-            return Err(graph_error(ids, 401, "Authorization_IdentityNotFound", IDENTITY_NOT_FOUND));
+            return Err(graph_error(
+                ids,
+                401,
+                "Authorization_IdentityNotFound",
+                IDENTITY_NOT_FOUND,
+            ));
         };
         let Some(sp) = tenant.service_principals.get(&app) else {
-            return Err(graph_error(ids, 401, "Authorization_IdentityNotFound", IDENTITY_NOT_FOUND));
+            return Err(graph_error(
+                ids,
+                401,
+                "Authorization_IdentityNotFound",
+                IDENTITY_NOT_FOUND,
+            ));
         };
         if st.propagating(tenant, sp, PropagationFailure::Graph) {
-            return Err(graph_error(ids, 401, "Authorization_IdentityNotFound", IDENTITY_NOT_FOUND));
+            return Err(graph_error(
+                ids,
+                401,
+                "Authorization_IdentityNotFound",
+                IDENTITY_NOT_FOUND,
+            ));
         }
         let Some(uid) = st.find_user(user_seg) else {
             return Err(if mail {
-                graph_error(ids, 404, "ErrorInvalidUser", &format!("The requested user '{user_seg}' is invalid."))
+                graph_error(
+                    ids,
+                    404,
+                    "ErrorInvalidUser",
+                    &format!("The requested user '{user_seg}' is invalid."),
+                )
             } else {
                 graph_error(
                     ids,
                     404,
                     "Request_ResourceNotFound",
-                    &format!("Resource '{user_seg}' does not exist or one of its queried reference-property objects are not present."),
+                    &format!(
+                        "Resource '{user_seg}' does not exist or one of its queried reference-property objects are not present."
+                    ),
                 )
             });
         };
         let user = &st.users[&uid];
         if Some(user.tenant) != tid {
-            let detail = format!("token of tenant {} used for user {} of tenant {}", claims.tid, user.upn, user.tenant);
-            st.throttle.violation(ViolationKind::WrongTenantToken, Some(app), Some(uid), detail);
-            return Err(graph_error(ids, 401, "Authorization_IdentityNotFound", IDENTITY_NOT_FOUND));
+            let detail = format!(
+                "token of tenant {} used for user {} of tenant {}",
+                claims.tid, user.upn, user.tenant
+            );
+            st.throttle.violation(
+                ViolationKind::WrongTenantToken,
+                Some(app),
+                Some(uid),
+                detail,
+            );
+            return Err(graph_error(
+                ids,
+                401,
+                "Authorization_IdentityNotFound",
+                IDENTITY_NOT_FOUND,
+            ));
         }
         let mbx = user.mailbox;
         let mut guard_out = None;
@@ -290,9 +367,23 @@ async fn admit(shared: &Arc<Shared>, ids: &GraphIds, claims: &AccessClaims, user
             m.in_flight += 1;
             m.max_in_flight = m.max_in_flight.max(m.in_flight);
             let in_flight = m.in_flight;
-            guard_out = Some(InFlight { shared: shared.clone(), mbx: n });
-            match st.throttle.admit(&shared.cfg.throttle, shared.cfg.seed, app, n, uid, in_flight, Instant::now()) {
-                Admission::Proceed { latency: l, post: p } => {
+            guard_out = Some(InFlight {
+                shared: shared.clone(),
+                mbx: n,
+            });
+            match st.throttle.admit(
+                &shared.cfg.throttle,
+                shared.cfg.seed,
+                app,
+                n,
+                uid,
+                in_flight,
+                Instant::now(),
+            ) {
+                Admission::Proceed {
+                    latency: l,
+                    post: p,
+                } => {
                     latency = l;
                     post = p;
                 }
@@ -303,11 +394,22 @@ async fn admit(shared: &Arc<Shared>, ids: &GraphIds, claims: &AccessClaims, user
                             resp.headers_mut().insert("retry-after", v);
                         }
                     }
+                    // The in-flight guard locks the state when dropped: release the lock first.
+                    drop(guard);
+                    drop(guard_out);
                     return Err(resp);
                 }
             }
         }
-        (Admitted { user: uid, mbx, _guard: guard_out, post }, latency)
+        (
+            Admitted {
+                user: uid,
+                mbx,
+                _guard: guard_out,
+                post,
+            },
+            latency,
+        )
     };
     if let Some(l) = latency {
         tokio::time::sleep(l).await;
@@ -316,31 +418,63 @@ async fn admit(shared: &Arc<Shared>, ids: &GraphIds, claims: &AccessClaims, user
 }
 
 fn has_role(claims: &AccessClaims, wanted: &[&str]) -> bool {
-    claims.roles.iter().any(|r| wanted.iter().any(|w| w.eq_ignore_ascii_case(r)))
+    claims
+        .roles
+        .iter()
+        .any(|r| wanted.iter().any(|w| w.eq_ignore_ascii_case(r)))
 }
 
-async fn user(shared: Arc<Shared>, ids: GraphIds, claims: AccessClaims, user_seg: String, query: &str) -> Resp {
+async fn user(
+    shared: Arc<Shared>,
+    ids: GraphIds,
+    claims: AccessClaims,
+    user_seg: String,
+    query: &str,
+) -> Resp {
     let adm = match admit(&shared, &ids, &claims, &user_seg, false).await {
         Ok(a) => a,
         Err(r) => return r,
     };
     if !has_role(&claims, USER_ROLES) {
-        return graph_error(&ids, 403, "Authorization_RequestDenied", "Insufficient privileges to complete the operation.");
+        return graph_error(
+            &ids,
+            403,
+            "Authorization_RequestDenied",
+            "Insufficient privileges to complete the operation.",
+        );
     }
     let u = {
         let st = shared.lock();
         let u = &st.users[&adm.user];
-        (u.id, u.upn.clone(), u.display_name.clone(), u.mailbox.is_some() && !u.on_premises)
+        (
+            u.id,
+            u.upn.clone(),
+            u.display_name.clone(),
+            u.mailbox.is_some() && !u.on_premises,
+        )
     };
-    let (given, surname) = u.2.split_once(' ').map(|(a, b)| (a.to_string(), b.to_string())).unwrap_or((u.2.clone(), String::new()));
+    let (given, surname) =
+        u.2.split_once(' ')
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .unwrap_or((u.2.clone(), String::new()));
     let mut obj = serde_json::Map::new();
-    obj.insert("@odata.context".into(), format!("{}/v1.0/$metadata#users/$entity", shared.base_url).into());
+    obj.insert(
+        "@odata.context".into(),
+        format!("{}/v1.0/$metadata#users/$entity", shared.base_url).into(),
+    );
     let all: Vec<(&str, serde_json::Value)> = vec![
         ("businessPhones", serde_json::json!([])),
         ("displayName", u.2.clone().into()),
         ("givenName", given.into()),
         ("jobTitle", serde_json::Value::Null),
-        ("mail", if u.3 { u.1.clone().into() } else { serde_json::Value::Null }),
+        (
+            "mail",
+            if u.3 {
+                u.1.clone().into()
+            } else {
+                serde_json::Value::Null
+            },
+        ),
         ("mobilePhone", serde_json::Value::Null),
         ("officeLocation", serde_json::Value::Null),
         ("preferredLanguage", "en-US".into()),
@@ -349,32 +483,66 @@ async fn user(shared: Arc<Shared>, ids: GraphIds, claims: AccessClaims, user_seg
         ("id", u.0.to_string().into()),
     ];
     let q = parse_form(query);
-    let select = q.iter().find(|(k, _)| k == "$select" || k == "select").map(|(_, v)| v.clone());
-    let wanted: Option<Vec<String>> = select.map(|s| s.split(',').map(|x| x.trim().to_ascii_lowercase()).collect());
+    let select = q
+        .iter()
+        .find(|(k, _)| k == "$select" || k == "select")
+        .map(|(_, v)| v.clone());
+    let wanted: Option<Vec<String>> = select.map(|s| {
+        s.split(',')
+            .map(|x| x.trim().to_ascii_lowercase())
+            .collect()
+    });
     if let Some(w) = &wanted {
         for name in w {
-            if !name.is_empty() && !all.iter().any(|(k, _)| k.eq_ignore_ascii_case(name)) && !KNOWN_USER_PROPS.contains(&name.as_str()) {
+            if !name.is_empty()
+                && !all.iter().any(|(k, _)| k.eq_ignore_ascii_case(name))
+                && !KNOWN_USER_PROPS.contains(&name.as_str())
+            {
                 return graph_error(
                     &ids,
                     400,
                     "Request_BadRequest",
-                    &format!("Could not find a property named '{name}' on type 'microsoft.graph.user'."),
+                    &format!(
+                        "Could not find a property named '{name}' on type 'microsoft.graph.user'."
+                    ),
                 );
             }
         }
     }
     for (k, v) in all {
-        if wanted.as_ref().is_none_or(|w| w.iter().any(|x| x.eq_ignore_ascii_case(k)) || k == "id") {
+        if wanted
+            .as_ref()
+            .is_none_or(|w| w.iter().any(|x| x.eq_ignore_ascii_case(k)) || k == "id")
+        {
             obj.insert(k.into(), v);
         }
     }
-    finish(&ids, 200, serde_json::Value::Object(obj).to_string(), adm.post, None)
+    finish(
+        &ids,
+        200,
+        serde_json::Value::Object(obj).to_string(),
+        adm.post,
+        None,
+    )
 }
 
-const KNOWN_USER_PROPS: &[&str] = &["accountenabled", "department", "companyname", "usertype", "proxyaddresses", "othermails"];
+const KNOWN_USER_PROPS: &[&str] = &[
+    "accountenabled",
+    "department",
+    "companyname",
+    "usertype",
+    "proxyaddresses",
+    "othermails",
+];
 
 /// Build the final 200 response, applying a post fault (truncated JSON / reset mid-body).
-fn finish(ids: &GraphIds, status: u16, body: String, post: PostFault, pref_applied: Option<String>) -> Resp {
+fn finish(
+    ids: &GraphIds,
+    status: u16,
+    body: String,
+    post: PostFault,
+    pref_applied: Option<String>,
+) -> Resp {
     let mut r = match post {
         PostFault::None => json_response(status, body, ODATA_JSON),
         PostFault::Truncate => {
@@ -389,12 +557,19 @@ fn finish(ids: &GraphIds, status: u16, body: String, post: PostFault, pref_appli
             let total = body.len();
             let mut b = body.into_bytes();
             b.truncate((total / 2).max(1));
-            let chunks: Vec<Result<bytes::Bytes, std::io::Error>> = vec![
-                Ok(bytes::Bytes::from(b)),
-                Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "injected connection reset")),
-            ];
+            // Send the first half, give hyper time to flush it, then fail the body so the
+            // connection is cut with the declared content-length unmet.
+            let stream = futures_util::stream::unfold(Some(bytes::Bytes::from(b)), |first| async move {
+                match first {
+                    Some(chunk) => Some((Ok::<_, std::io::Error>(chunk), None)),
+                    None => {
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        Some((Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "injected connection reset")), None))
+                    }
+                }
+            });
             let mut r = json_response(status, String::new(), ODATA_JSON);
-            *r.body_mut() = Body::from_stream(futures_util::stream::iter(chunks));
+            *r.body_mut() = Body::from_stream(stream);
             if let Ok(v) = HeaderValue::from_str(&total.to_string()) {
                 r.headers_mut().insert("content-length", v);
             }
@@ -402,8 +577,10 @@ fn finish(ids: &GraphIds, status: u16, body: String, post: PostFault, pref_appli
         }
     };
     ids.apply(&mut r);
-    r.headers_mut().insert("odata-version", HeaderValue::from_static("4.0"));
-    r.headers_mut().insert("vary", HeaderValue::from_static("Accept-Encoding"));
+    r.headers_mut()
+        .insert("odata-version", HeaderValue::from_static("4.0"));
+    r.headers_mut()
+        .insert("vary", HeaderValue::from_static("Accept-Encoding"));
     if let Some(p) = pref_applied.and_then(|p| HeaderValue::from_str(&p).ok()) {
         r.headers_mut().insert("preference-applied", p);
     }
@@ -433,15 +610,27 @@ async fn delta(
         Err(r) => return r,
     };
     if !has_role(&claims, MAIL_ROLES) {
-        return graph_error(&ids, 403, "ErrorAccessDenied", "Access is denied. Check credentials and try again.");
+        return graph_error(
+            &ids,
+            403,
+            "ErrorAccessDenied",
+            "Access is denied. Check credentials and try again.",
+        );
     }
     let pref = prefer(headers);
     let q = parse_form(query);
-    let get = |names: &[&str]| q.iter().find(|(k, _)| names.contains(&k.as_str())).map(|(_, v)| v.clone());
+    let get = |names: &[&str]| {
+        q.iter()
+            .find(|(k, _)| names.contains(&k.as_str()))
+            .map(|(_, v)| v.clone())
+    };
     let skip = get(&["$skiptoken", "skiptoken"]);
     let delta_tok = get(&["$deltatoken", "deltatoken"]);
     let cfg = &shared.cfg;
-    let page_size = pref.max_page.unwrap_or(cfg.default_page_size).clamp(1, cfg.max_page_size.max(1));
+    let page_size = pref
+        .max_page
+        .unwrap_or(cfg.default_page_size)
+        .clamp(1, cfg.max_page_size.max(1));
     let mut applied = Vec::new();
     if pref.max_page.is_some() {
         applied.push(format!("odata.maxpagesize={page_size}"));
@@ -463,7 +652,9 @@ async fn delta(
                         &ids,
                         400,
                         "RequestBroker--ParseUri",
-                        &format!("Could not find a property named '{name}' on type 'microsoft.graph.message'."),
+                        &format!(
+                            "Could not find a property named '{name}' on type 'microsoft.graph.message'."
+                        ),
                     );
                 }
             }
@@ -476,7 +667,8 @@ async fn delta(
                     if !strict && !op.eq_ignore_ascii_case("ge") {
                         None
                     } else {
-                        crate::util::parse_time(value.trim_matches('\'')).map(|at| Filter { at, strict })
+                        crate::util::parse_time(value.trim_matches('\''))
+                            .map(|at| Filter { at, strict })
                     }
                 }
                 _ => None,
@@ -494,9 +686,18 @@ async fn delta(
             }
         }
         if let Some(o) = get(&["$orderby", "orderby"]) {
-            let o = o.split_whitespace().collect::<Vec<_>>().join(" ").to_ascii_lowercase();
+            let o = o
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+                .to_ascii_lowercase();
             if o != "receiveddatetime desc" {
-                return graph_error(&ids, 400, "ErrorInvalidProperty", "Delta only supports $orderby=receivedDateTime desc.");
+                return graph_error(
+                    &ids,
+                    400,
+                    "ErrorInvalidProperty",
+                    "Delta only supports $orderby=receivedDateTime desc.",
+                );
             }
         }
     }
@@ -505,15 +706,33 @@ async fn delta(
     let st = &mut *guard;
     let user = &st.users[&adm.user];
     let (Some(mbx), true, false) = (adm.mbx, user.licensed, user.on_premises) else {
-        return graph_error(&ids, 404, "MailboxNotEnabledForRESTAPI", "The mailbox is either inactive, soft-deleted, or is hosted on-premise.");
+        return graph_error(
+            &ids,
+            404,
+            "MailboxNotEnabledForRESTAPI",
+            "The mailbox is either inactive, soft-deleted, or is hosted on-premise.",
+        );
     };
     if user.access_policy_excluded {
-        return graph_error(&ids, 403, "ErrorAccessDenied", "Access to OData is disabled.");
+        return graph_error(
+            &ids,
+            403,
+            "ErrorAccessDenied",
+            "Access to OData is disabled.",
+        );
     }
-    let owner = Owner { name: user.display_name.clone(), address: user.upn.clone() };
+    let owner = Owner {
+        name: user.display_name.clone(),
+        address: user.upn.clone(),
+    };
     let user_id = user.id;
     let Some(folder) = parse_folder(cfg.seed, mbx, &folder_seg) else {
-        return graph_error(&ids, 404, "ErrorItemNotFound", "The specified object was not found in the store.");
+        return graph_error(
+            &ids,
+            404,
+            "ErrorItemNotFound",
+            "The specified object was not found in the store.",
+        );
     };
     let global_epoch = st.global_epoch;
     let m = &st.mailboxes[mbx as usize];
@@ -548,15 +767,37 @@ async fn delta(
         }
         (s, d) => {
             let raw = s.or(d).unwrap_or_default();
-            let Some(mut t) = Tok::decode(raw, &shared.mac_key) else { return gone(&ids) };
-            let kind_ok = if s.is_some() { t.kind == 1 || t.kind == 2 } else { t.kind == 3 };
-            let expired = cfg.delta_token_ttl.is_some_and(|ttl| now_unix - t.issued > ttl.as_secs() as i64);
-            if !kind_ok || t.mbx != mbx || t.folder != folder as u8 || t.epoch != epoch || t.global_epoch != global_epoch || expired {
+            let Some(mut t) = Tok::decode(raw, &shared.mac_key) else {
+                return gone(&ids);
+            };
+            let kind_ok = if s.is_some() {
+                t.kind == 1 || t.kind == 2
+            } else {
+                t.kind == 3
+            };
+            let expired = cfg
+                .delta_token_ttl
+                .is_some_and(|ttl| now_unix - t.issued > ttl.as_secs() as i64);
+            if !kind_ok
+                || t.mbx != mbx
+                || t.folder != folder as u8
+                || t.epoch != epoch
+                || t.global_epoch != global_epoch
+                || expired
+            {
                 return gone(&ids);
             }
             if t.kind == 3 {
                 // A new round of changes since the delta token's position.
-                t = Tok { kind: 2, a: t.a, b: m.seq, phase: 0, pos: 0, emitted: 0, ..t };
+                t = Tok {
+                    kind: 2,
+                    a: t.a,
+                    b: m.seq,
+                    phase: 0,
+                    pos: 0,
+                    emitted: 0,
+                    ..t
+                };
             }
             let inc = t.kind == 2;
             (t, inc)
@@ -590,7 +831,11 @@ async fn delta(
                     views.push(View { key: k, ov, folder });
                 }
                 Change::Removed(k, deleted, gen_in) => {
-                    let id = if pref.immutable { immutable_id(cfg.seed, mbx, k) } else { regular_id(cfg.seed, mbx, k, folder, gen_in) };
+                    let id = if pref.immutable {
+                        immutable_id(cfg.seed, mbx, k)
+                    } else {
+                        regular_id(cfg.seed, mbx, k, folder, gen_in)
+                    };
                     removed.push((id, deleted));
                 }
             }
@@ -603,31 +848,70 @@ async fn delta(
             None => done = true,
         }
     } else {
-        let mut cur = FullCursor { phase: tok.phase, pos: tok.pos, emitted: tok.emitted };
+        let mut cur = FullCursor {
+            phase: tok.phase,
+            pos: tok.pos,
+            emitted: tok.emitted,
+        };
         let mut keys = Vec::new();
         let recv = |k, ov: Option<&crate::state::Override>| ctx.received(k, ov);
-        done = m.full_page(folder, &mut cur, page_size, filter, cfg.filter_cap, &recv, &mut keys);
+        done = m.full_page(
+            folder,
+            &mut cur,
+            page_size,
+            filter,
+            cfg.filter_cap,
+            &recv,
+            &mut keys,
+        );
         tok.phase = cur.phase;
         tok.pos = cur.pos;
         tok.emitted = cur.emitted;
         for k in keys {
-            views.push(View { key: k, ov: m.overrides.get(&k).cloned(), folder });
+            views.push(View {
+                key: k,
+                ov: m.overrides.get(&k).cloned(),
+                folder,
+            });
         }
     }
     // Next link continues this round; the delta link starts the next one at this round's end.
-    let link_base = format!("{}/v1.0/users/{}/mailFolders('{}')/messages/delta()", shared.base_url, user_id, folder.well_known_name());
+    let link_base = format!(
+        "{}/v1.0/users/{}/mailFolders('{}')/messages/delta()",
+        shared.base_url,
+        user_id,
+        folder.well_known_name()
+    );
     let link = if done {
         let end = if incremental { tok.b } else { tok.a };
-        let t = Tok { kind: 3, a: end, b: 0, phase: 0, pos: 0, emitted: 0, issued: now_unix, ..tok };
-        ("@odata.deltaLink", format!("{link_base}?$deltatoken={}", t.encode(&shared.mac_key)))
+        let t = Tok {
+            kind: 3,
+            a: end,
+            b: 0,
+            phase: 0,
+            pos: 0,
+            emitted: 0,
+            issued: now_unix,
+            ..tok
+        };
+        (
+            "@odata.deltaLink",
+            format!("{link_base}?$deltatoken={}", t.encode(&shared.mac_key)),
+        )
     } else {
-        ("@odata.nextLink", format!("{link_base}?$skiptoken={}", tok.encode(&shared.mac_key)))
+        (
+            "@odata.nextLink",
+            format!("{link_base}?$skiptoken={}", tok.encode(&shared.mac_key)),
+        )
     };
     drop(guard);
 
     let mut out = String::with_capacity(4096 + views.len() * 2048);
     out.push_str("{\"@odata.context\":");
-    json_str(&mut out, &format!("{}/v1.0/$metadata#Collection(message)", shared.base_url));
+    json_str(
+        &mut out,
+        &format!("{}/v1.0/$metadata#Collection(message)", shared.base_url),
+    );
     out.push_str(",\"value\":[");
     let mut first = true;
     for v in &views {
@@ -644,7 +928,11 @@ async fn delta(
         first = false;
         out.push_str("{\"@odata.type\":\"#microsoft.graph.message\",\"id\":");
         json_str(&mut out, id);
-        out.push_str(if *deleted { ",\"@removed\":{\"reason\":\"deleted\"}}" } else { ",\"@removed\":{\"reason\":\"changed\"}}" });
+        out.push_str(if *deleted {
+            ",\"@removed\":{\"reason\":\"deleted\"}}"
+        } else {
+            ",\"@removed\":{\"reason\":\"changed\"}}"
+        });
     }
     out.push_str("],\"");
     out.push_str(link.0);

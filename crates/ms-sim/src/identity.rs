@@ -62,7 +62,10 @@ pub(crate) struct AccessClaims {
 }
 
 /// Why a bearer token was refused (Graph answers 401 InvalidAuthenticationToken).
-pub(crate) fn verify_access_token(shared: &Shared, token: &str) -> Result<AccessClaims, &'static str> {
+pub(crate) fn verify_access_token(
+    shared: &Shared,
+    token: &str,
+) -> Result<AccessClaims, &'static str> {
     if token.is_empty() {
         return Err("Access token is empty.");
     }
@@ -89,7 +92,10 @@ pub(crate) fn verify_access_token(shared: &Shared, token: &str) -> Result<Access
 pub(crate) fn pem_to_der(pem: &str) -> Option<Vec<u8>> {
     let start = pem.find("-----BEGIN CERTIFICATE-----")? + "-----BEGIN CERTIFICATE-----".len();
     let end = pem[start..].find("-----END CERTIFICATE-----")? + start;
-    let b64: String = pem[start..end].chars().filter(|c| !c.is_whitespace()).collect();
+    let b64: String = pem[start..end]
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
     STANDARD.decode(b64).ok()
 }
 
@@ -98,9 +104,15 @@ pub(crate) fn read_certificate(pem: &str) -> Result<(String, String, String, Dec
     let der = pem_to_der(pem).ok_or("not a PEM certificate")?;
     let sha1 = sha1::Sha1::digest(&der);
     let sha256 = sha2::Sha256::digest(&der);
-    let key = DecodingKey::from_rsa_pem(pem.as_bytes()).map_err(|e| format!("unsupported certificate key (RSA only): {e}"))?;
+    let key = DecodingKey::from_rsa_pem(pem.as_bytes())
+        .map_err(|e| format!("unsupported certificate key (RSA only): {e}"))?;
     let hex: String = sha1.iter().map(|b| format!("{b:02X}")).collect();
-    Ok((URL_SAFE_NO_PAD.encode(sha1), URL_SAFE_NO_PAD.encode(sha256), hex, key))
+    Ok((
+        URL_SAFE_NO_PAD.encode(sha1),
+        URL_SAFE_NO_PAD.encode(sha256),
+        hex,
+        key,
+    ))
 }
 
 #[derive(Deserialize)]
@@ -123,20 +135,35 @@ fn fail(status: u16, error: &'static str, code: u32, msg: impl Into<String>) -> 
 pub(crate) async fn token(shared: Arc<Shared>, tenant_seg: String, req: Request) -> Resp {
     let headers = req.headers().clone();
     let is_post = req.method() == axum::http::Method::POST;
-    let body = axum::body::to_bytes(req.into_body(), 1 << 20).await.unwrap_or_default();
+    let body = axum::body::to_bytes(req.into_body(), 1 << 20)
+        .await
+        .unwrap_or_default();
     shared.lock().throttle.count(Endpoint::Token, None);
     if !is_post {
-        return aad_error(&shared.base_url, 405, "invalid_request", 900561, "The endpoint only accepts POST requests.", &headers);
+        return aad_error(
+            &shared.base_url,
+            405,
+            "invalid_request",
+            900561,
+            "The endpoint only accepts POST requests.",
+            &headers,
+        );
     }
     let form = parse_form(&String::from_utf8_lossy(&body));
     match issue(&shared, &tenant_seg, &form) {
         Ok(json) => {
             let mut r: Response<Body> = json_response(200, json, "application/json; charset=utf-8");
-            r.headers_mut().insert("cache-control", HeaderValue::from_static("no-store, no-cache"));
-            r.headers_mut().insert("pragma", HeaderValue::from_static("no-cache"));
+            r.headers_mut().insert(
+                "cache-control",
+                HeaderValue::from_static("no-store, no-cache"),
+            );
+            r.headers_mut()
+                .insert("pragma", HeaderValue::from_static("no-cache"));
             r
         }
-        Err(Fail(status, error, code, msg)) => aad_error(&shared.base_url, status, error, code, &msg, &headers),
+        Err(Fail(status, error, code, msg)) => {
+            aad_error(&shared.base_url, status, error, code, &msg, &headers)
+        }
     }
 }
 
@@ -147,7 +174,9 @@ fn issue(shared: &Shared, tenant_seg: &str, form: &[(String, String)]) -> Result
             400,
             "invalid_request",
             900023,
-            format!("Specified tenant identifier '{tenant_seg}' is not valid for the client credentials flow: use a tenant id or domain."),
+            format!(
+                "Specified tenant identifier '{tenant_seg}' is not valid for the client credentials flow: use a tenant id or domain."
+            ),
         ));
     }
     let mut st = shared.lock();
@@ -156,17 +185,32 @@ fn issue(shared: &Shared, tenant_seg: &str, form: &[(String, String)]) -> Result
             400,
             "invalid_request",
             90002,
-            format!("Tenant '{tenant_seg}' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud. Check with your subscription administrator, this may happen if there are no active subscriptions for the tenant."),
+            format!(
+                "Tenant '{tenant_seg}' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud. Check with your subscription administrator, this may happen if there are no active subscriptions for the tenant."
+            ),
         ));
     };
     let need = |k: &str| -> Result<String, Fail> {
-        form_get(form, k).filter(|v| !v.is_empty()).map(str::to_string).ok_or_else(|| {
-            fail(400, "invalid_request", 900144, format!("The request body must contain the following parameter: '{k}'."))
-        })
+        form_get(form, k)
+            .filter(|v| !v.is_empty())
+            .map(str::to_string)
+            .ok_or_else(|| {
+                fail(
+                    400,
+                    "invalid_request",
+                    900144,
+                    format!("The request body must contain the following parameter: '{k}'."),
+                )
+            })
     };
     let grant = need("grant_type")?;
     if grant != "client_credentials" {
-        return Err(fail(400, "unsupported_grant_type", 70003, format!("The app requested an unsupported grant type '{grant}'.")));
+        return Err(fail(
+            400,
+            "unsupported_grant_type",
+            70003,
+            format!("The app requested an unsupported grant type '{grant}'."),
+        ));
     }
     let client_id_s = need("client_id")?;
     let tenant_domain = st.tenants[&tid].domain.clone();
@@ -175,18 +219,33 @@ fn issue(shared: &Shared, tenant_seg: &str, form: &[(String, String)]) -> Result
             400,
             "unauthorized_client",
             700016,
-            format!("Application with identifier '{client_id_s}' was not found in the directory '{tenant_domain}'. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You may have sent your authentication request to the wrong tenant."),
+            format!(
+                "Application with identifier '{client_id_s}' was not found in the directory '{tenant_domain}'. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You may have sent your authentication request to the wrong tenant."
+            ),
         )
     };
-    let Some(client_id) = Uuid::parse_str(&client_id_s).ok().filter(|c| st.apps.contains_key(c)) else {
+    let Some(client_id) = Uuid::parse_str(&client_id_s)
+        .ok()
+        .filter(|c| st.apps.contains_key(c))
+    else {
         return Err(not_found());
     };
     let scope = need("scope")?;
     let resource = scope.strip_suffix("/.default").ok_or_else(|| {
         fail(400, "invalid_scope", 1002012, format!("The provided value for scope {scope} is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier (application ID URI)."))
     })?;
-    if resource != GRAPH_RESOURCE && resource != "00000003-0000-0000-c000-000000000000" && resource != "https://graph.microsoft.com/" {
-        return Err(fail(400, "invalid_resource", 500011, format!("The resource principal named {resource} was not found in the tenant named {tenant_domain}. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You might have sent your authentication request to the wrong tenant.")));
+    if resource != GRAPH_RESOURCE
+        && resource != "00000003-0000-0000-c000-000000000000"
+        && resource != "https://graph.microsoft.com/"
+    {
+        return Err(fail(
+            400,
+            "invalid_resource",
+            500011,
+            format!(
+                "The resource principal named {resource} was not found in the tenant named {tenant_domain}. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You might have sent your authentication request to the wrong tenant."
+            ),
+        ));
     }
 
     // Client authentication against the app registration.
@@ -197,10 +256,24 @@ fn issue(shared: &Shared, tenant_seg: &str, form: &[(String, String)]) -> Result
         appidacr = "1";
         match app.secrets.iter().find(|s| s.value == secret) {
             None => {
-                return Err(fail(401, "invalid_client", 7000215, format!("Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '{client_id}'.")));
+                return Err(fail(
+                    401,
+                    "invalid_client",
+                    7000215,
+                    format!(
+                        "Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '{client_id}'."
+                    ),
+                ));
             }
             Some(s) if s.expires_at <= now() => {
-                return Err(fail(401, "invalid_client", 7000222, format!("The provided client secret keys for app '{client_id}' are expired. Visit the Azure portal to create new keys for your app: https://aka.ms/NewClientSecret, or consider using certificate credentials for added security: https://aka.ms/certCreds.")));
+                return Err(fail(
+                    401,
+                    "invalid_client",
+                    7000222,
+                    format!(
+                        "The provided client secret keys for app '{client_id}' are expired. Visit the Azure portal to create new keys for your app: https://aka.ms/NewClientSecret, or consider using certificate credentials for added security: https://aka.ms/certCreds."
+                    ),
+                ));
             }
             Some(_) => {}
         }
@@ -208,23 +281,55 @@ fn issue(shared: &Shared, tenant_seg: &str, form: &[(String, String)]) -> Result
         appidacr = "2";
         let kind = form_get(form, "client_assertion_type").unwrap_or("");
         if kind != JWT_BEARER {
-            return Err(fail(400, "invalid_request", 700026, format!("Client assertion type '{kind}' is not supported; use '{JWT_BEARER}'.")));
+            return Err(fail(
+                400,
+                "invalid_request",
+                700026,
+                format!("Client assertion type '{kind}' is not supported; use '{JWT_BEARER}'."),
+            ));
         }
-        let header = jsonwebtoken::decode_header(assertion)
-            .map_err(|_| fail(400, "invalid_request", 50027, "JWT token is invalid or malformed."))?;
-        let cert = app
-            .certs
-            .iter()
-            .find(|c| header.x5t_s256.as_deref() == Some(c.x5t_s256.as_str()) || header.x5t.as_deref() == Some(c.x5t.as_str()));
+        let header = jsonwebtoken::decode_header(assertion).map_err(|_| {
+            fail(
+                400,
+                "invalid_request",
+                50027,
+                "JWT token is invalid or malformed.",
+            )
+        })?;
+        let cert = app.certs.iter().find(|c| {
+            header.x5t_s256.as_deref() == Some(c.x5t_s256.as_str())
+                || header.x5t.as_deref() == Some(c.x5t.as_str())
+        });
         let Some(cert) = cert else {
-            let shown = header.x5t_s256.clone().or(header.x5t.clone()).unwrap_or_default();
-            return Err(fail(401, "invalid_client", 700027, format!("Client assertion failed signature validation. Key was not found: the certificate with thumbprint '{shown}' is not registered on application '{client_id}'.")));
+            let shown = header
+                .x5t_s256
+                .clone()
+                .or(header.x5t.clone())
+                .unwrap_or_default();
+            return Err(fail(
+                401,
+                "invalid_client",
+                700027,
+                format!(
+                    "Client assertion failed signature validation. Key was not found: the certificate with thumbprint '{shown}' is not registered on application '{client_id}'."
+                ),
+            ));
         };
         if !matches!(
             header.alg,
-            Algorithm::RS256 | Algorithm::RS384 | Algorithm::RS512 | Algorithm::PS256 | Algorithm::PS384 | Algorithm::PS512
+            Algorithm::RS256
+                | Algorithm::RS384
+                | Algorithm::RS512
+                | Algorithm::PS256
+                | Algorithm::PS384
+                | Algorithm::PS512
         ) {
-            return Err(fail(401, "invalid_client", 700027, "Client assertion failed signature validation. Unsupported algorithm."));
+            return Err(fail(
+                401,
+                "invalid_client",
+                700027,
+                "Client assertion failed signature validation. Unsupported algorithm.",
+            ));
         }
         let mut v = Validation::new(header.alg);
         v.validate_exp = false;
@@ -233,10 +338,18 @@ fn issue(shared: &Shared, tenant_seg: &str, form: &[(String, String)]) -> Result
         v.required_spec_claims.clear();
         let claims = jsonwebtoken::decode::<AssertionClaims>(assertion, &cert.key, &v)
             .map_err(|e| match e.kind() {
-                jsonwebtoken::errors::ErrorKind::InvalidSignature => {
-                    fail(401, "invalid_client", 700027, "Client assertion failed signature validation.")
-                }
-                _ => fail(400, "invalid_request", 50027, "JWT token is invalid or malformed."),
+                jsonwebtoken::errors::ErrorKind::InvalidSignature => fail(
+                    401,
+                    "invalid_client",
+                    700027,
+                    "Client assertion failed signature validation.",
+                ),
+                _ => fail(
+                    400,
+                    "invalid_request",
+                    50027,
+                    "JWT token is invalid or malformed.",
+                ),
             })?
             .claims;
         let mut auds: Vec<String> = vec![
@@ -247,40 +360,100 @@ fn issue(shared: &Shared, tenant_seg: &str, form: &[(String, String)]) -> Result
         auds.dedup();
         let aud_ok = match &claims.aud {
             serde_json::Value::String(s) => auds.contains(s),
-            serde_json::Value::Array(a) => a.iter().any(|x| x.as_str().is_some_and(|s| auds.contains(&s.to_string()))),
+            serde_json::Value::Array(a) => a
+                .iter()
+                .any(|x| x.as_str().is_some_and(|s| auds.contains(&s.to_string()))),
             _ => false,
         };
         if !aud_ok {
-            return Err(fail(401, "invalid_client", 50013, format!("Assertion audience claim does not match the required value. The audience in the assertion was '{}' and the expected audience is '{}'.", claims.aud, auds[0])));
+            return Err(fail(
+                401,
+                "invalid_client",
+                50013,
+                format!(
+                    "Assertion audience claim does not match the required value. The audience in the assertion was '{}' and the expected audience is '{}'.",
+                    claims.aud, auds[0]
+                ),
+            ));
         }
         let cid = client_id.to_string();
-        if claims.iss.as_deref() != Some(cid.as_str()) || claims.sub.as_deref() != Some(cid.as_str()) {
-            return Err(fail(401, "invalid_client", 700021, "Client assertion application identifier doesn't match 'client_id' parameter (the 'iss' and 'sub' claims must both be the client id)."));
+        if claims.iss.as_deref() != Some(cid.as_str())
+            || claims.sub.as_deref() != Some(cid.as_str())
+        {
+            return Err(fail(
+                401,
+                "invalid_client",
+                700021,
+                "Client assertion application identifier doesn't match 'client_id' parameter (the 'iss' and 'sub' claims must both be the client id).",
+            ));
         }
         let t = now().unix_timestamp();
-        let exp = claims.exp.ok_or_else(|| fail(400, "invalid_request", 50027, "JWT token is invalid or malformed: missing 'exp'."))?;
+        let exp = claims.exp.ok_or_else(|| {
+            fail(
+                400,
+                "invalid_request",
+                50027,
+                "JWT token is invalid or malformed: missing 'exp'.",
+            )
+        })?;
         if exp <= t || claims.nbf.is_some_and(|n| n > t + 300) {
-            return Err(fail(401, "invalid_client", 700024, "Client assertion is not within its valid time range."));
+            return Err(fail(
+                401,
+                "invalid_client",
+                700024,
+                "Client assertion is not within its valid time range.",
+            ));
         }
-        let jti = claims.jti.ok_or_else(|| fail(400, "invalid_request", 50027, "JWT token is invalid or malformed: missing 'jti'."))?;
+        let jti = claims.jti.ok_or_else(|| {
+            fail(
+                400,
+                "invalid_request",
+                50027,
+                "JWT token is invalid or malformed: missing 'jti'.",
+            )
+        })?;
         if st.used_jti.get(&jti).is_some_and(|&e| e > t) {
-            return Err(fail(401, "invalid_client", 50013, "Assertion is invalid: the assertion's 'jti' has already been used (replay)."));
+            return Err(fail(
+                401,
+                "invalid_client",
+                50013,
+                "Assertion is invalid: the assertion's 'jti' has already been used (replay).",
+            ));
         }
         if st.used_jti.len() > 10_000 {
             st.used_jti.retain(|_, e| *e > t);
         }
         st.used_jti.insert(jti, exp);
     } else {
-        return Err(fail(401, "invalid_client", 7000218, "The request body must contain the following parameter: 'client_assertion' or 'client_secret'."));
+        return Err(fail(
+            401,
+            "invalid_client",
+            7000218,
+            "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.",
+        ));
     }
 
     // The app must be present (consented) in this tenant.
     let tenant = &st.tenants[&tid];
     let missing_sp = || {
-        fail(401, "invalid_client", 7000229, format!("The client application {client_id} is missing service principal in the tenant {tid}. See instructions here: https://go.microsoft.com/fwlink/?linkid=2225119"))
+        fail(
+            401,
+            "invalid_client",
+            7000229,
+            format!(
+                "The client application {client_id} is missing service principal in the tenant {tid}. See instructions here: https://go.microsoft.com/fwlink/?linkid=2225119"
+            ),
+        )
     };
     let consent_missing = || {
-        fail(400, "invalid_grant", 65001, format!("The user or administrator has not consented to use the application with ID '{client_id}' named '{app_name}'. Send an interactive authorization request for this user and resource."))
+        fail(
+            400,
+            "invalid_grant",
+            65001,
+            format!(
+                "The user or administrator has not consented to use the application with ID '{client_id}' named '{app_name}'. Send an interactive authorization request for this user and resource."
+            ),
+        )
     };
     let Some(sp) = tenant.service_principals.get(&client_id) else {
         return Err(match tenant.unconsented_error {
@@ -296,7 +469,12 @@ fn issue(shared: &Shared, tenant_seg: &str, form: &[(String, String)]) -> Result
         return Err(consent_missing());
     }
     if tenant.conditional_access_block {
-        return Err(fail(400, "invalid_grant", 53003, "Access has been blocked by Conditional Access policies. The access policy does not allow token issuance."));
+        return Err(fail(
+            400,
+            "invalid_grant",
+            53003,
+            "Access has been blocked by Conditional Access policies. The access policy does not allow token issuance.",
+        ));
     }
 
     let iat = now().unix_timestamp();
@@ -324,8 +502,14 @@ fn issue(shared: &Shared, tenant_seg: &str, form: &[(String, String)]) -> Result
     header.typ = Some("JWT".into());
     header.kid = Some(shared.keys.kid.clone());
     header.x5t = Some(shared.keys.kid.clone());
-    let token = jsonwebtoken::encode(&header, &claims, &shared.keys.enc)
-        .map_err(|e| fail(500, "server_error", 90033, format!("A transient error has occurred: {e}")))?;
+    let token = jsonwebtoken::encode(&header, &claims, &shared.keys.enc).map_err(|e| {
+        fail(
+            500,
+            "server_error",
+            90033,
+            format!("A transient error has occurred: {e}"),
+        )
+    })?;
     Ok(serde_json::json!({
         "token_type": "Bearer",
         "expires_in": lifetime,
@@ -334,4 +518,3 @@ fn issue(shared: &Shared, tenant_seg: &str, form: &[(String, String)]) -> Result
     })
     .to_string())
 }
-

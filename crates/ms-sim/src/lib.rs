@@ -34,7 +34,9 @@ use axum::response::IntoResponse;
 use time::OffsetDateTime;
 use tokio::sync::oneshot;
 
-pub use config::{BodySizes, NonAdminConsent, PropagationFailure, SimConfig, ThrottleLimits, UnconsentedError};
+pub use config::{
+    BodySizes, NonAdminConsent, PropagationFailure, SimConfig, ThrottleLimits, UnconsentedError,
+};
 pub use consent::{ConsentDecision, ConsentOutcome};
 pub use model::*;
 pub use throttle::{
@@ -91,7 +93,11 @@ impl Simulator {
             chunk.copy_from_slice(&util::hash_parts(&[config.seed, 0x3ac, i as u64]).to_be_bytes());
         }
         let shared = Arc::new(Shared {
-            state: Mutex::new(state::State::new(config.seed, config.propagation, config.propagation_failure)),
+            state: Mutex::new(state::State::new(
+                config.seed,
+                config.propagation,
+                config.propagation_failure,
+            )),
             keys: identity::Keys::load(),
             cfg: config,
             base_url,
@@ -109,7 +115,12 @@ impl Simulator {
             }
         });
         tracing::info!(%addr, "ms-sim listening");
-        Ok(Simulator { handle: SimHandle { shared }, addr, shutdown: Some(tx), task: Some(task) })
+        Ok(Simulator {
+            handle: SimHandle { shared },
+            addr,
+            shutdown: Some(tx),
+            task: Some(task),
+        })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -139,7 +150,6 @@ impl std::ops::Deref for Simulator {
 }
 
 impl SimHandle {
-
     /// `http://127.0.0.1:PORT`: the identity authority and the host of Graph (`/v1.0`).
     pub fn base_url(&self) -> &str {
         &self.shared.base_url
@@ -160,7 +170,13 @@ impl SimHandle {
     }
 
     /// The admin-consent URL a product would send an admin to.
-    pub fn admin_consent_url(&self, tenant: &str, client_id: &str, redirect_uri: &str, state: &str) -> String {
+    pub fn admin_consent_url(
+        &self,
+        tenant: &str,
+        client_id: &str,
+        redirect_uri: &str,
+        state: &str,
+    ) -> String {
         format!(
             "{}/{tenant}/v2.0/adminconsent?{}",
             self.shared.base_url,
@@ -202,8 +218,12 @@ async fn dispatch(AxState(shared): AxState<Arc<Shared>>, req: Request) -> axum::
     }
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match segs.as_slice() {
-        [tenant, "oauth2", "v2.0", "token"] => identity::token(shared, util::percent_decode(tenant), req).await,
-        [tenant, "v2.0", "adminconsent"] => consent::handle(shared, util::percent_decode(tenant), req).await,
+        [tenant, "oauth2", "v2.0", "token"] => {
+            identity::token(shared, util::percent_decode(tenant), req).await
+        }
+        [tenant, "v2.0", "adminconsent"] => {
+            consent::handle(shared, util::percent_decode(tenant), req).await
+        }
         _ => (axum::http::StatusCode::NOT_FOUND, "Not Found").into_response(),
     }
 }

@@ -16,7 +16,12 @@ pub enum Folder {
 }
 
 impl Folder {
-    pub const ALL: [Folder; 4] = [Folder::Inbox, Folder::SentItems, Folder::Archive, Folder::DeletedItems];
+    pub const ALL: [Folder; 4] = [
+        Folder::Inbox,
+        Folder::SentItems,
+        Folder::Archive,
+        Folder::DeletedItems,
+    ];
 
     /// Graph's well-known folder name.
     pub fn well_known_name(self) -> &'static str {
@@ -39,7 +44,9 @@ impl Folder {
 
     /// Case-insensitive well-known name.
     pub fn parse(s: &str) -> Option<Folder> {
-        Folder::ALL.into_iter().find(|f| f.well_known_name().eq_ignore_ascii_case(s))
+        Folder::ALL
+            .into_iter()
+            .find(|f| f.well_known_name().eq_ignore_ascii_case(s))
     }
 
     pub(crate) fn idx(self) -> usize {

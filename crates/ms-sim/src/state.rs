@@ -143,11 +143,18 @@ impl State {
 
     /// Propagation window and failure mode for a tenant.
     pub fn propagation_for(&self, tenant: &Tenant) -> (Duration, PropagationFailure) {
-        tenant.propagation.unwrap_or((self.propagation, self.propagation_failure))
+        tenant
+            .propagation
+            .unwrap_or((self.propagation, self.propagation_failure))
     }
 
     /// True while a fresh consent has not "propagated" yet and fails the given way.
-    pub fn propagating(&self, tenant: &Tenant, sp: &ServicePrincipal, mode: PropagationFailure) -> bool {
+    pub fn propagating(
+        &self,
+        tenant: &Tenant,
+        sp: &ServicePrincipal,
+        mode: PropagationFailure,
+    ) -> bool {
         let (window, m) = self.propagation_for(tenant);
         m == mode && sp.consented_at.elapsed() < window
     }
@@ -218,7 +225,11 @@ pub(crate) struct Filter {
 
 impl Filter {
     pub fn accepts(&self, t: OffsetDateTime) -> bool {
-        if self.strict { t > self.at } else { t >= self.at }
+        if self.strict {
+            t > self.at
+        } else {
+            t >= self.at
+        }
     }
 }
 
@@ -267,7 +278,13 @@ impl Mailbox {
 
     fn log(&mut self, key: MsgKey, from: Option<Folder>, to: Option<Folder>, gen_from: u16) {
         self.seq += 1;
-        self.log.push(LogEntry { seq: self.seq, key, from, to, gen_from });
+        self.log.push(LogEntry {
+            seq: self.seq,
+            key,
+            from,
+            to,
+            gen_from,
+        });
     }
 
     fn override_mut(&mut self, key: MsgKey) -> &mut Override {
@@ -282,8 +299,16 @@ impl Mailbox {
         })
     }
 
-    pub fn add(&mut self, folder: Folder, custom: Option<NewMessage>, now: OffsetDateTime) -> MsgKey {
-        let key = MsgKey { origin: folder, index: self.total(folder) };
+    pub fn add(
+        &mut self,
+        folder: Folder,
+        custom: Option<NewMessage>,
+        now: OffsetDateTime,
+    ) -> MsgKey {
+        let key = MsgKey {
+            origin: folder,
+            index: self.total(folder),
+        };
         self.added[folder.idx()] += 1;
         let received = custom.as_ref().and_then(|c| c.received).unwrap_or(now);
         self.overrides.insert(
@@ -302,8 +327,15 @@ impl Mailbox {
         key
     }
 
-    pub fn update(&mut self, key: MsgKey, patch: MessagePatch, now: OffsetDateTime) -> Result<(), SimError> {
-        let loc = self.location(key).ok_or_else(|| SimError::NotFound("message".into()))?;
+    pub fn update(
+        &mut self,
+        key: MsgKey,
+        patch: MessagePatch,
+        now: OffsetDateTime,
+    ) -> Result<(), SimError> {
+        let loc = self
+            .location(key)
+            .ok_or_else(|| SimError::NotFound("message".into()))?;
         let o = self.override_mut(key);
         o.version += 1;
         o.last_modified = now;
@@ -332,7 +364,9 @@ impl Mailbox {
     }
 
     pub fn delete(&mut self, key: MsgKey, now: OffsetDateTime) -> Result<(), SimError> {
-        let loc = self.location(key).ok_or_else(|| SimError::NotFound("message".into()))?;
+        let loc = self
+            .location(key)
+            .ok_or_else(|| SimError::NotFound("message".into()))?;
         let o = self.override_mut(key);
         o.folder = None;
         o.last_modified = now;
@@ -342,8 +376,15 @@ impl Mailbox {
         Ok(())
     }
 
-    pub fn move_to(&mut self, key: MsgKey, dest: Folder, now: OffsetDateTime) -> Result<(), SimError> {
-        let loc = self.location(key).ok_or_else(|| SimError::NotFound("message".into()))?;
+    pub fn move_to(
+        &mut self,
+        key: MsgKey,
+        dest: Folder,
+        now: OffsetDateTime,
+    ) -> Result<(), SimError> {
+        let loc = self
+            .location(key)
+            .ok_or_else(|| SimError::NotFound("message".into()))?;
         if loc == dest {
             return Ok(());
         }
@@ -362,7 +403,11 @@ impl Mailbox {
     }
 
     pub fn start_cursor(&self, folder: Folder) -> FullCursor {
-        FullCursor { phase: 0, pos: self.total(folder), emitted: 0 }
+        FullCursor {
+            phase: 0,
+            pos: self.total(folder),
+            emitted: 0,
+        }
     }
 
     /// Next keys of a full round, newest first. `seed_received` gives the received time of a
@@ -389,7 +434,10 @@ impl Mailbox {
                     continue;
                 }
                 cur.pos -= 1;
-                let key = MsgKey { origin: folder, index: cur.pos };
+                let key = MsgKey {
+                    origin: folder,
+                    index: cur.pos,
+                };
                 let ov = self.overrides.get(&key);
                 let loc = match ov {
                     Some(o) => o.folder,
@@ -410,7 +458,11 @@ impl Mailbox {
                 cur.emitted += 1;
                 out.push(key);
             } else {
-                let Some(key) = self.moved_in[folder.idx()].iter().nth(cur.pos as usize).copied() else {
+                let Some(key) = self.moved_in[folder.idx()]
+                    .iter()
+                    .nth(cur.pos as usize)
+                    .copied()
+                else {
                     return true;
                 };
                 cur.pos += 1;
@@ -429,13 +481,23 @@ impl Mailbox {
 
     /// Changes to `folder` between two log positions, keyed and reduced per message, starting
     /// at entry `offset` of that reduced list. Returns (changes, next offset or None when done).
-    pub fn changes(&self, folder: Folder, from: u64, to: u64, offset: u32, limit: u32) -> (Vec<Change>, Option<u32>) {
+    pub fn changes(
+        &self,
+        folder: Folder,
+        from: u64,
+        to: u64,
+        offset: u32,
+        limit: u32,
+    ) -> (Vec<Change>, Option<u32>) {
         let start = self.log.partition_point(|e| e.seq <= from);
         let end = self.log.partition_point(|e| e.seq <= to);
         // per key: (location at `from`, final location, was in folder at some point, gen in folder)
-        let mut red: BTreeMap<MsgKey, (Option<Folder>, Option<Folder>, bool, u16)> = BTreeMap::new();
+        let mut red: BTreeMap<MsgKey, (Option<Folder>, Option<Folder>, bool, u16)> =
+            BTreeMap::new();
         for e in &self.log[start..end] {
-            let r = red.entry(e.key).or_insert((e.from, e.from, e.from == Some(folder), e.gen_from));
+            let r =
+                red.entry(e.key)
+                    .or_insert((e.from, e.from, e.from == Some(folder), e.gen_from));
             if e.from == Some(folder) {
                 r.2 = true;
                 r.3 = e.gen_from;
@@ -478,7 +540,13 @@ const REGULAR_PREFIX: &str = "AAMkAGI2AAAA";
 const FOLDER_PREFIX: &str = "AAMkAGI2AAAB";
 
 fn tag(seed: u64, mbx: u32, key: MsgKey) -> [u8; 4] {
-    let h = hash_parts(&[seed, 0x1d, u64::from(mbx), key.origin as u64, u64::from(key.index)]);
+    let h = hash_parts(&[
+        seed,
+        0x1d,
+        u64::from(mbx),
+        key.origin as u64,
+        u64::from(key.index),
+    ]);
     (h as u32).to_be_bytes()
 }
 
@@ -493,11 +561,20 @@ fn key_bytes(seed: u64, mbx: u32, key: MsgKey) -> Vec<u8> {
 
 /// Id that survives moves (`Prefer: IdType="ImmutableId"`).
 pub(crate) fn immutable_id(seed: u64, mbx: u32, key: MsgKey) -> String {
-    format!("{IMMUTABLE_PREFIX}{}", URL_SAFE_NO_PAD.encode(key_bytes(seed, mbx, key)))
+    format!(
+        "{IMMUTABLE_PREFIX}{}",
+        URL_SAFE_NO_PAD.encode(key_bytes(seed, mbx, key))
+    )
 }
 
 /// Default Graph id: encodes the current folder and move generation, so it changes on a move.
-pub(crate) fn regular_id(seed: u64, mbx: u32, key: MsgKey, folder: Folder, move_gen: u16) -> String {
+pub(crate) fn regular_id(
+    seed: u64,
+    mbx: u32,
+    key: MsgKey,
+    folder: Folder,
+    move_gen: u16,
+) -> String {
     let mut b = key_bytes(seed, mbx, key);
     b.push(folder as u8);
     b.extend_from_slice(&move_gen.to_be_bytes());
@@ -513,17 +590,26 @@ pub(crate) fn folder_id(seed: u64, mbx: u32, folder: Folder) -> String {
 
 /// Decode either id form back to (mailbox number, key).
 pub(crate) fn parse_message_id(seed: u64, id: &str) -> Option<(u32, MsgKey)> {
-    let body = id.strip_prefix(IMMUTABLE_PREFIX).or_else(|| id.strip_prefix(REGULAR_PREFIX))?;
+    let body = id
+        .strip_prefix(IMMUTABLE_PREFIX)
+        .or_else(|| id.strip_prefix(REGULAR_PREFIX))?;
     let b = URL_SAFE_NO_PAD.decode(body).ok()?;
     if b.len() != 13 && b.len() != 16 {
         return None;
     }
     let mbx = u32::from_be_bytes(b[0..4].try_into().ok()?);
-    let key = MsgKey { origin: Folder::from_idx(b[4])?, index: u32::from_be_bytes(b[5..9].try_into().ok()?) };
+    let key = MsgKey {
+        origin: Folder::from_idx(b[4])?,
+        index: u32::from_be_bytes(b[5..9].try_into().ok()?),
+    };
     (b[9..13] == tag(seed, mbx, key)).then_some((mbx, key))
 }
 
 /// Parse a folder segment: well-known name or one of our folder ids.
 pub(crate) fn parse_folder(seed: u64, mbx: u32, s: &str) -> Option<Folder> {
-    Folder::parse(s).or_else(|| Folder::ALL.into_iter().find(|f| folder_id(seed, mbx, *f) == s))
+    Folder::parse(s).or_else(|| {
+        Folder::ALL
+            .into_iter()
+            .find(|f| folder_id(seed, mbx, *f) == s)
+    })
 }

@@ -68,10 +68,16 @@ pub struct FaultRule {
 
 impl FaultRule {
     pub fn every(n: u64) -> Self {
-        FaultRule { rate: FaultRate::EveryNth(n), retry_after: None }
+        FaultRule {
+            rate: FaultRate::EveryNth(n),
+            retry_after: None,
+        }
     }
     pub fn probability(p: f64) -> Self {
-        FaultRule { rate: FaultRate::Probability(p), retry_after: None }
+        FaultRule {
+            rate: FaultRate::Probability(p),
+            retry_after: None,
+        }
     }
     pub fn with_retry_after(mut self, secs: f64) -> Self {
         self.retry_after = Some(secs);
@@ -125,7 +131,10 @@ pub(crate) struct ThrottleState {
 
 /// What the gate decided for one Graph request.
 pub(crate) enum Admission {
-    Proceed { latency: Option<Duration>, post: PostFault },
+    Proceed {
+        latency: Option<Duration>,
+        post: PostFault,
+    },
     Reject(Rejection),
 }
 
@@ -145,7 +154,11 @@ pub(crate) struct Rejection {
 }
 
 pub(crate) fn format_retry_after(secs: f64) -> String {
-    if secs.fract() == 0.0 { format!("{}", secs as u64) } else { format!("{secs}") }
+    if secs.fract() == 0.0 {
+        format!("{}", secs as u64)
+    } else {
+        format!("{secs}")
+    }
 }
 
 fn fires(rule: &Option<FaultRule>, seed: u64, scope: u64, n: u64, salt: u64) -> Option<FaultRule> {
@@ -162,9 +175,21 @@ impl ThrottleState {
         *self.counters.entry((ep, mailbox)).or_default() += 1;
     }
 
-    pub fn violation(&mut self, kind: ViolationKind, client: Option<Uuid>, mailbox: Option<Uuid>, detail: String) {
+    pub fn violation(
+        &mut self,
+        kind: ViolationKind,
+        client: Option<Uuid>,
+        mailbox: Option<Uuid>,
+        detail: String,
+    ) {
         tracing::warn!(?kind, ?client, ?mailbox, %detail, "client broke a protocol rule");
-        self.violations.push(Violation { kind, at: crate::util::now(), client_id: client, mailbox, detail });
+        self.violations.push(Violation {
+            kind,
+            at: crate::util::now(),
+            client_id: client,
+            mailbox,
+            detail,
+        });
     }
 
     /// Decide a Graph request on a mailbox. The caller has already incremented the mailbox's
@@ -186,10 +211,14 @@ impl ThrottleState {
                 ViolationKind::ConcurrencyExceeded,
                 Some(app),
                 Some(user),
-                format!("{in_flight} requests in flight (limit {})", limits.max_concurrent_per_mailbox),
+                format!(
+                    "{in_flight} requests in flight (limit {})",
+                    limits.max_concurrent_per_mailbox
+                ),
             );
             let ra = limits.concurrency_retry_after;
-            self.penalties.insert((app, mbx), now + Duration::from_secs_f64(ra));
+            self.penalties
+                .insert((app, mbx), now + Duration::from_secs_f64(ra));
             return Admission::Reject(Rejection {
                 status: 429,
                 code: "ApplicationThrottled",
@@ -228,12 +257,28 @@ impl ThrottleState {
         }
         w.slots[i].1 += 1;
         let live = |s: &(u64, u32)| s.0 + 10 > abs && s.1 > 0;
-        let total: u64 = w.slots.iter().filter(|s| live(s)).map(|s| u64::from(s.1)).sum();
+        let total: u64 = w
+            .slots
+            .iter()
+            .filter(|s| live(s))
+            .map(|s| u64::from(s.1))
+            .sum();
         if total > u64::from(limits.requests_per_window) {
-            let oldest = w.slots.iter().filter(|s| live(s)).map(|s| s.0).min().unwrap_or(abs);
+            let oldest = w
+                .slots
+                .iter()
+                .filter(|s| live(s))
+                .map(|s| s.0)
+                .min()
+                .unwrap_or(abs);
             let free_at = origin + slot_len * ((oldest + 10) as u32);
-            let ra = free_at.saturating_duration_since(now).as_secs_f64().ceil().max(1.0);
-            self.penalties.insert((app, mbx), now + Duration::from_secs_f64(ra));
+            let ra = free_at
+                .saturating_duration_since(now)
+                .as_secs_f64()
+                .ceil()
+                .max(1.0);
+            self.penalties
+                .insert((app, mbx), now + Duration::from_secs_f64(ra));
             return Admission::Reject(Rejection {
                 status: 429,
                 code: "TooManyRequests",
@@ -245,8 +290,10 @@ impl ThrottleState {
         // Injected faults: the mailbox's own spec first, then the global one.
         let mut latency = None;
         let mut post = PostFault::None;
-        let scopes: [(u64, Option<&mut (FaultSpec, u64)>); 2] =
-            [(u64::from(mbx) + 1, self.faults_mailbox.get_mut(&mbx)), (0, self.faults_global.as_mut())];
+        let scopes: [(u64, Option<&mut (FaultSpec, u64)>); 2] = [
+            (u64::from(mbx) + 1, self.faults_mailbox.get_mut(&mbx)),
+            (0, self.faults_global.as_mut()),
+        ];
         let mut reject = None;
         for (scope, entry) in scopes {
             let Some((spec, n)) = entry else { continue };
@@ -291,7 +338,8 @@ impl ThrottleState {
         if let Some(mut r) = reject {
             if r.status == 429 {
                 if let Some(ra) = r.retry_after {
-                    self.penalties.insert((app, mbx), now + Duration::from_secs_f64(ra));
+                    self.penalties
+                        .insert((app, mbx), now + Duration::from_secs_f64(ra));
                 }
             }
             r.latency = latency;

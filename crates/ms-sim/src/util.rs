@@ -91,7 +91,11 @@ pub(crate) fn parse_time(s: &str) -> Option<OffsetDateTime> {
         return Some(t);
     }
     // Graph also accepts a date-time without offset or a bare date; read both as UTC.
-    let s2 = if s.len() == 10 { format!("{s}T00:00:00Z") } else { format!("{s}Z") };
+    let s2 = if s.len() == 10 {
+        format!("{s}T00:00:00Z")
+    } else {
+        format!("{s}Z")
+    };
     OffsetDateTime::parse(&s2, &Rfc3339).ok()
 }
 
@@ -136,16 +140,23 @@ pub(crate) fn html_unescape(s: &str) -> String {
 }
 
 pub(crate) fn percent_decode(s: &str) -> String {
-    percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned()
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 /// Parse an `application/x-www-form-urlencoded` string (also used for query strings).
 pub(crate) fn parse_form(s: &str) -> Vec<(String, String)> {
-    form_urlencoded::parse(s.as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect()
+    form_urlencoded::parse(s.as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
 }
 
 pub(crate) fn form_get<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    pairs
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
 }
 
 pub(crate) fn encode_form(pairs: &[(&str, &str)]) -> String {

@@ -25,7 +25,12 @@ pub struct World {
 
 pub async fn world_with(cfg: SimConfig, inbox: u32, sent: u32) -> World {
     let sim = Simulator::start(cfg).await.unwrap();
-    let tenant = sim.create_tenant(TenantSpec { domain: "contoso.com".into(), ..Default::default() }).unwrap();
+    let tenant = sim
+        .create_tenant(TenantSpec {
+            domain: "contoso.com".into(),
+            ..Default::default()
+        })
+        .unwrap();
     let app = sim
         .create_app(AppSpec {
             display_name: "o365-sync".into(),
@@ -34,18 +39,47 @@ pub async fn world_with(cfg: SimConfig, inbox: u32, sent: u32) -> World {
             ..Default::default()
         })
         .unwrap();
-    let secret = sim.add_secret(app.client_id, OffsetDateTime::now_utc() + time::Duration::days(30)).unwrap();
+    let secret = sim
+        .add_secret(
+            app.client_id,
+            OffsetDateTime::now_utc() + time::Duration::days(30),
+        )
+        .unwrap();
     let cert = sim.add_certificate(app.client_id, CLIENT_CERT).unwrap();
     let admin = sim
-        .create_user(tenant.id, UserSpec { user_name: "admin".into(), global_admin: true, mailbox: None, ..Default::default() })
+        .create_user(
+            tenant.id,
+            UserSpec {
+                user_name: "admin".into(),
+                global_admin: true,
+                mailbox: None,
+                ..Default::default()
+            },
+        )
         .unwrap();
     let user = sim
         .create_user(
             tenant.id,
-            UserSpec { user_name: "adele.vance".into(), mailbox: Some(MailboxSpec { inbox, sentitems: sent }), ..Default::default() },
+            UserSpec {
+                user_name: "adele.vance".into(),
+                mailbox: Some(MailboxSpec {
+                    inbox,
+                    sentitems: sent,
+                }),
+                ..Default::default()
+            },
         )
         .unwrap();
-    World { sim, tenant, app, secret, cert, admin, user, http: reqwest::Client::new() }
+    World {
+        sim,
+        tenant,
+        app,
+        secret,
+        cert,
+        admin,
+        user,
+        http: reqwest::Client::new(),
+    }
 }
 
 pub async fn world() -> World {
@@ -56,7 +90,12 @@ pub async fn world() -> World {
 
 impl World {
     pub async fn token_form(&self, tenant: &str, form: &[(&str, &str)]) -> reqwest::Response {
-        self.http.post(self.sim.token_url(tenant)).form(form).send().await.unwrap()
+        self.http
+            .post(self.sim.token_url(tenant))
+            .form(form)
+            .send()
+            .await
+            .unwrap()
     }
 
     pub async fn secret_token_resp(&self) -> reqwest::Response {
@@ -82,7 +121,11 @@ impl World {
     }
 
     pub async fn graph(&self, token: &str, path: &str, prefer: &[&str]) -> reqwest::Response {
-        let url = if path.starts_with("http") { path.to_string() } else { format!("{}{}", self.sim.graph_url(), path) };
+        let url = if path.starts_with("http") {
+            path.to_string()
+        } else {
+            format!("{}{}", self.sim.graph_url(), path)
+        };
         let mut rb = self.http.get(url).bearer_auth(token);
         for p in prefer {
             rb = rb.header("prefer", *p);
@@ -91,31 +134,53 @@ impl World {
     }
 
     pub fn delta_path(&self, folder: &str) -> String {
-        format!("/users/{}/mailFolders/{folder}/messages/delta", self.user.id)
+        format!(
+            "/users/{}/mailFolders/{folder}/messages/delta",
+            self.user.id
+        )
     }
 }
 
 /// A client assertion as Microsoft's docs describe it, signed with the fixture key.
-pub fn assertion(client_id: Uuid, aud: &str, key_pem: &str, cert_pem: &str, alg: jsonwebtoken::Algorithm, sha256: bool, jti: &str) -> String {
+pub fn assertion(
+    client_id: Uuid,
+    aud: &str,
+    key_pem: &str,
+    cert_pem: &str,
+    alg: jsonwebtoken::Algorithm,
+    sha256: bool,
+    jti: &str,
+) -> String {
     use base64::Engine;
     use sha2::Digest;
     let der = {
-        let b: String = cert_pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        let b: String = cert_pem
+            .lines()
+            .filter(|l| !l.starts_with("-----"))
+            .collect();
         base64::engine::general_purpose::STANDARD.decode(b).unwrap()
     };
     let mut h = jsonwebtoken::Header::new(alg);
     h.typ = Some("JWT".into());
     if sha256 {
-        h.x5t_s256 = Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(&der)));
+        h.x5t_s256 = Some(
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(&der)),
+        );
     } else {
-        h.x5t = Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha1::Sha1::digest(&der)));
+        h.x5t =
+            Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha1::Sha1::digest(&der)));
     }
     let now = OffsetDateTime::now_utc().unix_timestamp();
     let claims = serde_json::json!({
         "aud": aud, "iss": client_id.to_string(), "sub": client_id.to_string(),
         "jti": jti, "nbf": now, "iat": now, "exp": now + 600,
     });
-    jsonwebtoken::encode(&h, &claims, &jsonwebtoken::EncodingKey::from_rsa_pem(key_pem.as_bytes()).unwrap()).unwrap()
+    jsonwebtoken::encode(
+        &h,
+        &claims,
+        &jsonwebtoken::EncodingKey::from_rsa_pem(key_pem.as_bytes()).unwrap(),
+    )
+    .unwrap()
 }
 
 pub async fn error_code(r: reqwest::Response) -> (u16, Value) {
@@ -124,7 +189,12 @@ pub async fn error_code(r: reqwest::Response) -> (u16, Value) {
 }
 
 /// Follow a delta round to its deltaLink, returning all items and the deltaLink.
-pub async fn full_round(w: &World, token: &str, first: &str, prefer: &[&str]) -> (Vec<Value>, String, usize) {
+pub async fn full_round(
+    w: &World,
+    token: &str,
+    first: &str,
+    prefer: &[&str],
+) -> (Vec<Value>, String, usize) {
     let mut url = first.to_string();
     let mut items = Vec::new();
     let mut pages = 0;
@@ -137,7 +207,14 @@ pub async fn full_round(w: &World, token: &str, first: &str, prefer: &[&str]) ->
         if let Some(n) = v["@odata.nextLink"].as_str() {
             url = n.to_string();
         } else {
-            return (items, v["@odata.deltaLink"].as_str().expect("deltaLink").to_string(), pages);
+            return (
+                items,
+                v["@odata.deltaLink"]
+                    .as_str()
+                    .expect("deltaLink")
+                    .to_string(),
+                pages,
+            );
         }
     }
 }
