@@ -1,5 +1,7 @@
 //! Shared fixtures of the end-to-end tests: the real local stack, fresh per test.
 
+pub mod api;
+
 use o365_domain::audit::{Actor, AuditAction, AuditEvent};
 use o365_domain::ids::OrgId;
 use o365_local_stack::EmbeddedDynamo;

@@ -6,7 +6,9 @@ use yaml_rust2::{Yaml, YamlLoader};
 fn template() -> Yaml {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../infra/template.yaml");
     let text = std::fs::read_to_string(path).expect("infra/template.yaml exists");
-    YamlLoader::load_from_str(&text).expect("the template is YAML").remove(0)
+    YamlLoader::load_from_str(&text)
+        .expect("the template is YAML")
+        .remove(0)
 }
 
 fn key_schema(schema: &Yaml) -> (String, String) {
@@ -32,25 +34,47 @@ fn every_table_in_code_is_in_the_template_with_the_same_keys_indexes_and_ttl() {
             Table::Messages => "MessagesTable",
         };
         let props = &doc["Resources"][resource]["Properties"];
-        assert!(!props.is_badvalue(), "{resource} is missing from infra/template.yaml");
-        assert_eq!(props["BillingMode"].as_str(), Some("PAY_PER_REQUEST"), "{resource}");
-        assert_eq!(key_schema(&props["KeySchema"]), (def.partition_key.to_owned(), def.sort_key.to_owned()), "{resource} keys");
+        assert!(
+            !props.is_badvalue(),
+            "{resource} is missing from infra/template.yaml"
+        );
+        assert_eq!(
+            props["BillingMode"].as_str(),
+            Some("PAY_PER_REQUEST"),
+            "{resource}"
+        );
+        assert_eq!(
+            key_schema(&props["KeySchema"]),
+            (def.partition_key.to_owned(), def.sort_key.to_owned()),
+            "{resource} keys"
+        );
 
         let declared: Vec<(String, String)> = props["AttributeDefinitions"]
             .as_vec()
             .unwrap()
             .iter()
-            .map(|a| (a["AttributeName"].as_str().unwrap().to_owned(), a["AttributeType"].as_str().unwrap().to_owned()))
+            .map(|a| {
+                (
+                    a["AttributeName"].as_str().unwrap().to_owned(),
+                    a["AttributeType"].as_str().unwrap().to_owned(),
+                )
+            })
             .collect();
         let mut expected = vec![def.partition_key, def.sort_key];
         for index in &def.indexes {
             expected.extend([index.partition_key, index.sort_key]);
         }
-        let mut expected: Vec<(String, String)> = expected.into_iter().map(|n| (n.to_owned(), "S".to_owned())).collect();
+        let mut expected: Vec<(String, String)> = expected
+            .into_iter()
+            .map(|n| (n.to_owned(), "S".to_owned()))
+            .collect();
         let mut declared_sorted = declared.clone();
         expected.sort();
         declared_sorted.sort();
-        assert_eq!(declared_sorted, expected, "{resource} attribute definitions");
+        assert_eq!(
+            declared_sorted, expected,
+            "{resource} attribute definitions"
+        );
 
         let indexes: Vec<(String, (String, String), String)> = props["GlobalSecondaryIndexes"]
             .as_vec()
@@ -61,24 +85,44 @@ fn every_table_in_code_is_in_the_template_with_the_same_keys_indexes_and_ttl() {
                 (
                     i["IndexName"].as_str().unwrap().to_owned(),
                     key_schema(&i["KeySchema"]),
-                    i["Projection"]["ProjectionType"].as_str().unwrap().to_owned(),
+                    i["Projection"]["ProjectionType"]
+                        .as_str()
+                        .unwrap()
+                        .to_owned(),
                 )
             })
             .collect();
         let expected_indexes: Vec<(String, (String, String), String)> = def
             .indexes
             .iter()
-            .map(|i| (i.name.to_owned(), (i.partition_key.to_owned(), i.sort_key.to_owned()), "ALL".to_owned()))
+            .map(|i| {
+                (
+                    i.name.to_owned(),
+                    (i.partition_key.to_owned(), i.sort_key.to_owned()),
+                    "ALL".to_owned(),
+                )
+            })
             .collect();
         assert_eq!(indexes, expected_indexes, "{resource} indexes");
 
         let ttl = &props["TimeToLiveSpecification"];
         match def.ttl_attribute {
             Some(attr) => {
-                assert_eq!(ttl["AttributeName"].as_str(), Some(attr), "{resource} TTL attribute");
-                assert_eq!(ttl["Enabled"].as_bool(), Some(true), "{resource} TTL enabled");
+                assert_eq!(
+                    ttl["AttributeName"].as_str(),
+                    Some(attr),
+                    "{resource} TTL attribute"
+                );
+                assert_eq!(
+                    ttl["Enabled"].as_bool(),
+                    Some(true),
+                    "{resource} TTL enabled"
+                );
             }
-            None => assert!(ttl.is_badvalue(), "{resource} has a TTL the code does not know"),
+            None => assert!(
+                ttl.is_badvalue(),
+                "{resource} has a TTL the code does not know"
+            ),
         }
     }
 }

@@ -101,3 +101,47 @@ pub fn secretsmanager_client(endpoint: &str) -> aws_sdk_secretsmanager::Client {
 pub fn sqs_client(endpoint: &str) -> aws_sdk_sqs::Client {
     aws_sdk_sqs::Client::new(&local_sdk_config(endpoint))
 }
+
+/// The embedded run's stand-in identity provider key (development only; see keys/README.md).
+pub const DEV_JWT_PRIVATE_KEY_PEM: &str = include_str!("../keys/dev-jwt-signing-key.pem");
+pub const DEV_JWT_PUBLIC_KEY_PEM: &str = include_str!("../keys/dev-jwt-signing-key.pub.pem");
+/// Issuer and audience of development tokens.
+pub const DEV_JWT_ISSUER: &str = "https://idp.local.o365-sync.dev/";
+pub const DEV_JWT_AUDIENCE: &str = "o365-sync-api";
+
+/// A development bearer token for `org` and `email`, valid for `ttl_secs` (negative: expired).
+pub fn dev_token(org: &str, email: &str, ttl_secs: i64) -> String {
+    dev_token_with(
+        serde_json::json!({"org_id": org, "email": email}),
+        ttl_secs,
+        DEV_JWT_AUDIENCE,
+        DEV_JWT_PRIVATE_KEY_PEM,
+    )
+}
+
+/// A token with arbitrary claims, audience and key (tests of what verification refuses).
+pub fn dev_token_with(
+    mut claims: serde_json::Value,
+    ttl_secs: i64,
+    audience: &str,
+    private_key_pem: &str,
+) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    if let Some(map) = claims.as_object_mut() {
+        map.insert("iss".into(), DEV_JWT_ISSUER.into());
+        map.insert("aud".into(), audience.into());
+        map.insert("iat".into(), now.into());
+        map.insert("exp".into(), (now + ttl_secs).into());
+    }
+    let key = jsonwebtoken::EncodingKey::from_rsa_pem(private_key_pem.as_bytes())
+        .expect("a valid RSA private key");
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256),
+        &claims,
+        &key,
+    )
+    .expect("token signs")
+}

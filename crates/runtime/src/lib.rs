@@ -1,0 +1,196 @@
+//! Configuration from the environment, and the wiring every entry point shares: each Lambda's
+//! `main` and the local runner read the same variables and build the same adapters.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_config::retry::RetryConfig;
+use aws_config::{BehaviorVersion, SdkConfig};
+
+use o365_domain::ports::{SecretStore, SyncTrigger};
+use o365_domain::service::{ServiceConfig, Services, Store};
+use o365_http_api::{ApiState, AuthConfig, Authenticator, FrontendConfig, KeySource};
+use o365_msgraph::{GraphClient, GraphConfig};
+use o365_secrets::{SecretIds, SecretsManagerStore};
+use o365_store_dynamodb::{DynamoStore, TableNames};
+
+/// A configuration problem, named by its variable.
+#[derive(Debug)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Reads variables; every lookup goes through here so tests can feed a map.
+pub struct Env<'a>(pub &'a dyn Fn(&str) -> Option<String>);
+
+impl Env<'_> {
+    pub fn process() -> Env<'static> {
+        Env(&|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+    }
+
+    pub fn get(&self, name: &str) -> Option<String> {
+        (self.0)(name)
+    }
+
+    pub fn or(&self, name: &str, default: &str) -> String {
+        self.get(name).unwrap_or_else(|| default.to_owned())
+    }
+
+    pub fn required(&self, name: &str) -> Result<String, ConfigError> {
+        self.get(name)
+            .ok_or_else(|| ConfigError(format!("{name} is not set")))
+    }
+
+    pub fn seconds(&self, name: &str, default: u64) -> Result<Duration, ConfigError> {
+        match self.get(name) {
+            None => Ok(Duration::from_secs(default)),
+            Some(v) => v
+                .parse()
+                .map(Duration::from_secs)
+                .map_err(|_| ConfigError(format!("{name} must be whole seconds, not '{v}'"))),
+        }
+    }
+}
+
+pub fn table_names(env: &Env) -> TableNames {
+    TableNames {
+        state: env.or("O365_STATE_TABLE", TableNames::DEFAULT_STATE),
+        messages: env.or("O365_MESSAGES_TABLE", TableNames::DEFAULT_MESSAGES),
+    }
+}
+
+pub fn graph_config(env: &Env) -> GraphConfig {
+    GraphConfig {
+        authority_url: env.or("O365_AUTHORITY_URL", o365_msgraph::DEFAULT_AUTHORITY_URL),
+        graph_base_url: env.or("O365_GRAPH_BASE_URL", o365_msgraph::DEFAULT_GRAPH_BASE_URL),
+        ..GraphConfig::default()
+    }
+}
+
+pub fn secrets_manager(env: &Env, sdk: &SdkConfig) -> Result<SecretsManagerStore, ConfigError> {
+    let ids = SecretIds {
+        default_app: env.required("O365_DEFAULT_APP_SECRET_ID")?,
+        read_only_app: env.required("O365_READ_ONLY_APP_SECRET_ID")?,
+        state_signing_key: env.required("O365_STATE_KEY_SECRET_ID")?,
+    };
+    let ttl = env.seconds(
+        "O365_SECRET_CACHE_SECS",
+        SecretsManagerStore::DEFAULT_TTL.as_secs(),
+    )?;
+    Ok(SecretsManagerStore::new(
+        aws_sdk_secretsmanager::Client::new(sdk),
+        ids,
+        ttl,
+    ))
+}
+
+/// The AWS SDK configuration: region and credentials from the Lambda environment, endpoints
+/// overridable with the SDK's own `AWS_ENDPOINT_URL_*` variables.
+pub async fn aws_sdk_config() -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .retry_config(RetryConfig::standard().with_max_attempts(5))
+        .load()
+        .await
+}
+
+pub fn dynamo_store(env: &Env, sdk: &SdkConfig) -> DynamoStore {
+    DynamoStore::new(aws_sdk_dynamodb::Client::new(sdk), table_names(env))
+}
+
+pub fn service_config(env: &Env) -> Result<ServiceConfig, ConfigError> {
+    let mut config = ServiceConfig::new(
+        env.or("O365_AUTHORITY_URL", o365_msgraph::DEFAULT_AUTHORITY_URL),
+        env.required("O365_CONSENT_REDIRECT_URI")?,
+    );
+    config.verify_budget = env.seconds("O365_CONSENT_VERIFY_BUDGET_SECS", 20)?;
+    Ok(config)
+}
+
+pub fn frontend(env: &Env) -> Result<FrontendConfig, ConfigError> {
+    FrontendConfig::new(
+        &env.required("O365_FRONTEND_ORIGIN")?,
+        &env.or("O365_FRONTEND_CONNECTION_PATH", "/settings/connection"),
+    )
+    .map_err(|e| {
+        ConfigError(format!(
+            "O365_FRONTEND_ORIGIN / O365_FRONTEND_CONNECTION_PATH: {e}"
+        ))
+    })
+}
+
+/// Bearer-token verification: the identity provider's JWKS in AWS; a PEM key where given.
+pub fn authenticator(env: &Env) -> Result<Arc<Authenticator>, ConfigError> {
+    let keys = match (
+        env.get("O365_JWT_JWKS_URL"),
+        env.get("O365_JWT_PUBLIC_KEY_PEM"),
+    ) {
+        (Some(url), _) => KeySource::jwks(url),
+        (None, Some(pem)) => KeySource::rsa_public_pem(pem.as_bytes())
+            .map_err(|e| ConfigError(format!("O365_JWT_PUBLIC_KEY_PEM: {e}")))?,
+        (None, None) => {
+            return Err(ConfigError(
+                "set O365_JWT_JWKS_URL (or O365_JWT_PUBLIC_KEY_PEM)".into(),
+            ));
+        }
+    };
+    Ok(Authenticator::new(
+        keys,
+        AuthConfig {
+            issuer: env.required("O365_JWT_ISSUER")?,
+            audience: env.required("O365_JWT_AUDIENCE")?,
+            org_claim: env.or("O365_JWT_ORG_CLAIM", "org_id"),
+            email_claim: env.or("O365_JWT_EMAIL_CLAIM", "email"),
+        },
+    ))
+}
+
+/// Graph patience for one grant verification: the callback runs its own retry loop inside API
+/// Gateway's 29 s, so each attempt must be short.
+pub const VERIFY_ATTEMPT_PATIENCE: Duration = Duration::from_secs(4);
+
+pub struct Parts {
+    pub store: Arc<dyn Store>,
+    pub secrets: Arc<dyn SecretStore>,
+    pub sync: Arc<dyn SyncTrigger>,
+}
+
+/// The API's state from its parts and the environment.
+pub fn api_state(env: &Env, parts: Parts, graph: GraphConfig) -> Result<ApiState, ConfigError> {
+    let graph = GraphClient::new(
+        GraphConfig {
+            default_patience: VERIFY_ATTEMPT_PATIENCE,
+            ..graph
+        },
+        parts.secrets.clone(),
+    );
+    let services = Services {
+        store: parts.store,
+        secrets: parts.secrets,
+        verifier: Arc::new(graph),
+        sync: parts.sync,
+        config: service_config(env)?,
+    };
+    Ok(ApiState {
+        services,
+        auth: authenticator(env)?,
+        frontend: Arc::new(frontend(env)?),
+    })
+}
+
+/// JSON logs for Lambda (CloudWatch), readable ones locally.
+pub fn init_tracing(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,dynoxide::server=error".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if json {
+        builder.json().with_current_span(false).init();
+    } else {
+        builder.init();
+    }
+}
