@@ -15,7 +15,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, Method, header};
 use axum::routing::get;
-use tower_http::cors::CorsLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
@@ -135,10 +135,10 @@ pub fn user_api(state: ApiState) -> Router {
     let (router, spec) = api_routes().split_for_parts();
     let spec = Arc::new(spec);
     let cors = CorsLayer::new()
-        .allow_origin(
-            HeaderValue::from_str(state.frontend.origin())
-                .unwrap_or(HeaderValue::from_static("null")),
-        )
+        // A list, not a constant: other origins get no CORS header at all.
+        .allow_origin(AllowOrigin::list(
+            HeaderValue::from_str(state.frontend.origin()).ok(),
+        ))
         .allow_methods([
             Method::GET,
             Method::POST,
