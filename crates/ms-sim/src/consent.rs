@@ -122,10 +122,11 @@ fn cookie_user(headers: &HeaderMap) -> Option<String> {
     for v in headers.get_all("cookie") {
         let Ok(s) = v.to_str() else { continue };
         for part in s.split(';') {
-            if let Some((k, val)) = part.trim().split_once('=') {
-                if k == SESSION_COOKIE && !val.is_empty() {
-                    return Some(crate::util::percent_decode(val));
-                }
+            if let Some((k, val)) = part.trim().split_once('=')
+                && k == SESSION_COOKIE
+                && !val.is_empty()
+            {
+                return Some(crate::util::percent_decode(val));
             }
         }
     }
@@ -228,7 +229,7 @@ pub(crate) async fn handle(shared: Arc<Shared>, tenant_seg: String, req: Request
             ),
         );
     };
-    if !app.redirect_uris.iter().any(|u| *u == redirect_uri) {
+    if !app.redirect_uris.contains(&redirect_uri) {
         return error_page(
             50011,
             &format!(

@@ -597,10 +597,10 @@ pub(crate) fn render_message(
         if let Some(f) = &c.from {
             b.from = f.clone();
         }
-        if let Some(t) = &c.to {
-            if !t.is_empty() {
-                b.to = t.clone();
-            }
+        if let Some(t) = &c.to
+            && !t.is_empty()
+        {
+            b.to = t.clone();
         }
         if let Some(cc) = &c.cc {
             b.cc = cc.clone();

@@ -389,10 +389,10 @@ async fn admit(
                 }
                 Admission::Reject(r) => {
                     let mut resp = graph_error(ids, r.status, r.code, r.message);
-                    if let Some(ra) = r.retry_after {
-                        if let Ok(v) = HeaderValue::from_str(&format_retry_after(ra)) {
-                            resp.headers_mut().insert("retry-after", v);
-                        }
+                    if let Some(ra) = r.retry_after
+                        && let Ok(v) = HeaderValue::from_str(&format_retry_after(ra))
+                    {
+                        resp.headers_mut().insert("retry-after", v);
                     }
                     // The in-flight guard locks the state when dropped: release the lock first.
                     drop(guard);
@@ -559,15 +559,22 @@ fn finish(
             b.truncate((total / 2).max(1));
             // Send the first half, give hyper time to flush it, then fail the body so the
             // connection is cut with the declared content-length unmet.
-            let stream = futures_util::stream::unfold(Some(bytes::Bytes::from(b)), |first| async move {
-                match first {
-                    Some(chunk) => Some((Ok::<_, std::io::Error>(chunk), None)),
-                    None => {
-                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                        Some((Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "injected connection reset")), None))
+            let stream =
+                futures_util::stream::unfold(Some(bytes::Bytes::from(b)), |first| async move {
+                    match first {
+                        Some(chunk) => Some((Ok::<_, std::io::Error>(chunk), None)),
+                        None => {
+                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                            Some((
+                                Err(std::io::Error::new(
+                                    std::io::ErrorKind::ConnectionReset,
+                                    "injected connection reset",
+                                )),
+                                None,
+                            ))
+                        }
                     }
-                }
-            });
+                });
             let mut r = json_response(status, String::new(), ODATA_JSON);
             *r.body_mut() = Body::from_stream(stream);
             if let Ok(v) = HeaderValue::from_str(&total.to_string()) {
@@ -823,10 +830,10 @@ async fn delta(
             match c {
                 Change::Upsert(k) => {
                     let ov = m.overrides.get(&k).cloned();
-                    if let Some(f) = filter {
-                        if !f.accepts(ctx.received(k, ov.as_ref())) {
-                            continue;
-                        }
+                    if let Some(f) = filter
+                        && !f.accepts(ctx.received(k, ov.as_ref()))
+                    {
+                        continue;
                     }
                     views.push(View { key: k, ov, folder });
                 }

@@ -83,13 +83,12 @@ fn parse(buf: &[u8]) -> std::io::Result<RawResponse> {
         .iter()
         .find(|(k, _)| k == "content-length")
         .and_then(|(_, v)| v.parse::<usize>().ok())
+        && body.len() < len
     {
-        if body.len() < len {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "body shorter than content-length",
-            ));
-        }
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "body shorter than content-length",
+        ));
     }
     Ok(RawResponse {
         status,

@@ -14,7 +14,9 @@
 mod config;
 mod consent;
 mod control;
+mod demo;
 mod errors;
+pub mod fixtures;
 mod generate;
 mod graph;
 #[doc(hidden)]
@@ -37,7 +39,8 @@ use tokio::sync::oneshot;
 pub use config::{
     BodySizes, NonAdminConsent, PropagationFailure, SimConfig, ThrottleLimits, UnconsentedError,
 };
-pub use consent::{ConsentDecision, ConsentOutcome};
+pub use consent::{ConsentDecision, ConsentOutcome, SESSION_COOKIE};
+pub use demo::{DemoApp, DemoWorld};
 pub use model::*;
 pub use throttle::{
     Endpoint, FaultRate, FaultRule, FaultScope, FaultSpec, RequestCount, Violation, ViolationKind,

@@ -412,6 +412,7 @@ impl Mailbox {
 
     /// Next keys of a full round, newest first. `seed_received` gives the received time of a
     /// seed message (monotonic in index, which lets a filter stop early). Returns true when done.
+    #[allow(clippy::too_many_arguments)]
     pub fn full_page(
         &self,
         folder: Folder,
@@ -446,14 +447,14 @@ impl Mailbox {
                 if loc != Some(folder) {
                     continue;
                 }
-                if let Some(f) = filter {
-                    if !f.accepts(received(key, ov)) {
-                        if key.index < generated {
-                            // Seed messages get older as the index falls: nothing further matches.
-                            cur.pos = 0;
-                        }
-                        continue;
+                if let Some(f) = filter
+                    && !f.accepts(received(key, ov))
+                {
+                    if key.index < generated {
+                        // Seed messages get older as the index falls: nothing further matches.
+                        cur.pos = 0;
                     }
+                    continue;
                 }
                 cur.emitted += 1;
                 out.push(key);
@@ -466,10 +467,10 @@ impl Mailbox {
                     return true;
                 };
                 cur.pos += 1;
-                if let Some(f) = filter {
-                    if !f.accepts(received(key, self.overrides.get(&key))) {
-                        continue;
-                    }
+                if let Some(f) = filter
+                    && !f.accepts(received(key, self.overrides.get(&key)))
+                {
+                    continue;
                 }
                 cur.emitted += 1;
                 out.push(key);
@@ -508,12 +509,12 @@ impl Mailbox {
             r.1 = e.to;
         }
         let mut out = Vec::new();
-        let mut consumed = offset;
-        for (key, (_, fin, ever, gen_in)) in red.iter().skip(offset as usize) {
+        for (consumed, (key, (_, fin, ever, gen_in))) in
+            (offset..).zip(red.iter().skip(offset as usize))
+        {
             if out.len() as u32 >= limit {
                 return (out, Some(consumed));
             }
-            consumed += 1;
             if *fin == Some(folder) {
                 out.push(Change::Upsert(*key));
             } else if *ever {

@@ -164,7 +164,7 @@ pub(crate) fn format_retry_after(secs: f64) -> String {
 fn fires(rule: &Option<FaultRule>, seed: u64, scope: u64, n: u64, salt: u64) -> Option<FaultRule> {
     let r = (*rule)?;
     let hit = match r.rate {
-        FaultRate::EveryNth(k) => k > 0 && n % k == 0,
+        FaultRate::EveryNth(k) => k > 0 && n.is_multiple_of(k),
         FaultRate::Probability(p) => unit_from(&[seed, scope, n, salt]) < p,
     };
     hit.then_some(r)
@@ -336,11 +336,11 @@ impl ThrottleState {
             }
         }
         if let Some(mut r) = reject {
-            if r.status == 429 {
-                if let Some(ra) = r.retry_after {
-                    self.penalties
-                        .insert((app, mbx), now + Duration::from_secs_f64(ra));
-                }
+            if r.status == 429
+                && let Some(ra) = r.retry_after
+            {
+                self.penalties
+                    .insert((app, mbx), now + Duration::from_secs_f64(ra));
             }
             r.latency = latency;
             return Admission::Reject(r);

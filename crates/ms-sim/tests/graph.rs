@@ -339,7 +339,7 @@ async fn delta_full_round_paging_links_and_shapes() {
     let r = w
         .graph(
             &tok,
-            &format!("/users/adele.vance%40contoso.com/mailFolders/sentitems/messages/delta()"),
+            "/users/adele.vance%40contoso.com/mailFolders/sentitems/messages/delta()",
             &["odata.maxpagesize=5, IdType=\"ImmutableId\""],
         )
         .await;

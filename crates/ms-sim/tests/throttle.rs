@@ -7,22 +7,38 @@ use std::time::Duration;
 
 #[tokio::test]
 async fn rate_limit_429_retry_after_and_violation() {
-    let cfg = SimConfig { throttle: ThrottleLimits { requests_per_window: 3, ..Default::default() }, ..Default::default() };
+    let cfg = SimConfig {
+        throttle: ThrottleLimits {
+            requests_per_window: 3,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
     let w = world_with(cfg, 5, 0).await;
     w.sim.grant_consent(w.tenant.id, w.app.client_id).unwrap();
     let tok = w.token().await;
     for _ in 0..3 {
-        assert_eq!(w.graph(&tok, &w.delta_path("inbox"), &[]).await.status(), 200);
+        assert_eq!(
+            w.graph(&tok, &w.delta_path("inbox"), &[]).await.status(),
+            200
+        );
     }
     let r = w.graph(&tok, &w.delta_path("inbox"), &[]).await;
     assert_eq!(r.status(), 429);
-    let ra: f64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let ra: f64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(ra >= 1.0);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["error"]["code"], "TooManyRequests");
     assert!(w.sim.violations().is_empty());
     // Coming back at once breaks the rule.
-    assert_eq!(w.graph(&tok, &w.delta_path("inbox"), &[]).await.status(), 429);
+    assert_eq!(
+        w.graph(&tok, &w.delta_path("inbox"), &[]).await.status(),
+        429
+    );
     let viol = w.sim.violations();
     assert_eq!(viol.len(), 1);
     assert_eq!(viol[0].kind, ViolationKind::RetryAfterIgnored);
@@ -35,23 +51,47 @@ async fn injected_429_with_fractional_retry_after_respected_is_clean() {
     let w = world().await;
     let tok = w.token().await;
     w.sim
-        .set_faults(FaultScope::Mailbox("adele.vance@contoso.com".into()), FaultSpec { throttle: Some(FaultRule::every(2).with_retry_after(0.2)), ..Default::default() })
+        .set_faults(
+            FaultScope::Mailbox("adele.vance@contoso.com".into()),
+            FaultSpec {
+                throttle: Some(FaultRule::every(2).with_retry_after(0.2)),
+                ..Default::default()
+            },
+        )
         .unwrap();
-    assert_eq!(w.graph(&tok, &w.delta_path("inbox"), &[]).await.status(), 200);
+    assert_eq!(
+        w.graph(&tok, &w.delta_path("inbox"), &[]).await.status(),
+        200
+    );
     let r = w.graph(&tok, &w.delta_path("inbox"), &[]).await;
     assert_eq!(r.status(), 429);
     assert_eq!(r.headers()["retry-after"], "0.2");
     tokio::time::sleep(Duration::from_millis(250)).await;
-    assert_eq!(w.graph(&tok, &w.delta_path("inbox"), &[]).await.status(), 200);
+    assert_eq!(
+        w.graph(&tok, &w.delta_path("inbox"), &[]).await.status(),
+        200
+    );
     assert!(w.sim.violations().is_empty(), "{:?}", w.sim.violations());
-    assert_eq!(w.sim.request_count(Endpoint::GraphDelta, Some("adele.vance@contoso.com")), 3);
+    assert_eq!(
+        w.sim
+            .request_count(Endpoint::GraphDelta, Some("adele.vance@contoso.com")),
+        3
+    );
 }
 
 #[tokio::test]
 async fn concurrency_over_4_is_throttled_and_reported() {
     let w = world().await;
     let tok = w.token().await;
-    w.sim.set_faults(FaultScope::Global, FaultSpec { latency_ms: Some(400), ..Default::default() }).unwrap();
+    w.sim
+        .set_faults(
+            FaultScope::Global,
+            FaultSpec {
+                latency_ms: Some(400),
+                ..Default::default()
+            },
+        )
+        .unwrap();
     let mut handles = Vec::new();
     for i in 0..5u64 {
         let http = w.http.clone();
@@ -72,9 +112,17 @@ async fn concurrency_over_4_is_throttled_and_reported() {
     let throttled: Vec<_> = statuses.iter().filter(|(s, _)| *s == 429).collect();
     assert_eq!(throttled.len(), 1, "{statuses:?}");
     assert_eq!(throttled[0].1["error"]["code"], "ApplicationThrottled");
-    assert_eq!(throttled[0].1["error"]["message"], "Application is over its MailboxConcurrency limit.");
+    assert_eq!(
+        throttled[0].1["error"]["message"],
+        "Application is over its MailboxConcurrency limit."
+    );
     assert_eq!(w.sim.max_in_flight("adele.vance@contoso.com").unwrap(), 5);
-    assert!(w.sim.violations().iter().any(|v| v.kind == ViolationKind::ConcurrencyExceeded));
+    assert!(
+        w.sim
+            .violations()
+            .iter()
+            .any(|v| v.kind == ViolationKind::ConcurrencyExceeded)
+    );
 }
 
 #[tokio::test]
@@ -82,23 +130,61 @@ async fn faults_503_504_truncated_and_reset() {
     let w = world().await;
     let tok = w.token().await;
     let upn = "adele.vance@contoso.com";
-    w.sim.set_faults(FaultScope::Mailbox(upn.into()), FaultSpec { unavailable: Some(FaultRule::every(1).with_retry_after(2.0)), ..Default::default() }).unwrap();
+    w.sim
+        .set_faults(
+            FaultScope::Mailbox(upn.into()),
+            FaultSpec {
+                unavailable: Some(FaultRule::every(1).with_retry_after(2.0)),
+                ..Default::default()
+            },
+        )
+        .unwrap();
     let r = w.graph(&tok, &w.delta_path("inbox"), &[]).await;
     assert_eq!(r.status(), 503);
     assert_eq!(r.headers()["retry-after"], "2");
-    w.sim.set_faults(FaultScope::Mailbox(upn.into()), FaultSpec { gateway_timeout: Some(FaultRule::every(1)), ..Default::default() }).unwrap();
-    assert_eq!(w.graph(&tok, &w.delta_path("inbox"), &[]).await.status(), 504);
-    w.sim.set_faults(FaultScope::Mailbox(upn.into()), FaultSpec { truncated_json: Some(FaultRule::every(1)), ..Default::default() }).unwrap();
+    w.sim
+        .set_faults(
+            FaultScope::Mailbox(upn.into()),
+            FaultSpec {
+                gateway_timeout: Some(FaultRule::every(1)),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        w.graph(&tok, &w.delta_path("inbox"), &[]).await.status(),
+        504
+    );
+    w.sim
+        .set_faults(
+            FaultScope::Mailbox(upn.into()),
+            FaultSpec {
+                truncated_json: Some(FaultRule::every(1)),
+                ..Default::default()
+            },
+        )
+        .unwrap();
     let r = w.graph(&tok, &w.delta_path("inbox"), &[]).await;
     assert_eq!(r.status(), 200);
     let text = r.text().await.unwrap();
     assert!(serde_json::from_str::<Value>(&text).is_err());
-    w.sim.set_faults(FaultScope::Mailbox(upn.into()), FaultSpec { reset_mid_body: Some(FaultRule::every(1)), ..Default::default() }).unwrap();
+    w.sim
+        .set_faults(
+            FaultScope::Mailbox(upn.into()),
+            FaultSpec {
+                reset_mid_body: Some(FaultRule::every(1)),
+                ..Default::default()
+            },
+        )
+        .unwrap();
     let r = w.graph(&tok, &w.delta_path("inbox"), &[]).await;
     assert_eq!(r.status(), 200);
     assert!(r.bytes().await.is_err(), "body should fail mid-way");
     w.sim.clear_faults();
-    assert_eq!(w.graph(&tok, &w.delta_path("inbox"), &[]).await.status(), 200);
+    assert_eq!(
+        w.graph(&tok, &w.delta_path("inbox"), &[]).await.status(),
+        200
+    );
 }
 
 #[tokio::test]
@@ -106,10 +192,23 @@ async fn probability_faults_are_deterministic_per_seed() {
     async fn pattern() -> Vec<u16> {
         let w = world().await;
         let tok = w.token().await;
-        w.sim.set_faults(FaultScope::Global, FaultSpec { gateway_timeout: Some(FaultRule::probability(0.5)), ..Default::default() }).unwrap();
+        w.sim
+            .set_faults(
+                FaultScope::Global,
+                FaultSpec {
+                    gateway_timeout: Some(FaultRule::probability(0.5)),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
         let mut out = Vec::new();
         for _ in 0..12 {
-            out.push(w.graph(&tok, &w.delta_path("inbox"), &[]).await.status().as_u16());
+            out.push(
+                w.graph(&tok, &w.delta_path("inbox"), &[])
+                    .await
+                    .status()
+                    .as_u16(),
+            );
         }
         out
     }
@@ -122,7 +221,16 @@ async fn probability_faults_are_deterministic_per_seed() {
 async fn control_api_over_http() {
     let w = world().await;
     let base = format!("{}/_sim", w.sim.base_url());
-    let t: Value = w.http.post(format!("{base}/tenants")).json(&serde_json::json!({"domain": "northwind.com"})).send().await.unwrap().json().await.unwrap();
+    let t: Value = w
+        .http
+        .post(format!("{base}/tenants"))
+        .json(&serde_json::json!({"domain": "northwind.com"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let tid = t["id"].as_str().unwrap().to_string();
     let u: Value = w
         .http
@@ -146,9 +254,23 @@ async fn control_api_over_http() {
         .await
         .unwrap();
     assert_eq!(ids.len(), 2);
-    let r = w.http.post(format!("{base}/messages/{}/move", ids[0])).json(&serde_json::json!({"folder": "archive"})).send().await.unwrap();
+    let r = w
+        .http
+        .post(format!("{base}/messages/{}/move", ids[0]))
+        .json(&serde_json::json!({"folder": "archive"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    let truth: Vec<Value> = w.http.get(format!("{base}/users/nina@northwind.com/truth/inbox")).send().await.unwrap().json().await.unwrap();
+    let truth: Vec<Value> = w
+        .http
+        .get(format!("{base}/users/nina@northwind.com/truth/inbox"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(truth.len(), 4);
     let r = w
         .http
@@ -158,12 +280,39 @@ async fn control_api_over_http() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let v: Vec<Value> = w.http.get(format!("{base}/violations")).send().await.unwrap().json().await.unwrap();
+    let v: Vec<Value> = w
+        .http
+        .get(format!("{base}/violations"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert!(v.is_empty());
-    let c: Vec<Value> = w.http.get(format!("{base}/counters")).send().await.unwrap().json().await.unwrap();
+    let c: Vec<Value> = w
+        .http
+        .get(format!("{base}/counters"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert!(c.is_empty() || c[0]["endpoint"].is_string());
-    let r = w.http.post(format!("{base}/delta/expire")).json(&serde_json::json!({})).send().await.unwrap();
+    let r = w
+        .http
+        .post(format!("{base}/delta/expire"))
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    let r = w.http.get(format!("{base}/users/nobody@x.com")).send().await.unwrap();
+    let r = w
+        .http
+        .get(format!("{base}/users/nobody@x.com"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
 }

@@ -1,0 +1,116 @@
+//! A ready-made demo world (used by `ms-sim --demo` and handy for local runs).
+
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::model::*;
+use crate::{SimHandle, fixtures};
+
+#[derive(Clone, Debug, Serialize)]
+pub struct DemoApp {
+    pub app: AppInfo,
+    pub secret: SecretInfo,
+    pub certificate: CertInfo,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct DemoWorld {
+    pub tenant: TenantInfo,
+    /// Mail.ReadWrite + User.Read.All.
+    pub default_app: DemoApp,
+    /// Mail.Read + User.Read.All (the "Read Only Permissions" registration).
+    pub read_only_app: DemoApp,
+    pub users: Vec<UserInfo>,
+}
+
+impl SimHandle {
+    /// Create a demo tenant `contoso.com` with two app registrations (secret + the fixture
+    /// certificate each, registered `redirect_uris`), a Global Administrator and mail users,
+    /// including the problem cases (unlicensed, on-premises, excluded by access policy).
+    /// Consent is NOT granted: walk the consent page (or call `grant_consent`).
+    pub fn create_demo(
+        &self,
+        redirect_uris: &[String],
+        messages_per_folder: u32,
+    ) -> Result<DemoWorld, SimError> {
+        let tenant = self.create_tenant(TenantSpec {
+            domain: "contoso.com".into(),
+            display_name: Some("Contoso".into()),
+            ..Default::default()
+        })?;
+        let expires = OffsetDateTime::now_utc() + time::Duration::days(365);
+        let mk = |name: &str, perms: &[&str]| -> Result<DemoApp, SimError> {
+            let app = self.create_app(AppSpec {
+                display_name: name.into(),
+                redirect_uris: redirect_uris.to_vec(),
+                permissions: perms.iter().map(|s| s.to_string()).collect(),
+                ..Default::default()
+            })?;
+            let secret = self.add_secret(app.client_id, expires)?;
+            let certificate = self.add_certificate(app.client_id, fixtures::CLIENT_CERT_PEM)?;
+            Ok(DemoApp {
+                app,
+                secret,
+                certificate,
+            })
+        };
+        let default_app = mk("o365-sync", &["Mail.ReadWrite", "User.Read.All"])?;
+        let read_only_app = mk("o365-sync (read only)", &["Mail.Read", "User.Read.All"])?;
+        let mb = Some(MailboxSpec {
+            inbox: messages_per_folder,
+            sentitems: messages_per_folder / 2,
+        });
+        let specs = [
+            UserSpec {
+                user_name: "admin".into(),
+                display_name: Some("MOD Administrator".into()),
+                global_admin: true,
+                mailbox: mb,
+                ..Default::default()
+            },
+            UserSpec {
+                user_name: "adele.vance".into(),
+                mailbox: mb,
+                ..Default::default()
+            },
+            UserSpec {
+                user_name: "alex.wilber".into(),
+                mailbox: mb,
+                ..Default::default()
+            },
+            UserSpec {
+                user_name: "megan.bowen".into(),
+                mailbox: mb,
+                ..Default::default()
+            },
+            UserSpec {
+                user_name: "patti.fernandez".into(),
+                licensed: false,
+                mailbox: mb,
+                ..Default::default()
+            },
+            UserSpec {
+                user_name: "lee.gu".into(),
+                on_premises: true,
+                mailbox: mb,
+                ..Default::default()
+            },
+            UserSpec {
+                user_name: "grady.archie".into(),
+                access_policy_excluded: true,
+                mailbox: mb,
+                ..Default::default()
+            },
+        ];
+        let mut users = Vec::new();
+        for s in specs {
+            users.push(self.create_user(tenant.id, s)?);
+        }
+        Ok(DemoWorld {
+            tenant,
+            default_app,
+            read_only_app,
+            users,
+        })
+    }
+}
