@@ -18,12 +18,24 @@ async fn harness() -> ApiHarness {
 }
 
 fn problem(body: &Value, slug: &str) {
-    assert_eq!(body["type"], format!("https://o365-sync.dev/problems/{slug}"), "{body}");
-    assert!(body["title"].is_string() && body["detail"].is_string() && body["status"].is_number(), "{body}");
+    assert_eq!(
+        body["type"],
+        format!("https://o365-sync.dev/problems/{slug}"),
+        "{body}"
+    );
+    assert!(
+        body["title"].is_string() && body["detail"].is_string() && body["status"].is_number(),
+        "{body}"
+    );
 }
 
 async fn audit_len(h: &ApiHarness) -> usize {
-    h.as_user("acme", PRIMARY, "GET", "/v1/audit?limit=200", None).await.body["items"].as_array().unwrap().len()
+    h.as_user("acme", PRIMARY, "GET", "/v1/audit?limit=200", None)
+        .await
+        .body["items"]
+        .as_array()
+        .unwrap()
+        .len()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -32,45 +44,115 @@ async fn bad_input_is_a_clear_4xx_and_writes_nothing() {
     let t = h.token("acme", PRIMARY);
     let before = audit_len(&h).await;
 
-    let r = h.as_user("acme", PRIMARY, "POST", "/v1/users", Some(json!({"email": "not-an-email", "display_name": "", "role": "owner"}))).await;
+    let r = h
+        .as_user(
+            "acme",
+            PRIMARY,
+            "POST",
+            "/v1/users",
+            Some(json!({"email": "not-an-email", "display_name": "", "role": "owner"})),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
     problem(&r.body, "validation-failed");
-    let fields: Vec<&str> = r.body["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
+    let fields: Vec<&str> = r.body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
     assert_eq!(fields, ["email", "display_name", "role"]);
 
-    let r = h.as_user("acme", PRIMARY, "POST", "/v1/users", Some(json!({"email": "a@contoso.com"}))).await;
+    let r = h
+        .as_user(
+            "acme",
+            PRIMARY,
+            "POST",
+            "/v1/users",
+            Some(json!({"email": "a@contoso.com"})),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "missing fields");
     let r = h.as_user("acme", PRIMARY, "POST", "/v1/users", Some(json!({"email": "a@contoso.com", "display_name": "A", "role": "member", "extra": 1}))).await;
-    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "unknown fields are refused, not ignored");
+    assert_eq!(
+        r.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "unknown fields are refused, not ignored"
+    );
 
-    let raw = h.http.post(format!("{}/v1/users", h.base)).bearer_auth(&t).header("content-type", "application/json").body("{not json").send().await.unwrap();
+    let raw = h
+        .http
+        .post(format!("{}/v1/users", h.base))
+        .bearer_auth(&t)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(raw.status(), StatusCode::BAD_REQUEST);
     assert_eq!(raw.headers()["content-type"], "application/problem+json");
-    let raw = h.http.post(format!("{}/v1/users", h.base)).bearer_auth(&t).body("{}").send().await.unwrap();
+    let raw = h
+        .http
+        .post(format!("{}/v1/users", h.base))
+        .bearer_auth(&t)
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(raw.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
-    let huge = json!({"email": "a@contoso.com", "display_name": "x".repeat(100_000), "role": "member"});
-    let r = h.as_user("acme", PRIMARY, "POST", "/v1/users", Some(huge)).await;
+    let huge =
+        json!({"email": "a@contoso.com", "display_name": "x".repeat(100_000), "role": "member"});
+    let r = h
+        .as_user("acme", PRIMARY, "POST", "/v1/users", Some(huge))
+        .await;
     assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
     problem(&r.body, "too-large");
-    let long_name = json!({"email": "a@contoso.com", "display_name": "x".repeat(300), "role": "member"});
-    let r = h.as_user("acme", PRIMARY, "POST", "/v1/users", Some(long_name)).await;
+    let long_name =
+        json!({"email": "a@contoso.com", "display_name": "x".repeat(300), "role": "member"});
+    let r = h
+        .as_user("acme", PRIMARY, "POST", "/v1/users", Some(long_name))
+        .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(r.body["errors"][0]["code"], "too_long");
 
-    let r = h.as_user("acme", PRIMARY, "GET", "/v1/users?limit=0", None).await;
+    let r = h
+        .as_user("acme", PRIMARY, "GET", "/v1/users?limit=0", None)
+        .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
-    let r = h.as_user("acme", PRIMARY, "GET", "/v1/users?status=happy", None).await;
+    let r = h
+        .as_user("acme", PRIMARY, "GET", "/v1/users?status=happy", None)
+        .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
-    let r = h.as_user("acme", PRIMARY, "GET", "/v1/users/nobody@contoso.com", None).await;
+    let r = h
+        .as_user("acme", PRIMARY, "GET", "/v1/users/nobody@contoso.com", None)
+        .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     problem(&r.body, "not-found");
-    let r = h.as_user("acme", PRIMARY, "GET", "/v1/nothing-here", None).await;
+    let r = h
+        .as_user("acme", PRIMARY, "GET", "/v1/nothing-here", None)
+        .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     problem(&r.body, "not-found");
-    assert_eq!(audit_len(&h).await, before, "no refused request wrote anything");
+    assert_eq!(
+        audit_len(&h).await,
+        before,
+        "no refused request wrote anything"
+    );
 
-    let r = h.as_user("acme", PRIMARY, "POST", "/v1/users", Some(json!({"email": "ADELE@contoso.com", "display_name": "Dup", "role": "member"}))).await;
-    assert_eq!(r.status, StatusCode::CONFLICT, "emails compare case-insensitively");
+    let r = h
+        .as_user(
+            "acme",
+            PRIMARY,
+            "POST",
+            "/v1/users",
+            Some(json!({"email": "ADELE@contoso.com", "display_name": "Dup", "role": "member"})),
+        )
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::CONFLICT,
+        "emails compare case-insensitively"
+    );
     problem(&r.body, "already-exists");
 }
 
@@ -78,45 +160,127 @@ async fn bad_input_is_a_clear_4xx_and_writes_nothing() {
 async fn versions_travel_as_etags_and_stale_ones_conflict() {
     let h = harness().await;
     let t = h.token("acme", PRIMARY);
-    let r = h.as_user("acme", PRIMARY, "GET", "/v1/integration", None).await;
+    let r = h
+        .as_user("acme", PRIMARY, "GET", "/v1/integration", None)
+        .await;
     assert_eq!(r.headers["etag"], "\"1\"");
-    let r = h.call("PATCH", "/v1/integration/settings", Some(&t), Some(json!({"use_service_account": true})), &[]).await;
+    let r = h
+        .call(
+            "PATCH",
+            "/v1/integration/settings",
+            Some(&t),
+            Some(json!({"use_service_account": true})),
+            &[],
+        )
+        .await;
     assert_eq!(r.status, StatusCode::PRECONDITION_REQUIRED);
     problem(&r.body, "version-required");
-    let r = h.call("PATCH", "/v1/integration/settings", Some(&t), Some(json!({"use_service_account": true})), &[("if-match", "\"1\"")]).await;
+    let r = h
+        .call(
+            "PATCH",
+            "/v1/integration/settings",
+            Some(&t),
+            Some(json!({"use_service_account": true})),
+            &[("if-match", "\"1\"")],
+        )
+        .await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.headers["etag"], "\"2\"");
-    let stale = h.call("PATCH", "/v1/integration/settings", Some(&t), Some(json!({"read_only": true})), &[("if-match", "\"1\"")]).await;
+    let stale = h
+        .call(
+            "PATCH",
+            "/v1/integration/settings",
+            Some(&t),
+            Some(json!({"read_only": true})),
+            &[("if-match", "\"1\"")],
+        )
+        .await;
     assert_eq!(stale.status, StatusCode::CONFLICT);
     problem(&stale.body, "version-conflict");
 
-    let user = h.as_user("acme", PRIMARY, "GET", "/v1/users/adele@contoso.com", None).await;
+    let user = h
+        .as_user("acme", PRIMARY, "GET", "/v1/users/adele@contoso.com", None)
+        .await;
     let etag = user.headers["etag"].to_str().unwrap().to_owned();
-    let r = h.call("PATCH", "/v1/users/adele@contoso.com", Some(&t), Some(json!({"role": "admin"})), &[("if-match", &etag)]).await;
+    let r = h
+        .call(
+            "PATCH",
+            "/v1/users/adele@contoso.com",
+            Some(&t),
+            Some(json!({"role": "admin"})),
+            &[("if-match", &etag)],
+        )
+        .await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.body["role"], "admin");
-    let r = h.call("DELETE", "/v1/users/adele@contoso.com", Some(&t), None, &[("if-match", &etag)]).await;
-    assert_eq!(r.status, StatusCode::CONFLICT, "the delete carries the version before the role change");
-    let r = h.call("DELETE", "/v1/users/adele@contoso.com", Some(&t), None, &[]).await;
+    let r = h
+        .call(
+            "DELETE",
+            "/v1/users/adele@contoso.com",
+            Some(&t),
+            None,
+            &[("if-match", &etag)],
+        )
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::CONFLICT,
+        "the delete carries the version before the role change"
+    );
+    let r = h
+        .call("DELETE", "/v1/users/adele@contoso.com", Some(&t), None, &[])
+        .await;
     assert_eq!(r.status, StatusCode::PRECONDITION_REQUIRED);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_primary_and_last_admin_rules_over_http() {
     let h = harness().await;
-    let r = h.as_user("acme", PRIMARY, "PATCH", &format!("/v1/users/{PRIMARY}"), Some(json!({"role": "member", "version": 1}))).await;
+    let r = h
+        .as_user(
+            "acme",
+            PRIMARY,
+            "PATCH",
+            &format!("/v1/users/{PRIMARY}"),
+            Some(json!({"role": "member", "version": 1})),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::CONFLICT);
     problem(&r.body, "primary-locked");
-    let r = h.as_user("acme", PRIMARY, "PUT", "/v1/primary", Some(json!({"email": "adele@contoso.com"}))).await;
+    let r = h
+        .as_user(
+            "acme",
+            PRIMARY,
+            "PUT",
+            "/v1/primary",
+            Some(json!({"email": "adele@contoso.com"})),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::CONFLICT);
     problem(&r.body, "primary-must-be-admin");
-    let r = h.as_user("acme", PRIMARY, "PUT", "/v1/primary", Some(json!({"email": "admin@contoso.com"}))).await;
+    let r = h
+        .as_user(
+            "acme",
+            PRIMARY,
+            "PUT",
+            "/v1/primary",
+            Some(json!({"email": "admin@contoso.com"})),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.body["is_primary"], true);
     // The old Primary is an ordinary admin now; the new one cannot be removed.
     let me = h.as_user("acme", PRIMARY, "GET", "/v1/me", None).await;
     assert_eq!(me.body["is_primary"], false);
-    let r = h.call("DELETE", "/v1/users/admin@contoso.com", Some(&h.token("acme", PRIMARY)), None, &[("if-match", "\"1\"")]).await;
+    let r = h
+        .call(
+            "DELETE",
+            "/v1/users/admin@contoso.com",
+            Some(&h.token("acme", PRIMARY)),
+            None,
+            &[("if-match", "\"1\"")],
+        )
+        .await;
     assert_eq!(r.status, StatusCode::CONFLICT);
     problem(&r.body, "primary-locked");
 }
@@ -129,25 +293,62 @@ async fn bulk_sync_switches_report_each_bad_row_and_apply_nothing() {
         {"email": "ghost@contoso.com", "sync_enabled": true},
         {"email": "not an email", "sync_enabled": true},
     ]});
-    let r = h.as_user("acme", PRIMARY, "POST", "/v1/users/sync", Some(body)).await;
+    let r = h
+        .as_user("acme", PRIMARY, "POST", "/v1/users/sync", Some(body))
+        .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{:?}", r.body);
-    let fields: Vec<&str> = r.body["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
+    let fields: Vec<&str> = r.body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
     assert_eq!(fields, ["changes[2].email"], "syntax first");
     let body = json!({"changes": [{"email": "adele@contoso.com", "sync_enabled": true}, {"email": "ghost@contoso.com", "sync_enabled": true}]});
-    let r = h.as_user("acme", PRIMARY, "POST", "/v1/users/sync", Some(body)).await;
+    let r = h
+        .as_user("acme", PRIMARY, "POST", "/v1/users/sync", Some(body))
+        .await;
     assert_eq!(r.body["errors"][0]["field"], "changes[1].email");
     assert_eq!(r.body["errors"][0]["code"], "unknown_user");
-    let adele = h.as_user("acme", PRIMARY, "GET", "/v1/users/adele@contoso.com", None).await;
+    let adele = h
+        .as_user("acme", PRIMARY, "GET", "/v1/users/adele@contoso.com", None)
+        .await;
     assert_eq!(adele.body["sync_enabled"], false, "all or nothing");
 
     let body = json!({"changes": [{"email": "adele@contoso.com", "sync_enabled": true}, {"email": "admin@contoso.com", "sync_enabled": true}]});
-    let r = h.as_user("acme", PRIMARY, "POST", "/v1/users/sync", Some(body)).await;
+    let r = h
+        .as_user("acme", PRIMARY, "POST", "/v1/users/sync", Some(body))
+        .await;
     assert_eq!(r.status, StatusCode::OK);
-    assert!(r.body["items"].as_array().unwrap().iter().all(|u| u["sync_enabled"] == true && u["status"] == "never_synced"));
-    let r = h.as_user("acme", PRIMARY, "GET", "/v1/users?status=never_synced", None).await;
+    assert!(
+        r.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|u| u["sync_enabled"] == true && u["status"] == "never_synced")
+    );
+    let r = h
+        .as_user(
+            "acme",
+            PRIMARY,
+            "GET",
+            "/v1/users?status=never_synced",
+            None,
+        )
+        .await;
     assert_eq!(r.body["items"].as_array().unwrap().len(), 2);
-    let rows: Vec<Value> = (0..100).map(|i| json!({"email": format!("u{i}@contoso.com"), "sync_enabled": true})).collect();
-    let r = h.as_user("acme", PRIMARY, "POST", "/v1/users/sync", Some(json!({"changes": rows}))).await;
+    let rows: Vec<Value> = (0..100)
+        .map(|i| json!({"email": format!("u{i}@contoso.com"), "sync_enabled": true}))
+        .collect();
+    let r = h
+        .as_user(
+            "acme",
+            PRIMARY,
+            "POST",
+            "/v1/users/sync",
+            Some(json!({"changes": rows})),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(r.body["errors"][0]["code"], "too_many");
 }
@@ -164,7 +365,13 @@ async fn users_page_through_with_opaque_tokens() {
     let mut path = "/v1/users?limit=3".to_owned();
     loop {
         let r = h.as_user("acme", PRIMARY, "GET", &path, None).await;
-        seen.extend(r.body["items"].as_array().unwrap().iter().map(|u| u["email"].as_str().unwrap().to_owned()));
+        seen.extend(
+            r.body["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|u| u["email"].as_str().unwrap().to_owned()),
+        );
         match r.body["next"].as_str() {
             Some(next) => path = format!("/v1/users?limit=3&after={next}"),
             None => break,
@@ -190,7 +397,11 @@ async fn cors_answers_only_the_configured_front_end() {
     let ok = preflight(FRONTEND).await.unwrap();
     assert_eq!(ok.headers()["access-control-allow-origin"], FRONTEND);
     let evil = preflight("https://evil.example").await.unwrap();
-    assert!(evil.headers().get("access-control-allow-origin").is_none(), "{:?}", evil.headers());
+    assert!(
+        evil.headers().get("access-control-allow-origin").is_none(),
+        "{:?}",
+        evil.headers()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -215,7 +426,11 @@ async fn the_openapi_document_matches_the_routes() {
         let (method, path) = op.split_once(' ').unwrap();
         let concrete = path.replace("{email}", "adele@contoso.com");
         let reply = h.call(method, &concrete, None, None, &[]).await;
-        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{op} is documented but not routed");
+        assert_eq!(
+            reply.status,
+            StatusCode::UNAUTHORIZED,
+            "{op} is documented but not routed"
+        );
     }
     let expected = [
         "DELETE /v1/integration/connection",
@@ -234,6 +449,9 @@ async fn the_openapi_document_matches_the_routes() {
         "POST /v1/users/sync",
         "PUT /v1/primary",
     ];
-    assert_eq!(documented, expected, "a route was added or removed: update this list and the front end's client");
+    assert_eq!(
+        documented, expected,
+        "a route was added or removed: update this list and the front end's client"
+    );
     assert_eq!(o365_http_api::openapi().paths.paths.len(), paths.len());
 }

@@ -68,9 +68,20 @@ impl AuditEvent {
         }
     }
 
+    /// Records the states before and after. Always JSON objects, so every consumer reads them
+    /// the same way: a plain value is kept as `{"value": …}`.
     pub fn change<T: Serialize>(mut self, before: Option<&T>, after: Option<&T>) -> Self {
-        self.before = before.and_then(|b| serde_json::to_value(b).ok());
-        self.after = after.and_then(|a| serde_json::to_value(a).ok());
+        let as_object = |v: &T| {
+            serde_json::to_value(v).ok().map(|v| {
+                if v.is_object() {
+                    v
+                } else {
+                    serde_json::json!({ "value": v })
+                }
+            })
+        };
+        self.before = before.and_then(as_object);
+        self.after = after.and_then(as_object);
         self
     }
 }

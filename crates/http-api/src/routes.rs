@@ -39,7 +39,7 @@ async fn service_account_on(state: &ApiState, caller: &Caller) -> ApiResult<bool
 }
 
 #[utoipa::path(get, path = "/v1/integration", tag = "integration",
-    responses((status = 200, body = IntegrationDto), (status = 401, body = Problem), (status = 403, body = Problem)),
+    responses((status = 200, body = IntegrationDto), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub async fn get_integration(
     State(state): State<ApiState>,
@@ -54,8 +54,8 @@ pub async fn get_integration(
 
 #[utoipa::path(patch, path = "/v1/integration/settings", tag = "integration", request_body = SettingsPatch,
     params(("If-Match" = Option<String>, Header, description = "the settings version you read, quoted")),
-    responses((status = 200, body = SettingsDto), (status = 401, body = Problem), (status = 403, body = Problem),
-        (status = 409, body = Problem), (status = 422, body = Problem), (status = 428, body = Problem)),
+    responses((status = 200, body = SettingsDto), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json"), (status = 428, body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub async fn patch_settings(
     State(state): State<ApiState>,
@@ -76,7 +76,7 @@ pub async fn patch_settings(
 }
 
 #[utoipa::path(post, path = "/v1/integration/connection/activate", tag = "connection",
-    responses((status = 200, body = ConsentLinkDto), (status = 401, body = Problem), (status = 403, body = Problem), (status = 409, body = Problem)),
+    responses((status = 200, body = ConsentLinkDto), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub async fn activate_connection(
     State(state): State<ApiState>,
@@ -92,7 +92,7 @@ pub async fn activate_connection(
 }
 
 #[utoipa::path(post, path = "/v1/integration/connection/verify", tag = "connection",
-    responses((status = 200, body = ConnectionDto), (status = 401, body = Problem), (status = 403, body = Problem), (status = 409, body = Problem)),
+    responses((status = 200, body = ConnectionDto), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub async fn verify_connection(
     State(state): State<ApiState>,
@@ -104,7 +104,7 @@ pub async fn verify_connection(
 }
 
 #[utoipa::path(delete, path = "/v1/integration/connection", tag = "connection",
-    responses((status = 200, body = ConnectionDto), (status = 401, body = Problem), (status = 403, body = Problem)),
+    responses((status = 200, body = ConnectionDto), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub async fn delete_connection(
     State(state): State<ApiState>,
@@ -116,7 +116,7 @@ pub async fn delete_connection(
 }
 
 #[utoipa::path(get, path = "/v1/users", tag = "users", params(ListQuery),
-    responses((status = 200, body = UserPageDto), (status = 401, body = Problem), (status = 403, body = Problem), (status = 422, body = Problem)),
+    responses((status = 200, body = UserPageDto), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub async fn list_users(
     State(state): State<ApiState>,
@@ -145,8 +145,8 @@ pub async fn list_users(
 }
 
 #[utoipa::path(post, path = "/v1/users", tag = "users", request_body = AddUserRequest,
-    responses((status = 201, body = UserDto), (status = 401, body = Problem), (status = 403, body = Problem),
-        (status = 409, body = Problem), (status = 422, body = Problem)),
+    responses((status = 201, body = UserDto), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub async fn add_user(
     State(state): State<ApiState>,
@@ -164,7 +164,7 @@ pub async fn add_user(
 }
 
 #[utoipa::path(get, path = "/v1/users/{email}", tag = "users", params(("email" = String, Path)),
-    responses((status = 200, body = UserDto), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)),
+    responses((status = 200, body = UserDto), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub async fn get_user(
     State(state): State<ApiState>,
@@ -180,7 +180,7 @@ pub async fn get_user(
 }
 
 #[utoipa::path(get, path = "/v1/me", tag = "users",
-    responses((status = 200, body = UserDto), (status = 401, body = Problem), (status = 403, body = Problem)),
+    responses((status = 200, body = UserDto), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub async fn get_me(State(state): State<ApiState>, caller: Caller) -> ApiResult<impl IntoResponse> {
     let user = state.services.user(&caller.0, &caller.0.email).await?;
@@ -190,8 +190,8 @@ pub async fn get_me(State(state): State<ApiState>, caller: Caller) -> ApiResult<
 
 #[utoipa::path(patch, path = "/v1/users/{email}", tag = "users", request_body = ChangeRoleRequest,
     params(("email" = String, Path), ("If-Match" = Option<String>, Header)),
-    responses((status = 200, body = UserDto), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
-        (status = 409, body = Problem), (status = 422, body = Problem), (status = 428, body = Problem)),
+    responses((status = 200, body = UserDto), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json"), (status = 428, body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub async fn change_role(
     State(state): State<ApiState>,
@@ -213,8 +213,8 @@ pub async fn change_role(
 
 #[utoipa::path(delete, path = "/v1/users/{email}", tag = "users",
     params(("email" = String, Path), ("If-Match" = String, Header, description = "the user's version, quoted")),
-    responses((status = 204), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
-        (status = 409, body = Problem), (status = 428, body = Problem)),
+    responses((status = 204), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json"), (status = 428, body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub async fn remove_user(
     State(state): State<ApiState>,
@@ -232,8 +232,8 @@ pub async fn remove_user(
 }
 
 #[utoipa::path(put, path = "/v1/primary", tag = "users", request_body = SetPrimaryRequest,
-    responses((status = 200, body = UserDto), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
-        (status = 409, body = Problem), (status = 422, body = Problem)),
+    responses((status = 200, body = UserDto), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub async fn set_primary(
     State(state): State<ApiState>,
@@ -247,8 +247,8 @@ pub async fn set_primary(
 }
 
 #[utoipa::path(post, path = "/v1/users/sync", tag = "users", request_body = SyncChangesRequest,
-    responses((status = 200, body = UsersDto), (status = 401, body = Problem), (status = 403, body = Problem),
-        (status = 409, body = Problem), (status = 422, body = Problem)),
+    responses((status = 200, body = UsersDto), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub async fn set_sync(
     State(state): State<ApiState>,
@@ -274,7 +274,7 @@ pub async fn set_sync(
 }
 
 #[utoipa::path(post, path = "/v1/sync", tag = "sync",
-    responses((status = 202, body = SyncTriggeredDto), (status = 401, body = Problem), (status = 403, body = Problem), (status = 409, body = Problem)),
+    responses((status = 202, body = SyncTriggeredDto), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub async fn sync_now(
     State(state): State<ApiState>,
@@ -285,7 +285,7 @@ pub async fn sync_now(
 }
 
 #[utoipa::path(get, path = "/v1/audit", tag = "audit", params(ListQuery),
-    responses((status = 200, body = AuditPageDto), (status = 401, body = Problem), (status = 403, body = Problem), (status = 422, body = Problem)),
+    responses((status = 200, body = AuditPageDto), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub async fn audit_log(
     State(state): State<ApiState>,

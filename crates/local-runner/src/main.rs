@@ -1,9 +1,16 @@
-//! `cargo run`: the embedded default. Starts dynoxide with its data on disk, creates the tables
-//! and serves the local HTTP endpoints (health now; the API, the consent callback, the Microsoft
-//! simulator and the scheduler join as they land).
+//! `cargo run`: the embedded default. One process runs every part of o365-sync against local
+//! stand-ins: DynamoDB (dynoxide, data on disk), Microsoft (the simulator with a demo tenant),
+//! and the platform's identity provider (a development key). The API and the consent callback
+//! are the very routers the Lambdas serve.
 
+mod demo;
+mod local_pages;
+mod sync;
+
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
@@ -13,67 +20,142 @@ use axum::routing::get;
 use serde_json::json;
 
 use o365_local_stack::EmbeddedDynamo;
+use o365_runtime::{Env, Parts};
 use o365_store_dynamodb::{DynamoStore, TableNames, ensure_tables};
 
-struct Config {
+struct LocalConfig {
     http_addr: SocketAddr,
     dynamodb_addr: String,
+    sim_port: u16,
     data_dir: PathBuf,
+    messages_per_folder: u32,
 }
 
-impl Config {
-    fn from_env() -> Result<Self, String> {
-        let var = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_owned());
-        let http_addr = var("O365_LOCAL_HTTP_ADDR", "127.0.0.1:8080");
+impl LocalConfig {
+    fn from_env(env: &Env) -> Result<Self, String> {
+        let http_addr = env.or("O365_LOCAL_HTTP_ADDR", "127.0.0.1:8080");
+        let sim_port = env.or("O365_LOCAL_SIM_PORT", "8081");
+        let messages = env.or("O365_LOCAL_MESSAGES_PER_FOLDER", "200");
         Ok(Self {
-            http_addr: http_addr.parse().map_err(|_| format!("O365_LOCAL_HTTP_ADDR is not host:port: {http_addr}"))?,
-            dynamodb_addr: var("O365_LOCAL_DYNAMODB_ADDR", "127.0.0.1:8000"),
-            data_dir: PathBuf::from(var("O365_LOCAL_DATA_DIR", ".local")),
+            http_addr: http_addr
+                .parse()
+                .map_err(|_| format!("O365_LOCAL_HTTP_ADDR is not host:port: {http_addr}"))?,
+            dynamodb_addr: env.or("O365_LOCAL_DYNAMODB_ADDR", "127.0.0.1:8000"),
+            sim_port: sim_port
+                .parse()
+                .map_err(|_| format!("O365_LOCAL_SIM_PORT is not a port: {sim_port}"))?,
+            data_dir: PathBuf::from(env.or("O365_LOCAL_DATA_DIR", ".local")),
+            messages_per_folder: messages.parse().map_err(|_| {
+                format!("O365_LOCAL_MESSAGES_PER_FOLDER is not a number: {messages}")
+            })?,
         })
     }
 }
 
 #[derive(Clone)]
-struct AppState {
+struct Health {
     store: DynamoStore,
     dynamodb_endpoint: String,
+    simulator: String,
 }
 
-async fn health(State(state): State<AppState>) -> impl IntoResponse {
-    let tables = [state.store.tables().state.clone(), state.store.tables().messages.clone()];
-    match state.store.probe().await {
+async fn health(State(h): State<Health>) -> impl IntoResponse {
+    let tables = [
+        h.store.tables().state.clone(),
+        h.store.tables().messages.clone(),
+    ];
+    let (status, store) = match h.store.probe().await {
         Ok(()) => (
             StatusCode::OK,
-            Json(json!({"status": "ok", "store": {"status": "ok", "endpoint": state.dynamodb_endpoint, "tables": tables}})),
+            json!({"status": "ok", "endpoint": h.dynamodb_endpoint, "tables": tables}),
         ),
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "degraded", "store": {"status": "unavailable", "detail": e.to_string(), "tables": tables}})),
+            json!({"status": "unavailable", "detail": e.to_string(), "tables": tables}),
         ),
-    }
+    };
+    let overall = if status == StatusCode::OK {
+        "ok"
+    } else {
+        "degraded"
+    };
+    (
+        status,
+        Json(json!({"status": overall, "store": store, "microsoft_simulator": h.simulator})),
+    )
 }
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,dynoxide::server=error".into()))
-        .init();
-    let config = Config::from_env()?;
+    o365_runtime::init_tracing(false);
+    let process = Env::process();
+    let config = LocalConfig::from_env(&process)?;
 
     let db_path = config.data_dir.join("dynamodb.sqlite");
     let dynamo = EmbeddedDynamo::on_disk(&db_path, &config.dynamodb_addr).await?;
     let client = o365_local_stack::dynamodb_client(dynamo.endpoint());
     let tables = TableNames::default();
     ensure_tables(&client, &tables).await?;
-    let state = AppState { store: DynamoStore::new(client, tables), dynamodb_endpoint: dynamo.endpoint().to_owned() };
+    let store = DynamoStore::new(client, tables);
 
-    let app = Router::new().route("/health", get(health)).with_state(state);
     let listener = tokio::net::TcpListener::bind(config.http_addr).await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let world = demo::start(config.sim_port, &base, config.messages_per_folder, &store).await?;
+
+    // Local defaults under whatever the environment sets: the same variables as in AWS.
+    let defaults: HashMap<&str, String> = HashMap::from([
+        ("O365_AUTHORITY_URL", world.sim.authority().to_owned()),
+        ("O365_GRAPH_BASE_URL", world.sim.graph_url()),
+        (
+            "O365_CONSENT_REDIRECT_URI",
+            format!("{base}/consent/callback"),
+        ),
+        ("O365_FRONTEND_ORIGIN", base.clone()),
+        (
+            "O365_JWT_PUBLIC_KEY_PEM",
+            o365_local_stack::DEV_JWT_PUBLIC_KEY_PEM.to_owned(),
+        ),
+        (
+            "O365_JWT_ISSUER",
+            o365_local_stack::DEV_JWT_ISSUER.to_owned(),
+        ),
+        (
+            "O365_JWT_AUDIENCE",
+            o365_local_stack::DEV_JWT_AUDIENCE.to_owned(),
+        ),
+    ]);
+    let layered = move |k: &str| {
+        std::env::var(k)
+            .ok()
+            .filter(|v| !v.is_empty())
+            .or_else(|| defaults.get(k).cloned())
+    };
+    let env = Env(&layered);
+    let parts = Parts {
+        store: Arc::new(store.clone()),
+        secrets: world.secrets.clone(),
+        sync: world.sync.clone(),
+    };
+    let state = o365_runtime::api_state(&env, parts, o365_runtime::graph_config(&env))?;
+
+    let health_state = Health {
+        store,
+        dynamodb_endpoint: dynamo.endpoint().to_owned(),
+        simulator: world.sim.base_url().to_owned(),
+    };
+    let app = Router::new()
+        .route("/health", get(health))
+        .with_state(health_state)
+        .merge(local_pages::routes())
+        .merge(o365_http_api::user_api(state.clone()))
+        .merge(o365_http_api::consent_callback(state));
+
     tracing::info!(
-        http = %listener.local_addr()?,
+        http = %base,
         dynamodb = dynamo.endpoint(),
+        simulator = world.sim.base_url(),
         data = %db_path.display(),
-        "o365-sync local runner ready: GET /health"
+        "o365-sync local runner ready: GET {base}/health, a token from {base}/_local/token?org=demo&email=admin@contoso.com, the API under {base}/v1"
     );
     axum::serve(listener, app)
         .with_graceful_shutdown(async {
