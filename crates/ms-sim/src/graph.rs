@@ -116,17 +116,21 @@ impl Tok {
         b.extend_from_slice(&self.filter_at.to_be_bytes());
         b.extend_from_slice(&self.select.to_be_bytes());
         let mac = mac(key, &b);
+        // Scramble the fields so the token reads as noise (clients must treat it as opaque).
+        scramble(key, &mac, &mut b);
         b.extend_from_slice(&mac);
         URL_SAFE_NO_PAD.encode(b)
     }
 
     fn decode(s: &str, key: &[u8; 32]) -> Option<Tok> {
         let b = URL_SAFE_NO_PAD.decode(s.trim()).ok()?;
-        if b.len() != 61 + 10 || b[0] != 1 {
+        if b.len() != 61 + 10 {
             return None;
         }
         let (data, tag) = b.split_at(61);
-        if mac(key, data) != tag {
+        let mut data = data.to_vec();
+        scramble(key, tag, &mut data);
+        if mac(key, &data) != tag || data[0] != 1 {
             return None;
         }
         let u32_at = |i: usize| u32::from_be_bytes(data[i..i + 4].try_into().unwrap_or_default());
@@ -155,6 +159,20 @@ impl Tok {
             1 => Some(Filter { at, strict: false }),
             2 => Some(Filter { at, strict: true }),
             _ => None,
+        }
+    }
+}
+
+/// XOR with a keystream derived from the key and the MAC (its own inverse).
+fn scramble(key: &[u8; 32], tag: &[u8], data: &mut [u8]) {
+    let k = u64::from_be_bytes(key[..8].try_into().unwrap_or_default());
+    let t = tag
+        .iter()
+        .fold(0u64, |h, b| h.rotate_left(8) ^ u64::from(*b));
+    for (i, chunk) in data.chunks_mut(8).enumerate() {
+        let ks = crate::util::hash_parts(&[k, t, i as u64]).to_be_bytes();
+        for (d, x) in chunk.iter_mut().zip(ks) {
+            *d ^= x;
         }
     }
 }

@@ -105,6 +105,7 @@ pub struct SecretInfo {
     pub id: Uuid,
     /// The secret value a client sends as `client_secret`.
     pub value: String,
+    #[serde(with = "time::serde::rfc3339")]
     pub expires_at: OffsetDateTime,
 }
 
@@ -192,6 +193,7 @@ pub struct NewMessage {
     pub to: Option<Vec<Recipient>>,
     pub cc: Option<Vec<Recipient>>,
     pub body_html: Option<String>,
+    #[serde(with = "time::serde::rfc3339::option")]
     pub received: Option<OffsetDateTime>,
     pub is_read: Option<bool>,
     pub has_attachments: Option<bool>,
@@ -230,6 +232,7 @@ pub struct ConsentRecord {
     /// UPN of the admin who consented; None when granted through the control API.
     pub granted_by: Option<String>,
     pub roles: Vec<String>,
+    #[serde(with = "time::serde::rfc3339")]
     pub at: OffsetDateTime,
     pub revoked: bool,
 }

@@ -44,6 +44,7 @@ pub enum ViolationKind {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Violation {
     pub kind: ViolationKind,
+    #[serde(with = "time::serde::rfc3339")]
     pub at: OffsetDateTime,
     pub client_id: Option<Uuid>,
     pub mailbox: Option<Uuid>,
