@@ -86,6 +86,19 @@ impl Default for BodySizes {
     }
 }
 
+/// How an expired or unknown delta/skip token is answered (Microsoft shows all three).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum GoneStyle {
+    /// 410 with error code `SyncStateNotFound`.
+    #[default]
+    SyncStateNotFound,
+    /// 410 with a `Location` header pointing at a fresh (token-less) delta URL.
+    Location,
+    /// 410 with error code `resyncRequired`.
+    ResyncRequired,
+}
+
 #[derive(Clone, Debug)]
 pub struct SimConfig {
     /// Seed for all generated content, ids and seeded fault decisions.
@@ -106,6 +119,8 @@ pub struct SimConfig {
     pub token_lifetime_secs: u32,
     /// Delta/skip tokens older than this are answered with 410 (None = never by age).
     pub delta_token_ttl: Option<Duration>,
+    /// Shape of the 410 for an expired delta/skip token.
+    pub gone_style: GoneStyle,
     /// Newest seed message time; None = the start time rounded down to the hour.
     pub time_anchor: Option<OffsetDateTime>,
     /// Seed messages of a folder are spread over this many days before the anchor.
@@ -127,6 +142,7 @@ impl Default for SimConfig {
             throttle: ThrottleLimits::default(),
             token_lifetime_secs: 3599,
             delta_token_ttl: None,
+            gone_style: GoneStyle::SyncStateNotFound,
             time_anchor: None,
             history_days: 365,
             body_sizes: BodySizes::default(),

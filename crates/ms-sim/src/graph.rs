@@ -14,7 +14,7 @@ use sha2::Sha256;
 use uuid::Uuid;
 
 use crate::Shared;
-use crate::config::PropagationFailure;
+use crate::config::{GoneStyle, PropagationFailure};
 use crate::errors::{GraphIds, Resp, graph_error, json_response};
 use crate::generate::{ALL_FIELDS, Owner, RenderCtx, View, parse_select, render_message};
 use crate::identity::{AccessClaims, verify_access_token};
@@ -612,13 +612,37 @@ fn finish(
     r
 }
 
-fn gone(ids: &GraphIds) -> Resp {
-    graph_error(
-        ids,
-        410,
-        "SyncStateNotFound",
-        "The sync state generation is not found. Delete the sync state and start a full synchronization.",
-    )
+fn gone(shared: &Shared, ids: &GraphIds, user: Uuid, folder: &str) -> Resp {
+    match shared.cfg.gone_style {
+        GoneStyle::SyncStateNotFound => graph_error(
+            ids,
+            410,
+            "SyncStateNotFound",
+            "The sync state generation is not found. Delete the sync state and start a full synchronization.",
+        ),
+        GoneStyle::ResyncRequired => graph_error(
+            ids,
+            410,
+            "resyncRequired",
+            "Resync required. Replace any local items with the server's items and start a new delta round.",
+        ),
+        GoneStyle::Location => {
+            let mut r = graph_error(
+                ids,
+                410,
+                "SyncStateNotFound",
+                "The sync state is gone. Restart from the Location URL.",
+            );
+            let loc = format!(
+                "{}/v1.0/users/{user}/mailFolders('{folder}')/messages/delta()",
+                shared.base_url
+            );
+            if let Ok(v) = HeaderValue::from_str(&loc) {
+                r.headers_mut().insert("location", v);
+            }
+            r
+        }
+    }
 }
 
 async fn delta(
@@ -793,7 +817,7 @@ async fn delta(
         (s, d) => {
             let raw = s.or(d).unwrap_or_default();
             let Some(mut t) = Tok::decode(raw, &shared.mac_key) else {
-                return gone(&ids);
+                return gone(&shared, &ids, user_id, folder.well_known_name());
             };
             let kind_ok = if s.is_some() {
                 t.kind == 1 || t.kind == 2
@@ -810,7 +834,7 @@ async fn delta(
                 || t.global_epoch != global_epoch
                 || expired
             {
-                return gone(&ids);
+                return gone(&shared, &ids, user_id, folder.well_known_name());
             }
             if t.kind == 3 {
                 // A new round of changes since the delta token's position.

@@ -37,7 +37,8 @@ use time::OffsetDateTime;
 use tokio::sync::oneshot;
 
 pub use config::{
-    BodySizes, NonAdminConsent, PropagationFailure, SimConfig, ThrottleLimits, UnconsentedError,
+    BodySizes, GoneStyle, NonAdminConsent, PropagationFailure, SimConfig, ThrottleLimits,
+    UnconsentedError,
 };
 pub use consent::{ConsentDecision, ConsentOutcome, SESSION_COOKIE};
 pub use demo::{DemoApp, DemoWorld};

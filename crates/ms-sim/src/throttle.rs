@@ -65,6 +65,9 @@ pub struct FaultRule {
     /// Retry-After seconds (fractional allowed) for 429 and 503.
     #[serde(default)]
     pub retry_after: Option<f64>,
+    /// Send a 429 without any Retry-After header (clients must fall back to backoff).
+    #[serde(default)]
+    pub omit_retry_after: bool,
 }
 
 impl FaultRule {
@@ -72,13 +75,19 @@ impl FaultRule {
         FaultRule {
             rate: FaultRate::EveryNth(n),
             retry_after: None,
+            omit_retry_after: false,
         }
     }
     pub fn probability(p: f64) -> Self {
         FaultRule {
             rate: FaultRate::Probability(p),
             retry_after: None,
+            omit_retry_after: false,
         }
+    }
+    pub fn without_retry_after(mut self) -> Self {
+        self.omit_retry_after = true;
+        self
     }
     pub fn with_retry_after(mut self, secs: f64) -> Self {
         self.retry_after = Some(secs);
@@ -311,7 +320,7 @@ impl ThrottleState {
                     status: 429,
                     code: "TooManyRequests",
                     message: "Too many requests. Retry after the time given in the Retry-After header.",
-                    retry_after: Some(r.retry_after.unwrap_or(1.0)),
+                    retry_after: (!r.omit_retry_after).then(|| r.retry_after.unwrap_or(1.0)),
                     latency: None,
                 });
             } else if let Some(r) = fires(&spec.unavailable, seed, scope, n, 2) {

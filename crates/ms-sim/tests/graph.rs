@@ -645,3 +645,35 @@ async fn ten_thousand_mailboxes_are_lazy() {
             .unwrap()
     );
 }
+
+#[tokio::test]
+async fn gone_styles_location_and_resync_required() {
+    for (style, code) in [
+        (GoneStyle::Location, "SyncStateNotFound"),
+        (GoneStyle::ResyncRequired, "resyncRequired"),
+    ] {
+        let w = world_with(
+            SimConfig {
+                gone_style: style,
+                ..Default::default()
+            },
+            5,
+            0,
+        )
+        .await;
+        w.sim.grant_consent(w.tenant.id, w.app.client_id).unwrap();
+        let tok = w.token().await;
+        let (_, delta, _) = full_round(&w, &tok, &w.delta_path("inbox"), &[]).await;
+        w.sim.expire_delta_tokens(None, None).unwrap();
+        let r = w.graph(&tok, &delta, &[]).await;
+        assert_eq!(r.status(), 410);
+        if style == GoneStyle::Location {
+            let loc = r.headers()["location"].to_str().unwrap().to_string();
+            assert!(loc.starts_with(w.sim.base_url()) && !loc.contains("token"));
+            assert_eq!(w.graph(&tok, &loc, &[]).await.status(), 200);
+        } else {
+            let v: Value = r.json().await.unwrap();
+            assert_eq!(v["error"]["code"], code);
+        }
+    }
+}

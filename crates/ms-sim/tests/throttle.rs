@@ -316,3 +316,21 @@ async fn control_api_over_http() {
         .unwrap();
     assert_eq!(r.status(), 404);
 }
+
+#[tokio::test]
+async fn injected_429_without_retry_after() {
+    let w = world().await;
+    let tok = w.token().await;
+    w.sim
+        .set_faults(
+            FaultScope::Global,
+            FaultSpec {
+                throttle: Some(FaultRule::every(1).without_retry_after()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let r = w.graph(&tok, &w.delta_path("inbox"), &[]).await;
+    assert_eq!(r.status(), 429);
+    assert!(!r.headers().contains_key("retry-after"));
+}
