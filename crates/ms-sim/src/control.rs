@@ -405,6 +405,24 @@ impl SimHandle {
         Ok(info)
     }
 
+    /// Give an existing user an Exchange Online mailbox (e.g. created with `mailbox: None`).
+    pub fn add_mailbox(&self, user: &str, spec: MailboxSpec) -> Result<UserInfo, SimError> {
+        let mut st = self.world();
+        let id = Self::user_id(&st, user)?;
+        if st.users[&id].mailbox.is_some() {
+            return Err(SimError::Invalid(format!(
+                "user {user} already has a mailbox"
+            )));
+        }
+        let num = st.mailboxes.len() as u32;
+        st.mailboxes.push(Mailbox::new(num, id, spec));
+        let Some(u) = st.users.get_mut(&id) else {
+            return Err(SimError::NotFound(user.to_string()));
+        };
+        u.mailbox = Some(num);
+        Ok(u.info())
+    }
+
     pub fn user(&self, id_or_upn: &str) -> Result<UserInfo, SimError> {
         let st = self.world();
         let id = Self::user_id(&st, id_or_upn)?;
@@ -881,6 +899,10 @@ pub(crate) fn router() -> Router<Arc<Shared>> {
                 let hd = h(&s);
                 reply(hd.tenant(&t).and_then(|ti| hd.revoke_consent(ti.id, parse_uuid(&c)?)))
             }),
+        )
+        .route(
+            "/users/{user}/mailbox",
+            post(|State(s): S, Path(u): Path<String>, Json(b): Json<MailboxSpec>| async move { reply(h(&s).add_mailbox(&u, b)) }),
         )
         .route(
             "/users/{user}/messages",

@@ -131,6 +131,28 @@ async fn graph_errors() {
         assert_eq!(s, 404, "{name}");
         assert_graph_error(&v, "MailboxNotEnabledForRESTAPI");
     }
+    // A mailbox given later works.
+    w.sim
+        .add_mailbox(
+            "nomailbox@contoso.com",
+            MailboxSpec {
+                inbox: 2,
+                sentitems: 0,
+            },
+        )
+        .unwrap();
+    let r = w
+        .graph(
+            &tok,
+            "/users/nomailbox@contoso.com/mailFolders/inbox/messages/delta",
+            &[],
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    // Unknown user on the users endpoint.
+    let (s, v) = error_code(w.graph(&tok, "/users/ghost@contoso.com", &[]).await).await;
+    assert_eq!(s, 404);
+    assert_graph_error(&v, "Request_ResourceNotFound");
     // Application access policy.
     w.sim
         .set_user_flags(
