@@ -7,7 +7,7 @@ use ms_sim::{DemoWorld, SimConfig, Simulator};
 use o365_domain::audit::{Actor, AuditAction, AuditEvent};
 use o365_domain::connection::{AppRegistration, ConnectionStatus};
 use o365_domain::ids::OrgId;
-use o365_domain::ports::{OrgStore, SyncTrigger, UserStore};
+use o365_domain::ports::{OrgStore, UserStore};
 use o365_domain::secret::{AppCredential, ClientCredential, Sensitive};
 use o365_domain::user::NewUser;
 use o365_domain::{DomainError, Entity};
@@ -19,7 +19,6 @@ pub const DEMO_ORG: &str = "demo";
 pub struct LocalWorld {
     pub sim: Simulator,
     pub secrets: Arc<LocalSecretStore>,
-    pub sync: Arc<dyn SyncTrigger>,
 }
 
 fn credential(app: &ms_sim::DemoApp) -> AppCredential {
@@ -56,8 +55,7 @@ pub async fn start(
     )?);
     seed_demo_org(store, &world).await?;
     regrant_recorded_consent(&sim, store, &world).await?;
-    let sync = crate::sync::start(store.clone(), secrets.clone(), &sim)?;
-    Ok(LocalWorld { sim, secrets, sync })
+    Ok(LocalWorld { sim, secrets })
 }
 
 async fn seed_demo_org(store: &DynamoStore, world: &DemoWorld) -> Result<(), DomainError> {

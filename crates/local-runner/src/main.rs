@@ -131,10 +131,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .or_else(|| defaults.get(k).cloned())
     };
     let env = Env(&layered);
+    let sync = sync::start(&env, store.clone(), world.secrets.clone())?;
     let parts = Parts {
         store: Arc::new(store.clone()),
         secrets: world.secrets.clone(),
-        sync: world.sync.clone(),
+        sync,
     };
     let state = o365_runtime::api_state(&env, parts, o365_runtime::graph_config(&env))?;
 

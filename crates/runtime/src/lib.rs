@@ -7,12 +7,15 @@ use std::time::Duration;
 use aws_config::retry::RetryConfig;
 use aws_config::{BehaviorVersion, SdkConfig};
 
+use o365_domain::ids::OrgId;
 use o365_domain::ports::{SecretStore, SyncTrigger};
 use o365_domain::service::{ServiceConfig, Services, Store};
 use o365_http_api::{ApiState, AuthConfig, Authenticator, FrontendConfig, KeySource};
 use o365_msgraph::{GraphClient, GraphConfig};
 use o365_secrets::{SecretIds, SecretsManagerStore};
 use o365_store_dynamodb::{DynamoStore, TableNames};
+use o365_sync_engine::sqs::SqsJobQueue;
+use o365_sync_engine::{Stores, SyncConfig, SyncEngine};
 
 /// A configuration problem, named by its variable.
 #[derive(Debug)]
@@ -148,6 +151,70 @@ pub fn authenticator(env: &Env) -> Result<Arc<Authenticator>, ConfigError> {
             email_claim: env.or("O365_JWT_EMAIL_CLAIM", "email"),
         },
     ))
+}
+
+/// "Sync now" through the engine's fan-out (the same path the schedule takes).
+pub struct EngineSyncTrigger(pub Arc<SyncEngine>);
+
+#[async_trait::async_trait]
+impl SyncTrigger for EngineSyncTrigger {
+    async fn sync_org_now(&self, org: &OrgId) -> o365_domain::Result<usize> {
+        Ok(self.0.enqueue_org(org).await?.enqueued as usize)
+    }
+}
+
+pub fn sync_config(env: &Env) -> Result<SyncConfig, ConfigError> {
+    let number = |name: &str| -> Result<Option<u32>, ConfigError> {
+        env.get(name)
+            .map(|v| {
+                v.parse()
+                    .map_err(|_| ConfigError(format!("{name} must be a whole number, not '{v}'")))
+            })
+            .transpose()
+    };
+    let mut config = SyncConfig::default();
+    if let Some(n) = number("O365_SYNC_PAGE_SIZE")? {
+        config.page_size = n;
+    }
+    if let Some(days) = number("O365_SYNC_BACKFILL_DAYS")? {
+        config.backfill_days = (days > 0).then_some(days);
+    }
+    Ok(config)
+}
+
+/// The sync engine of the deployed functions: DynamoDB, Graph, and the SQS job queue.
+pub fn sqs_sync_engine(
+    env: &Env,
+    sdk: &SdkConfig,
+    store: Arc<DynamoStore>,
+    secrets: Arc<dyn SecretStore>,
+) -> Result<Arc<SyncEngine>, ConfigError> {
+    let queue = SqsJobQueue::new(
+        aws_sdk_sqs::Client::new(sdk),
+        env.required("O365_SYNC_QUEUE_URL")?,
+    );
+    let mail = Arc::new(GraphClient::new(graph_config(env), secrets));
+    Ok(Arc::new(SyncEngine::new(
+        Stores::single(store),
+        mail,
+        Arc::new(queue),
+        sync_config(env)?,
+    )))
+}
+
+/// Everything the two HTTP functions serve, built from the Lambda environment.
+pub async fn aws_api_state() -> Result<ApiState, ConfigError> {
+    let env = Env::process();
+    let sdk = aws_sdk_config().await;
+    let store = Arc::new(dynamo_store(&env, &sdk));
+    let secrets: Arc<dyn SecretStore> = Arc::new(secrets_manager(&env, &sdk)?);
+    let engine = sqs_sync_engine(&env, &sdk, store.clone(), secrets.clone())?;
+    let parts = Parts {
+        store,
+        secrets,
+        sync: Arc::new(EngineSyncTrigger(engine)),
+    };
+    api_state(&env, parts, graph_config(&env))
 }
 
 /// Graph patience for one grant verification: the callback runs its own retry loop inside API

@@ -1,1 +1,9 @@
-fn main() {}
+//! user-api: the user-management API behind API Gateway (HTTP API). Glue only: tracing,
+//! configuration, adapters, then the shared axum router.
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    o365_runtime::init_tracing(true);
+    let state = o365_runtime::aws_api_state().await?;
+    lambda_http::run(o365_http_api::user_api(state)).await
+}
