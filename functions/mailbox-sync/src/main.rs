@@ -1,1 +1,54 @@
-fn main() {}
+//! mailbox-sync: the scheduled fan-out (EventBridge). Glue only: tracing, configuration,
+//! adapters, then the engine's `enqueue_all`, and one EMF metrics line.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use aws_lambda_events::event::eventbridge::EventBridgeEvent;
+use lambda_runtime::{Error, LambdaEvent, service_fn};
+use o365_domain::ports::SecretStore;
+use o365_runtime::Env;
+use o365_sync_engine::{SyncEngine, metrics};
+
+async fn handle(
+    engine: &SyncEngine,
+    event: LambdaEvent<EventBridgeEvent<serde_json::Value>>,
+) -> Result<serde_json::Value, Error> {
+    let started = Instant::now();
+    tracing::info!(
+        request_id = event.context.request_id,
+        source = event.payload.source,
+        "scheduled fan-out"
+    );
+    let report = engine.enqueue_all().await?;
+    println!(
+        "{}",
+        metrics::fanout_line(
+            "mailbox-sync",
+            &report,
+            started.elapsed().as_millis() as u64
+        )
+    );
+    Ok(serde_json::json!({
+        "orgs": report.orgs,
+        "enqueued": report.enqueued,
+        "skipped_leased": report.skipped_leased,
+        "send_failures": report.send_failures,
+        "orgs_in_alarm": report.orgs_in_alarm,
+    }))
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    o365_runtime::init_tracing(true);
+    let env = Env::process();
+    let sdk = o365_runtime::aws_sdk_config().await;
+    let store = Arc::new(o365_runtime::dynamo_store(&env, &sdk));
+    let secrets: Arc<dyn SecretStore> = Arc::new(o365_runtime::secrets_manager(&env, &sdk)?);
+    let engine = o365_runtime::sqs_sync_engine(&env, &sdk, store, secrets)?;
+    lambda_runtime::run(service_fn(|event| {
+        let engine = engine.clone();
+        async move { handle(&engine, event).await }
+    }))
+    .await
+}

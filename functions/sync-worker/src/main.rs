@@ -1,1 +1,92 @@
-fn main() {}
+//! sync-worker: one SQS batch (up to 10 mailbox jobs) per invocation, reporting
+//! `batchItemFailures`. Glue only: tracing, configuration, adapters, the engine, and EMF lines.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use lambda_runtime::{Error, LambdaEvent, service_fn};
+use o365_domain::ports::SecretStore;
+use o365_msgraph::GraphClient;
+use o365_runtime::Env;
+use o365_sync_engine::sqs::SqsJobQueue;
+use o365_sync_engine::{QueueRecord, Stores, SyncEngine, metrics};
+
+/// Time kept back from the invocation's deadline to save state and answer.
+const SAFETY_MARGIN: Duration = Duration::from_secs(15);
+
+fn deadline_of(context_deadline_ms: u64) -> Instant {
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let left = Duration::from_millis(context_deadline_ms.saturating_sub(now_ms));
+    Instant::now() + left.saturating_sub(SAFETY_MARGIN)
+}
+
+async fn handle(
+    engine: &Arc<SyncEngine>,
+    graph: &GraphClient,
+    event: LambdaEvent<SqsEvent>,
+) -> Result<SqsBatchResponse, Error> {
+    let started = Instant::now();
+    let before = graph.stats();
+    let deadline = deadline_of(event.context.deadline);
+    let records = event
+        .payload
+        .records
+        .into_iter()
+        .map(|m| QueueRecord {
+            message_id: m.message_id.unwrap_or_default(),
+            receipt_handle: m.receipt_handle.unwrap_or_default(),
+            body: m.body.unwrap_or_default(),
+        })
+        .collect();
+    let report = engine.handle_batch(records, deadline).await;
+    let used = graph.stats().since(&before);
+    for line in metrics::worker_lines(
+        "sync-worker",
+        &report,
+        used.graph_requests,
+        used.throttled,
+        started.elapsed().as_millis() as u64,
+    ) {
+        println!("{line}");
+    }
+    let mut response = SqsBatchResponse::default();
+    response.batch_item_failures = report
+        .failed
+        .into_iter()
+        .map(|id| {
+            let mut f = BatchItemFailure::default();
+            f.item_identifier = id;
+            f
+        })
+        .collect();
+    Ok(response)
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    o365_runtime::init_tracing(true);
+    let env = Env::process();
+    let sdk = o365_runtime::aws_sdk_config().await;
+    let store = Arc::new(o365_runtime::dynamo_store(&env, &sdk));
+    let secrets: Arc<dyn SecretStore> = Arc::new(o365_runtime::secrets_manager(&env, &sdk)?);
+    let graph = GraphClient::new(o365_runtime::graph_config(&env), secrets);
+    let queue = SqsJobQueue::new(
+        aws_sdk_sqs::Client::new(&sdk),
+        env.required("O365_SYNC_QUEUE_URL")?,
+    );
+    let engine = Arc::new(SyncEngine::new(
+        Stores::single(store),
+        Arc::new(graph.clone()),
+        Arc::new(queue),
+        o365_runtime::sync_config(&env)?,
+    ));
+    lambda_runtime::run(service_fn(|event| {
+        let (engine, graph) = (engine.clone(), graph.clone());
+        async move { handle(&engine, &graph, event).await }
+    }))
+    .await
+}
