@@ -538,6 +538,9 @@ impl SyncEngine {
         let mut link = s.state.cursor(org, mailbox, folder).await?.map(|c| c.link);
         // In a fresh backfill round every message is new; otherwise look before counting.
         let mut fresh_round = link.is_none();
+        // After a 410 the folder is read again from scratch: whatever the archive holds in
+        // this folder that the new round does not return was removed while the link was dead.
+        let mut resync_seen: Option<HashSet<String>> = None;
         loop {
             let request = DeltaRequest {
                 tenant: &tenant,
@@ -559,11 +562,15 @@ impl SyncEngine {
                     s.state.clear_cursor(org, mailbox, folder).await?;
                     link = None;
                     fresh_round = true;
+                    resync_seen = Some(HashSet::new());
                     continue;
                 }
                 Err(e) => return Err(Stop::Microsoft(e)),
             };
             report.pages += 1;
+            if let Some(seen) = resync_seen.as_mut() {
+                seen.extend(page.messages.iter().map(|m| m.id.clone()));
+            }
             if fresh_round {
                 report.counters.captured += page.messages.len() as u64;
             } else {
@@ -596,10 +603,67 @@ impl SyncEngine {
                 })
                 .await?;
             if done {
+                if let Some(seen) = resync_seen {
+                    self.reconcile(job, folder, &seen, backfill_since, report)
+                        .await?;
+                }
                 return Ok(());
             }
             link = Some(page.next);
         }
+    }
+
+    /// Tombstones live messages of `folder` that a complete resync round did not return.
+    async fn reconcile(
+        &self,
+        job: &SyncJob,
+        folder: MailFolder,
+        seen: &HashSet<String>,
+        since: Option<OffsetDateTime>,
+        report: &mut MailboxReport,
+    ) -> Result<(), Stop> {
+        let (org, mailbox) = (&job.org, &job.mailbox);
+        let mut gone = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self
+                .stores
+                .archive
+                .all_messages(
+                    org,
+                    mailbox,
+                    PageRequest {
+                        limit: PageRequest::MAX_LIMIT,
+                        after: after.take(),
+                    },
+                )
+                .await?;
+            for item in page.items {
+                if let StoredMessage::Live { message, .. } = item
+                    && message.folder == folder
+                    && !seen.contains(&message.id)
+                    && since.is_none_or(|s| message.received_at.is_none_or(|r| r >= s))
+                {
+                    gone.push(o365_domain::message::MessageRemoval {
+                        id: message.id,
+                        folder,
+                        reason: RemovalReason::Changed,
+                    });
+                }
+            }
+            match page.next {
+                Some(n) => after = Some(n),
+                None => break,
+            }
+        }
+        if !gone.is_empty() {
+            report.counters.deleted += gone.len() as u64;
+            self.stores
+                .archive
+                .write_page(org, mailbox, &[], &gone, now())
+                .await?;
+        }
+        Ok(())
     }
 
     async fn microsoft_stop(

@@ -1,0 +1,828 @@
+//! The sync engine end to end: Microsoft simulator + real DynamoDB API (dynoxide) + (one test)
+//! real SQS (moto). Every check compares the archive with the simulator's ground truth.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use ms_sim::*;
+use o365_domain::audit::{Actor, AuditAction};
+use o365_domain::connection::{AppRegistration, Connection, ConnectionStatus};
+use o365_domain::failure::FailureCode;
+use o365_domain::ids::{Email, OrgId, TenantId};
+use o365_domain::mailbox::{MailFolder, MailboxCursor};
+use o365_domain::message::{CapturedMessage, MessageRemoval, PageWriteSummary, StoredMessage};
+use o365_domain::microsoft::{DeltaPage, DeltaRequest, MailSource, MicrosoftError};
+use o365_domain::page::PageRequest;
+use o365_domain::ports::{AuditLog, MailboxStateStore, MessageArchive, OrgStore, UserStore};
+use o365_domain::secret::{AppCredential, ClientCredential, Sensitive};
+use o365_domain::user::{NewUser, SyncState};
+use o365_domain::{DomainError, Result as DResult};
+use o365_e2e::{StoreFixture, audit};
+use o365_msgraph::{GraphClient, GraphConfig};
+use o365_secrets::LocalSecretStore;
+use o365_store_dynamodb::DynamoStore;
+use o365_sync_engine::{
+    JobOutcome, JobQueue, QueueRecord, Stores, SyncConfig, SyncEngine, SyncJob,
+};
+use time::OffsetDateTime;
+
+/// Jobs kept in memory (the SQS adapter has its own test against moto).
+#[derive(Default)]
+struct MemQueue {
+    jobs: Mutex<Vec<SyncJob>>,
+    delayed: Mutex<Vec<(String, Duration)>>,
+}
+
+#[async_trait]
+impl JobQueue for MemQueue {
+    async fn send(&self, jobs: &[SyncJob]) -> DResult<Vec<usize>> {
+        self.jobs.lock().unwrap().extend_from_slice(jobs);
+        Ok(vec![])
+    }
+    async fn retry_later(&self, receipt: &str, delay: Duration) -> DResult<()> {
+        self.delayed
+            .lock()
+            .unwrap()
+            .push((receipt.to_owned(), delay));
+        Ok(())
+    }
+}
+
+impl MemQueue {
+    fn take(&self) -> Vec<SyncJob> {
+        std::mem::take(&mut *self.jobs.lock().unwrap())
+    }
+}
+
+fn records(jobs: &[SyncJob]) -> Vec<QueueRecord> {
+    jobs.iter()
+        .map(|j| QueueRecord {
+            message_id: j.job_id.clone(),
+            receipt_handle: format!("rh-{}", j.job_id),
+            body: serde_json::to_string(j).unwrap(),
+        })
+        .collect()
+}
+
+struct World {
+    sim: Simulator,
+    _fixture: StoreFixture,
+    store: Arc<DynamoStore>,
+    tenant: TenantInfo,
+    org: OrgId,
+    users: Vec<String>,
+    graph: GraphClient,
+    queue: Arc<MemQueue>,
+}
+
+fn sync_config() -> SyncConfig {
+    SyncConfig {
+        page_size: 25,
+        backfill_days: Some(365),
+        ..Default::default()
+    }
+}
+
+async fn world(mailboxes: usize, inbox: u32, sent: u32) -> World {
+    let sim = Simulator::start(SimConfig {
+        history_days: 30,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let tenant = sim
+        .create_tenant(TenantSpec {
+            domain: "contoso.com".into(),
+            ..Default::default()
+        })
+        .unwrap();
+    let app = sim
+        .create_app(AppSpec {
+            display_name: "o365-sync".into(),
+            permissions: vec!["Mail.ReadWrite".into(), "User.Read.All".into()],
+            ..Default::default()
+        })
+        .unwrap();
+    let secret = sim
+        .add_secret(
+            app.client_id,
+            OffsetDateTime::now_utc() + time::Duration::days(30),
+        )
+        .unwrap();
+    sim.grant_consent(tenant.id, app.client_id).unwrap();
+    let fixture = StoreFixture::dynoxide().await;
+    let store = Arc::new(fixture.store.clone());
+    let org = o365_e2e::org("acme");
+    store
+        .create_org(
+            &org,
+            &NewUser::parse("root@contoso.com", "Root", "admin").unwrap(),
+            audit(&org, AuditAction::OrgCreated, "org"),
+        )
+        .await
+        .unwrap();
+    connect(&store, &org, tenant.id).await;
+    let mut users = Vec::new();
+    for i in 0..mailboxes {
+        let name = format!("user{i:03}");
+        sim.create_user(
+            tenant.id,
+            UserSpec {
+                user_name: name.clone(),
+                mailbox: Some(MailboxSpec {
+                    inbox,
+                    sentitems: sent,
+                }),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        users.push(format!("{name}@contoso.com"));
+    }
+    enable(&store, &org, &users).await;
+    let cred = AppCredential {
+        client_id: app.client_id.to_string(),
+        credential: ClientCredential::Secret(Sensitive::new(secret.value.clone())),
+    };
+    let secrets = Arc::new(LocalSecretStore::new(cred.clone(), cred, vec![1; 32]).unwrap());
+    let graph = GraphClient::new(
+        GraphConfig {
+            authority_url: sim.authority().to_owned(),
+            graph_base_url: sim.graph_url(),
+            backoff_base: Duration::from_millis(10),
+            backoff_cap: Duration::from_millis(200),
+            request_timeout: Duration::from_secs(5),
+            ..Default::default()
+        },
+        secrets,
+    );
+    World {
+        sim,
+        _fixture: fixture,
+        store,
+        tenant,
+        org,
+        users,
+        graph,
+        queue: Arc::new(MemQueue::default()),
+    }
+}
+
+async fn connect(store: &DynamoStore, org: &OrgId, tenant: uuid::Uuid) {
+    let before = store.connection(org).await.unwrap();
+    let c = Connection {
+        status: ConnectionStatus::Connected,
+        tenant_id: Some(TenantId::parse(&tenant.to_string()).unwrap()),
+        app: Some(AppRegistration::Default),
+        granted_by: Some(Email::parse("root@contoso.com").unwrap()),
+        granted_at: Some(OffsetDateTime::now_utc()),
+        last_verified_at: Some(OffsetDateTime::now_utc()),
+        last_error: None,
+        version: before.version + 1,
+    };
+    store
+        .save_connection(
+            org,
+            &c,
+            audit(org, AuditAction::ConnectionVerified, "connection"),
+        )
+        .await
+        .unwrap();
+}
+
+async fn enable(store: &DynamoStore, org: &OrgId, users: &[String]) {
+    for u in users {
+        store
+            .add_user(
+                org,
+                &NewUser::parse(u, "Someone", "member").unwrap(),
+                audit(org, AuditAction::UserAdded, u),
+            )
+            .await
+            .unwrap();
+    }
+    let changes: Vec<(Email, bool)> = users
+        .iter()
+        .map(|u| (Email::parse(u).unwrap(), true))
+        .collect();
+    for chunk in changes.chunks(50) {
+        store
+            .set_sync_enabled(org, chunk, audit(org, AuditAction::SyncToggled, "users"))
+            .await
+            .unwrap();
+    }
+}
+
+impl World {
+    fn engine_with(&self, stores: Stores, mail: Arc<dyn MailSource>) -> Arc<SyncEngine> {
+        Arc::new(SyncEngine::new(
+            stores,
+            mail,
+            self.queue.clone(),
+            sync_config(),
+        ))
+    }
+    fn engine(&self) -> Arc<SyncEngine> {
+        self.engine_with(
+            Stores::single(self.store.clone()),
+            Arc::new(self.graph.clone()),
+        )
+    }
+
+    /// Enqueue every mailbox and run the jobs; jobs that must retry are rerun (same job ids,
+    /// as SQS redelivery would) up to `rounds` times. Returns the final outcomes.
+    async fn sync_all(&self, engine: &Arc<SyncEngine>, rounds: usize) -> Vec<(String, JobOutcome)> {
+        engine.enqueue_all().await.unwrap();
+        let mut jobs = self.queue.take();
+        let mut done = Vec::new();
+        for _ in 0..rounds {
+            let mut again = Vec::new();
+            for chunk in jobs.chunks(10) {
+                let report = engine
+                    .handle_batch(records(chunk), Instant::now() + Duration::from_secs(60))
+                    .await;
+                for (id, outcome) in report.outcomes {
+                    let job = chunk.iter().find(|j| j.job_id == id).unwrap().clone();
+                    match outcome {
+                        JobOutcome::Failed(_) | JobOutcome::RetryAfter(_) => again.push(job),
+                        o => done.push((job.mailbox.key().to_owned(), o)),
+                    }
+                }
+            }
+            if again.is_empty() {
+                return done;
+            }
+            jobs = again;
+        }
+        panic!("{} jobs did not converge", jobs.len());
+    }
+
+    /// The archive's live messages equal the simulator's, folder and change key included.
+    async fn assert_matches_truth(&self) {
+        for u in &self.users {
+            let email = Email::parse(u).unwrap();
+            let mut truth = BTreeMap::new();
+            for (f, folder) in [
+                (Folder::Inbox, MailFolder::Inbox),
+                (Folder::SentItems, MailFolder::SentItems),
+            ] {
+                for m in self.sim.live_messages(u, f).unwrap() {
+                    assert!(
+                        truth
+                            .insert(m.immutable_id.clone(), (folder, m.change_key.clone()))
+                            .is_none()
+                    );
+                }
+            }
+            let mut stored = BTreeMap::new();
+            let mut after = None;
+            loop {
+                let page = self
+                    .store
+                    .all_messages(&self.org, &email, PageRequest { limit: 200, after })
+                    .await
+                    .unwrap();
+                for item in page.items {
+                    if let StoredMessage::Live { message, .. } = item {
+                        assert!(
+                            stored
+                                .insert(
+                                    message.id.clone(),
+                                    (
+                                        message.folder,
+                                        message.change_key.clone().unwrap_or_default()
+                                    )
+                                )
+                                .is_none(),
+                            "duplicate"
+                        );
+                    }
+                }
+                match page.next {
+                    Some(n) => after = Some(n),
+                    None => break,
+                }
+            }
+            assert_eq!(stored.len(), truth.len(), "{u}: live count");
+            assert!(stored == truth, "{u}: archive differs from ground truth");
+        }
+    }
+
+    /// Adds, updates, deletes and moves in every mailbox.
+    fn churn(&self, round: u64) {
+        for (i, u) in self.users.iter().enumerate() {
+            let inbox = self.sim.live_messages(u, Folder::Inbox).unwrap();
+            let sent = self.sim.live_messages(u, Folder::SentItems).unwrap();
+            let pick = |v: &Vec<TruthMessage>, k: usize| {
+                v[(k * 7 + i + round as usize) % v.len()]
+                    .immutable_id
+                    .clone()
+            };
+            self.sim.add_messages(u, Folder::Inbox, 3).unwrap();
+            self.sim.add_messages(u, Folder::SentItems, 1).unwrap();
+            self.sim
+                .update_message(
+                    &pick(&inbox, 0),
+                    MessagePatch {
+                        subject: Some(format!("edited {round}")),
+                        categories: Some(vec!["Red".into()]),
+                        ..Default::default()
+                    },
+                )
+                .unwrap();
+            self.sim.delete_message(&pick(&inbox, 1)).unwrap();
+            self.sim
+                .move_message(&pick(&inbox, 2), Folder::SentItems)
+                .unwrap();
+            self.sim
+                .move_message(&pick(&inbox, 3), Folder::Archive)
+                .unwrap();
+            self.sim
+                .move_message(&pick(&sent, 0), Folder::Inbox)
+                .unwrap();
+            self.sim.delete_message(&pick(&sent, 1)).unwrap();
+        }
+    }
+
+    fn delta_requests(&self) -> u64 {
+        self.sim.request_count(Endpoint::GraphDelta, None)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_backfill_churn_and_idle_runs_match_ground_truth() {
+    let w = world(20, 60, 40).await;
+    let engine = w.engine();
+    let outcomes = w.sync_all(&engine, 3).await;
+    assert_eq!(outcomes.len(), 20);
+    assert!(
+        outcomes.iter().all(|(_, o)| *o == JobOutcome::Synced),
+        "{outcomes:?}"
+    );
+    w.assert_matches_truth().await;
+    let user = w
+        .store
+        .user(&w.org, &Email::parse(&w.users[0]).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(user.state, SyncState::Ok);
+    assert_eq!(user.counters.captured, 100);
+
+    w.churn(1);
+    w.sync_all(&engine, 3).await;
+    w.assert_matches_truth().await;
+
+    // Nothing changed: exactly one Graph request per folder.
+    let before = w.delta_requests();
+    w.sync_all(&engine, 1).await;
+    assert_eq!(w.delta_requests() - before, 2 * 20);
+    assert!(w.sim.violations().is_empty(), "{:?}", w.sim.violations());
+}
+
+/// Fails the Nth call made through it (Graph or DynamoDB), once.
+struct Crashy {
+    store: Arc<DynamoStore>,
+    graph: GraphClient,
+    calls: AtomicU64,
+    fail_at: AtomicU64,
+}
+
+impl Crashy {
+    fn tick(&self) -> bool {
+        let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+        n == self.fail_at.load(Ordering::SeqCst)
+    }
+    fn boom() -> DomainError {
+        DomainError::Unavailable("injected crash".into())
+    }
+}
+
+#[async_trait]
+impl MailSource for Crashy {
+    async fn delta_page(&self, r: DeltaRequest<'_>) -> Result<DeltaPage, MicrosoftError> {
+        if self.tick() {
+            return Err(MicrosoftError::Unavailable {
+                message: "injected crash".into(),
+            });
+        }
+        let page = self.graph.delta_page(r).await;
+        // A crash right after Microsoft answered: the page is lost.
+        if self.tick() {
+            return Err(MicrosoftError::Unavailable {
+                message: "injected crash".into(),
+            });
+        }
+        page
+    }
+}
+
+#[async_trait]
+impl MailboxStateStore for Crashy {
+    async fn cursor(&self, o: &OrgId, m: &Email, f: MailFolder) -> DResult<Option<MailboxCursor>> {
+        if self.tick() {
+            return Err(Self::boom());
+        }
+        self.store.cursor(o, m, f).await
+    }
+    async fn save_cursor(&self, c: &MailboxCursor) -> DResult<()> {
+        if self.tick() {
+            return Err(Self::boom());
+        }
+        self.store.save_cursor(c).await
+    }
+    async fn clear_cursor(&self, o: &OrgId, m: &Email, f: MailFolder) -> DResult<()> {
+        if self.tick() {
+            return Err(Self::boom());
+        }
+        self.store.clear_cursor(o, m, f).await
+    }
+    async fn acquire_lease(
+        &self,
+        o: &OrgId,
+        m: &Email,
+        h: &str,
+        u: OffsetDateTime,
+        n: OffsetDateTime,
+    ) -> DResult<bool> {
+        if self.tick() {
+            return Err(Self::boom());
+        }
+        self.store.acquire_lease(o, m, h, u, n).await
+    }
+    async fn release_lease(&self, o: &OrgId, m: &Email, h: &str) -> DResult<()> {
+        if self.tick() {
+            return Err(Self::boom());
+        }
+        self.store.release_lease(o, m, h).await
+    }
+}
+
+#[async_trait]
+impl MessageArchive for Crashy {
+    async fn write_page(
+        &self,
+        o: &OrgId,
+        m: &Email,
+        msgs: &[CapturedMessage],
+        rem: &[MessageRemoval],
+        at: OffsetDateTime,
+    ) -> DResult<PageWriteSummary> {
+        if self.tick() {
+            return Err(Self::boom());
+        }
+        // Half a page written, then the crash.
+        if self.tick() {
+            let half = &msgs[..msgs.len() / 2];
+            self.store.write_page(o, m, half, &[], at).await?;
+            return Err(Self::boom());
+        }
+        self.store.write_page(o, m, msgs, rem, at).await
+    }
+    async fn message(&self, o: &OrgId, m: &Email, id: &str) -> DResult<Option<StoredMessage>> {
+        if self.tick() {
+            return Err(Self::boom());
+        }
+        self.store.message(o, m, id).await
+    }
+    async fn all_messages(
+        &self,
+        o: &OrgId,
+        m: &Email,
+        p: PageRequest,
+    ) -> DResult<o365_domain::page::Page<StoredMessage>> {
+        self.store.all_messages(o, m, p).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_killed_at_many_points_then_rerun_converges() {
+    let w = world(3, 30, 20).await;
+    let crashy = Arc::new(Crashy {
+        store: w.store.clone(),
+        graph: w.graph.clone(),
+        calls: AtomicU64::new(0),
+        fail_at: AtomicU64::new(0),
+    });
+    let stores = Stores {
+        orgs: w.store.clone(),
+        users: w.store.clone(),
+        state: crashy.clone(),
+        archive: crashy.clone(),
+    };
+    let engine = w.engine_with(stores, crashy.clone());
+    // Deterministic "random" crash points over the first ~80 calls of a run.
+    let mut seed = 0x9E37_79B9u64;
+    for round in 0..14u64 {
+        if round > 0 {
+            w.churn(round);
+        }
+        if round == 7 {
+            w.sim
+                .expire_delta_tokens(Some(&w.users[0]), Some(Folder::Inbox))
+                .unwrap();
+        }
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        crashy.calls.store(0, Ordering::SeqCst);
+        crashy
+            .fail_at
+            .store(1 + (seed >> 33) % 80, Ordering::SeqCst);
+        // The crashed job is redelivered (same job id) and must finish the work.
+        w.sync_all(&engine, 4).await;
+        w.assert_matches_truth().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_survives_a_429_storm_with_503s_and_resets() {
+    let w = world(4, 50, 25).await;
+    w.sim
+        .set_faults(
+            FaultScope::Global,
+            FaultSpec {
+                throttle: Some(FaultRule::probability(0.5).with_retry_after(0.02)),
+                unavailable: Some(FaultRule::probability(0.1)),
+                gateway_timeout: Some(FaultRule::probability(0.03)),
+                reset_mid_body: Some(FaultRule::probability(0.05)),
+                truncated_json: Some(FaultRule::probability(0.03)),
+                latency_ms: None,
+            },
+        )
+        .unwrap();
+    let engine = w.engine();
+    w.sync_all(&engine, 10).await;
+    w.churn(1);
+    w.sync_all(&engine, 10).await;
+    w.sim.clear_faults();
+    w.assert_matches_truth().await;
+    assert!(w.graph.stats().throttled > 10);
+    assert!(w.sim.violations().is_empty(), "{:?}", w.sim.violations());
+    for u in &w.users {
+        assert!(w.sim.max_in_flight(u).unwrap() <= 4);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_expired_delta_token_resyncs_the_folder_without_duplicates() {
+    let w = world(2, 40, 10).await;
+    let engine = w.engine();
+    w.sync_all(&engine, 2).await;
+    w.churn(1);
+    w.sim
+        .expire_delta_tokens(Some(&w.users[0]), Some(Folder::Inbox))
+        .unwrap();
+    w.sim.expire_delta_tokens(Some(&w.users[1]), None).unwrap();
+    let before = w.delta_requests();
+    let outcomes = w.sync_all(&engine, 2).await;
+    assert!(outcomes.iter().all(|(_, o)| *o == JobOutcome::Synced));
+    // 410 then a full round of the folder (pages of 25).
+    assert!(w.delta_requests() - before > 4);
+    w.assert_matches_truth().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_a_throttle_longer_than_the_invocation_goes_back_to_the_queue() {
+    let w = world(1, 5, 0).await;
+    w.sim
+        .set_faults(
+            FaultScope::Global,
+            FaultSpec {
+                throttle: Some(FaultRule::every(1).with_retry_after(120.0)),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let engine = w.engine();
+    engine.enqueue_all().await.unwrap();
+    let jobs = w.queue.take();
+    let report = engine
+        .handle_batch(records(&jobs), Instant::now() + Duration::from_secs(5))
+        .await;
+    assert_eq!(report.failed, vec![jobs[0].job_id.clone()]);
+    let delayed = w.queue.delayed.lock().unwrap().clone();
+    assert_eq!(delayed.len(), 1);
+    assert!(delayed[0].1 > Duration::from_secs(100), "{delayed:?}");
+    // The mailbox stays leased by the delayed job: the next fan-out skips it.
+    let again = engine.enqueue_org(&w.org).await.unwrap();
+    assert_eq!((again.enqueued, again.skipped_leased), (0, 1));
+    assert!(w.sim.violations().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_error_classes_land_on_the_user_or_the_org() {
+    let w = world(1, 5, 5).await;
+    let t = w.tenant.id;
+    w.sim
+        .create_user(
+            t,
+            UserSpec {
+                user_name: "unlicensed".into(),
+                licensed: false,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    w.sim
+        .create_user(
+            t,
+            UserSpec {
+                user_name: "excluded".into(),
+                access_policy_excluded: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let extra = [
+        "ghost@contoso.com",
+        "unlicensed@contoso.com",
+        "excluded@contoso.com",
+    ]
+    .map(String::from);
+    enable(&w.store, &w.org, &extra).await;
+    let engine = w.engine();
+    let outcomes: HashMap<String, JobOutcome> = w.sync_all(&engine, 2).await.into_iter().collect();
+    assert_eq!(outcomes["user000@contoso.com"], JobOutcome::Synced);
+    let expect = [
+        (
+            "ghost@contoso.com",
+            FailureCode::UserNotFound,
+            "ErrorInvalidUser",
+        ),
+        (
+            "unlicensed@contoso.com",
+            FailureCode::MailboxNotEnabled,
+            "MailboxNotEnabledForRESTAPI",
+        ),
+        (
+            "excluded@contoso.com",
+            FailureCode::MailboxAccessPolicy,
+            "ErrorAccessDenied",
+        ),
+    ];
+    for (email, code, ms) in expect {
+        assert_eq!(outcomes[email], JobOutcome::UserError(code));
+        let user = w
+            .store
+            .user(&w.org, &Email::parse(email).unwrap())
+            .await
+            .unwrap();
+        let SyncState::Error { cause } = user.state else {
+            panic!("{email}: {:?}", user.state)
+        };
+        assert_eq!(
+            (cause.code, cause.microsoft_code.as_deref()),
+            (code, Some(ms))
+        );
+    }
+    assert!(
+        FailureCode::UserNotFound
+            .remediation(Some("ghost@contoso.com"))
+            .starts_with("Unable to find a user matching ghost@contoso.com")
+    );
+    // 3 of 4 users in error: the org is in alarm.
+    let fan = engine.enqueue_org(&w.org).await.unwrap();
+    assert!(fan.alarm && fan.users_in_error == 3, "{fan:?}");
+    // Those jobs run after the admin removed the enterprise app (token AADSTS7000229).
+    let jobs = w.queue.take();
+    let apps = w.sim.consents();
+    w.sim.revoke_consent(t, apps[0].client_id).unwrap();
+    let engine2 = w.engine();
+    let outcomes = engine2
+        .handle_batch(records(&jobs), Instant::now() + Duration::from_secs(30))
+        .await
+        .outcomes;
+    // The cached token still works at the token endpoint's side; Graph no longer knows the app.
+    assert!(
+        outcomes
+            .iter()
+            .any(|(_, o)| *o == JobOutcome::OrgError(FailureCode::AuthorizationIdentityNotFound)),
+        "{outcomes:?}"
+    );
+    let conn = w.store.connection(&w.org).await.unwrap();
+    assert_eq!(conn.status, ConnectionStatus::Error);
+    let err = conn.last_error.unwrap();
+    assert_eq!(
+        (err.code, err.microsoft_code.as_deref()),
+        (
+            FailureCode::AuthorizationIdentityNotFound,
+            Some("Authorization_IdentityNotFound")
+        )
+    );
+    assert!(err.code.remediation(None).contains("Grant admin consent"));
+    let audit = w
+        .store
+        .list_audit(&w.org, PageRequest::first(5))
+        .await
+        .unwrap();
+    let ev = &audit.items[0];
+    assert_eq!(
+        (ev.action, &ev.actor),
+        (AuditAction::ConnectionFailed, &Actor::System("sync".into()))
+    );
+    // The org's jobs stop: nothing is enqueued for an org in error.
+    assert_eq!(engine2.enqueue_org(&w.org).await.unwrap().enqueued, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_fan_out_runs_through_real_sqs() {
+    use o365_sync_engine::sqs::SqsJobQueue;
+    let w = world(12, 15, 5).await;
+    let sqs = o365_local_stack::sqs_client(&o365_e2e::moto_endpoint());
+    let name = format!("jobs-{}", uuid::Uuid::new_v4().simple());
+    let url = sqs
+        .create_queue()
+        .queue_name(&name)
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let queue = Arc::new(SqsJobQueue::new(sqs.clone(), url.clone()));
+    let engine = Arc::new(SyncEngine::new(
+        Stores::single(w.store.clone()),
+        Arc::new(w.graph.clone()),
+        queue,
+        sync_config(),
+    ));
+    let fan = engine.enqueue_all().await.unwrap();
+    assert_eq!((fan.orgs, fan.enqueued), (1, 12));
+    // A second fan-out while the jobs wait: every mailbox is still leased.
+    let again = engine.enqueue_org(&w.org).await.unwrap();
+    assert_eq!((again.enqueued, again.skipped_leased), (0, 12));
+    let mut handled = 0;
+    for _ in 0..10 {
+        let out = sqs
+            .receive_message()
+            .queue_url(&url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .unwrap();
+        let msgs = out.messages.unwrap_or_default();
+        if msgs.is_empty() {
+            break;
+        }
+        let recs: Vec<QueueRecord> = msgs
+            .iter()
+            .map(|m| QueueRecord {
+                message_id: m.message_id.clone().unwrap(),
+                receipt_handle: m.receipt_handle.clone().unwrap(),
+                body: m.body.clone().unwrap(),
+            })
+            .collect();
+        let report = engine
+            .handle_batch(recs.clone(), Instant::now() + Duration::from_secs(60))
+            .await;
+        assert!(report.failed.is_empty(), "{:?}", report.outcomes);
+        for r in &recs {
+            sqs.delete_message()
+                .queue_url(&url)
+                .receipt_handle(&r.receipt_handle)
+                .send()
+                .await
+                .unwrap();
+        }
+        handled += recs.len();
+    }
+    assert_eq!(handled, 12);
+    w.assert_matches_truth().await;
+
+    // Throttled beyond the invocation: the message's visibility is pushed back.
+    w.sim
+        .set_faults(
+            FaultScope::Global,
+            FaultSpec {
+                throttle: Some(FaultRule::every(1).with_retry_after(90.0)),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    w.sim.add_messages(&w.users[0], Folder::Inbox, 1).unwrap();
+    assert_eq!(engine.enqueue_all().await.unwrap().enqueued, 12);
+    let out = sqs
+        .receive_message()
+        .queue_url(&url)
+        .max_number_of_messages(10)
+        .send()
+        .await
+        .unwrap();
+    let msgs = out.messages.unwrap_or_default();
+    let recs: Vec<QueueRecord> = msgs
+        .iter()
+        .map(|m| QueueRecord {
+            message_id: m.message_id.clone().unwrap(),
+            receipt_handle: m.receipt_handle.clone().unwrap(),
+            body: m.body.clone().unwrap(),
+        })
+        .collect();
+    let report = engine
+        .handle_batch(recs.clone(), Instant::now() + Duration::from_secs(2))
+        .await;
+    assert_eq!(report.failed.len(), recs.len());
+    assert!(w.sim.violations().is_empty());
+}
