@@ -1110,6 +1110,75 @@ async fn huge_bodies_are_cut_to_fit_one_item(store: &DynamoStore) {
     );
 }
 
+async fn sync_runs_are_listed_newest_first_per_org(store: &DynamoStore) {
+    use o365_domain::ports::SyncRunLog;
+    use o365_domain::sync_run::{RunOutcome, SyncRun};
+    let a = org("org-a");
+    let t0 = time::macros::datetime!(2026-11-26 05:00 UTC);
+    for (i, mailbox) in ["adele@contoso.com", "bob@contoso.com", "cy@contoso.com"]
+        .into_iter()
+        .enumerate()
+    {
+        let run = SyncRun {
+            org: a.clone(),
+            mailbox: email(mailbox),
+            started_at: t0 + Duration::minutes(i as i64),
+            finished_at: t0 + Duration::minutes(i as i64) + Duration::seconds(5),
+            outcome: if i == 1 {
+                RunOutcome::UserError
+            } else {
+                RunOutcome::Synced
+            },
+            counters: MessageCounters {
+                captured: 10 * i as u64,
+                updated: 0,
+                deleted: 0,
+            },
+            pages: 2,
+            error: None,
+        };
+        store.record_run(&run).await.unwrap();
+    }
+    let other = SyncRun {
+        org: org("org-b"),
+        ..store
+            .list_runs(&a, PageRequest::first(1))
+            .await
+            .unwrap()
+            .items[0]
+            .clone()
+    };
+    store.record_run(&other).await.unwrap();
+    let first = store.list_runs(&a, PageRequest::first(2)).await.unwrap();
+    let mailboxes: Vec<_> = first
+        .items
+        .iter()
+        .map(|r| r.mailbox.as_str().to_owned())
+        .collect();
+    assert_eq!(mailboxes, ["cy@contoso.com", "bob@contoso.com"]);
+    assert_eq!(first.items[1].outcome, RunOutcome::UserError);
+    let rest = store
+        .list_runs(
+            &a,
+            PageRequest {
+                limit: 2,
+                after: first.next,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(rest.items.len(), 1);
+    assert_eq!(
+        store
+            .list_runs(&org("org-b"), PageRequest::first(10))
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+}
+
 macro_rules! contract_suite {
     ($($check:ident),* $(,)?) => {
         mod on_dynoxide {
@@ -1149,4 +1218,5 @@ contract_suite!(
     cursors_and_leases,
     message_pages_are_idempotent_and_moves_converge,
     huge_bodies_are_cut_to_fit_one_item,
+    sync_runs_are_listed_newest_first_per_org,
 );

@@ -19,6 +19,7 @@ pub mod ports;
 pub mod secret;
 pub mod service;
 pub mod settings;
+pub mod sync_run;
 pub mod user;
 
 pub use error::{DomainError, Entity, FieldError, Result, RuleViolation};

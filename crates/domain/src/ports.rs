@@ -189,3 +189,15 @@ pub trait SecretStore: Send + Sync {
 pub trait SyncTrigger: Send + Sync {
     async fn sync_org_now(&self, org: &OrgId) -> Result<usize>;
 }
+
+/// The history of mailbox runs (kept for a while, then expired by TTL).
+#[async_trait]
+pub trait SyncRunLog: Send + Sync {
+    async fn record_run(&self, run: &crate::sync_run::SyncRun) -> Result<()>;
+    /// Newest first.
+    async fn list_runs(
+        &self,
+        org: &OrgId,
+        page: PageRequest,
+    ) -> Result<Page<crate::sync_run::SyncRun>>;
+}

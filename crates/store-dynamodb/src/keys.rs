@@ -9,6 +9,7 @@
 //! | audit event        | `AUDIT#{org}`          | `{event id}`      |                             |        |
 //! | cursor             | `MBX#{org}#{email}`    | `CURSOR#{folder}` |                             |        |
 //! | lease              | `MBX#{org}#{email}`    | `LEASE`           |                             |        |
+//! | sync run (TTL)     | `RUNS#{org}`           | `{millis}#{email}`|                             |        |
 //!
 //! Emails in keys are the canonical lower-case form. Mailbox items sit in their own partition
 //! so a large org's sync writes spread over many partitions.

@@ -11,6 +11,7 @@ mod mailboxes;
 mod messages;
 mod orgs;
 mod paging;
+mod runs;
 mod sdk_error;
 mod tables;
 mod users;

@@ -1,0 +1,37 @@
+//! One mailbox run of the sync: what it did and how it ended, for "recent runs" and support.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::failure::Failure;
+use crate::ids::{Email, OrgId};
+use crate::user::MessageCounters;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunOutcome {
+    Synced,
+    /// Stopped on a user-level failure (see `error`).
+    UserError,
+    /// Stopped on an org-level failure (see `error`).
+    OrgError,
+    /// Throttled past the invocation's time: back on the queue.
+    Deferred,
+    /// Transient trouble: the queue delivers it again.
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncRun {
+    pub org: OrgId,
+    pub mailbox: Email,
+    #[serde(with = "time::serde::rfc3339")]
+    pub started_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub finished_at: OffsetDateTime,
+    pub outcome: RunOutcome,
+    pub counters: MessageCounters,
+    /// Successful Graph delta pages.
+    pub pages: u64,
+    pub error: Option<Failure>,
+}

@@ -1,0 +1,79 @@
+//! Sync runs: one partition per org, newest first, expired after a retention period by TTL.
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use o365_domain::ids::OrgId;
+use o365_domain::page::{Page, PageRequest};
+use o365_domain::ports::SyncRunLog;
+use o365_domain::sync_run::SyncRun;
+use o365_domain::{DomainError, Result};
+
+use crate::sdk_error::unavailable;
+use crate::tables::PK;
+use crate::{DynamoStore, from_item, paging, s, to_item};
+
+/// How long run history is kept.
+pub const RUN_RETENTION_DAYS: i64 = 30;
+
+fn runs_pk(org: &OrgId) -> String {
+    format!("RUNS#{org}")
+}
+
+#[derive(Serialize, Deserialize)]
+struct RunRecord {
+    pk: String,
+    sk: String,
+    expires_at: i64,
+    /// The run as JSON: read back whole, never queried by field.
+    run: String,
+}
+
+#[async_trait]
+impl SyncRunLog for DynamoStore {
+    async fn record_run(&self, run: &SyncRun) -> Result<()> {
+        let millis = (run.finished_at.unix_timestamp_nanos() / 1_000_000).max(0);
+        let record = RunRecord {
+            pk: runs_pk(&run.org),
+            // Time first so the partition sorts by time; the mailbox keeps keys unique.
+            sk: format!("{millis:013}#{}", run.mailbox.key()),
+            expires_at: run.finished_at.unix_timestamp() + RUN_RETENTION_DAYS * 86_400,
+            run: serde_json::to_string(run).map_err(|e| DomainError::Unavailable(e.to_string()))?,
+        };
+        self.client
+            .put_item()
+            .table_name(&self.tables.state)
+            .set_item(Some(to_item(&record)?))
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn list_runs(&self, org: &OrgId, page: PageRequest) -> Result<Page<SyncRun>> {
+        let partition = runs_pk(org);
+        let out = self
+            .client
+            .query()
+            .table_name(&self.tables.state)
+            .key_condition_expression("pk = :p")
+            .expression_attribute_values(":p", s(&partition))
+            .scan_index_forward(false)
+            .limit(page.limit as i32)
+            .set_exclusive_start_key(paging::decode(page.after.as_deref(), PK, &partition)?)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        let next = paging::encode(out.last_evaluated_key());
+        let items = out
+            .items
+            .unwrap_or_default()
+            .into_iter()
+            .map(|i| {
+                let r: RunRecord = from_item(i)?;
+                serde_json::from_str(&r.run).map_err(|e| DomainError::Unavailable(e.to_string()))
+            })
+            .collect::<Result<_>>()?;
+        Ok(Page { items, next })
+    }
+}
