@@ -63,6 +63,15 @@ fn secret_credential(client_id: &str, secret: &str) -> AppCredential {
 
 impl ApiHarness {
     pub async fn start(sim_config: SimConfig, sync: Arc<dyn SyncTrigger>) -> Self {
+        Self::start_with(sim_config, sync, &[]).await
+    }
+
+    /// With extra configuration variables (e.g. a short propagation grace).
+    pub async fn start_with(
+        sim_config: SimConfig,
+        sync: Arc<dyn SyncTrigger>,
+        extra: &[(&'static str, &str)],
+    ) -> Self {
         let fixture = StoreFixture::dynoxide().await;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
@@ -116,7 +125,7 @@ impl ApiHarness {
             .unwrap(),
         );
 
-        let vars: HashMap<&str, String> = HashMap::from([
+        let mut vars: HashMap<&str, String> = HashMap::from([
             ("O365_AUTHORITY_URL", sim.authority().to_owned()),
             ("O365_GRAPH_BASE_URL", sim.graph_url()),
             ("O365_CONSENT_REDIRECT_URI", callback),
@@ -134,6 +143,7 @@ impl ApiHarness {
                 o365_local_stack::DEV_JWT_AUDIENCE.to_owned(),
             ),
         ]);
+        vars.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
         let lookup = move |k: &str| vars.get(k).cloned();
         let env = Env(&lookup);
         let parts = Parts {

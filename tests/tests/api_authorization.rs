@@ -157,6 +157,7 @@ fn routes() -> Vec<Route> {
         ),
         r("POST", "/v1/sync", None, &[], 403, 409, 409),
         r("GET", "/v1/audit", None, &[], 403, 200, 200),
+        r("GET", "/v1/sync/runs", None, &[], 403, 200, 200),
         r("GET", "/v1/me", None, &[], 200, 200, 200),
     ]
 }

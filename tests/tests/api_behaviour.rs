@@ -438,6 +438,7 @@ async fn the_openapi_document_matches_the_routes() {
         "GET /v1/audit",
         "GET /v1/integration",
         "GET /v1/me",
+        "GET /v1/sync/runs",
         "GET /v1/users",
         "GET /v1/users/{email}",
         "PATCH /v1/integration/settings",

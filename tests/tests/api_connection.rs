@@ -166,6 +166,45 @@ async fn a_grant_still_propagating_when_the_budget_ends_is_settled_by_the_next_s
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_microsoft_never_learns_ends_as_authorization_identity_not_found() {
+    // Graph keeps answering Authorization_IdentityNotFound; past the propagation grace the
+    // connection stops "verifying" and says what is wrong.
+    let config = SimConfig {
+        propagation: Duration::from_secs(3600),
+        propagation_failure: PropagationFailure::Graph,
+        ..SimConfig::default()
+    };
+    let h = ApiHarness::start_with(
+        config,
+        Arc::new(NoQueue),
+        &[
+            ("O365_CONSENT_PROPAGATION_GRACE_SECS", "3"),
+            ("O365_CONSENT_VERIFY_BUDGET_SECS", "1"),
+        ],
+    )
+    .await;
+    h.org("acme").await;
+    let url = h.activate("acme").await;
+    expect_front_end(
+        &consent(&h, &url, PRIMARY, ConsentDecision::Accept).await,
+        "verifying",
+    );
+    assert_eq!(
+        integration(&h, "acme").await["connection"]["status"],
+        "verifying"
+    );
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    failed_consent(
+        &h,
+        "acme",
+        "authorization_identity_not_found",
+        "Authorization_IdentityNotFound",
+        "Grant admin consent",
+    )
+    .await;
+}
+
 async fn failed_consent(
     h: &ApiHarness,
     org: &str,

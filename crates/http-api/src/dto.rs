@@ -10,6 +10,7 @@ use o365_domain::failure::{Failure, FailureScope};
 use o365_domain::service::admin::IntegrationView;
 use o365_domain::service::connection::ConsentLink;
 use o365_domain::settings::IntegrationSettings;
+use o365_domain::sync_run::SyncRun;
 use o365_domain::user::{ConnectionMode, SyncState, User};
 
 /// A failure with what happened, in Microsoft's words, and what to do.
@@ -313,4 +314,45 @@ pub struct ListQuery {
     pub after: Option<String>,
     /// Filter users by status: `never_synced`, `ok`, `disabled`, `error`.
     pub status: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SyncRunDto {
+    pub mailbox: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub started_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub finished_at: OffsetDateTime,
+    /// `synced`, `user_error`, `org_error`, `deferred` or `failed`.
+    pub outcome: String,
+    pub messages: CountersDto,
+    pub pages: u64,
+    pub error: Option<FailureDto>,
+}
+
+impl From<&SyncRun> for SyncRunDto {
+    fn from(r: &SyncRun) -> Self {
+        Self {
+            mailbox: r.mailbox.to_string(),
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+            outcome: snake(&r.outcome),
+            messages: CountersDto {
+                captured: r.counters.captured,
+                updated: r.counters.updated,
+                deleted: r.counters.deleted,
+            },
+            pages: r.pages,
+            error: r
+                .error
+                .as_ref()
+                .map(|f| FailureDto::of(f, Some(r.mailbox.as_str()))),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SyncRunPageDto {
+    pub items: Vec<SyncRunDto>,
+    pub next: Option<String>,
 }

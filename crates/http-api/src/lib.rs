@@ -122,6 +122,7 @@ fn api_routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(routes::set_primary))
         .routes(routes!(routes::set_sync))
         .routes(routes!(routes::sync_now))
+        .routes(routes!(routes::sync_runs))
         .routes(routes!(routes::audit_log))
 }
 

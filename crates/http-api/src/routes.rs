@@ -45,7 +45,7 @@ pub async fn get_integration(
     State(state): State<ApiState>,
     caller: Caller,
 ) -> ApiResult<impl IntoResponse> {
-    let view = state.services.integration(&caller.0, now()).await?;
+    let view = state.services.integration(&caller.0).await?;
     Ok((
         etag(view.settings.version),
         Json(IntegrationDto::from(&view)),
@@ -282,6 +282,22 @@ pub async fn sync_now(
 ) -> ApiResult<impl IntoResponse> {
     let queued = state.services.sync_now(&caller.0).await?;
     Ok((StatusCode::ACCEPTED, Json(SyncTriggeredDto { queued })))
+}
+
+#[utoipa::path(get, path = "/v1/sync/runs", tag = "sync", params(ListQuery),
+    responses((status = 200, body = SyncRunPageDto), (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+pub async fn sync_runs(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<SyncRunPageDto>> {
+    let runs = state.services.sync_runs(&caller.0, page(&q)?).await?;
+    Ok(Json(SyncRunPageDto {
+        items: runs.items.iter().map(SyncRunDto::from).collect(),
+        next: runs.next,
+    }))
 }
 
 #[utoipa::path(get, path = "/v1/audit", tag = "audit", params(ListQuery),

@@ -112,6 +112,9 @@ pub fn service_config(env: &Env) -> Result<ServiceConfig, ConfigError> {
         env.required("O365_CONSENT_REDIRECT_URI")?,
     );
     config.verify_budget = env.seconds("O365_CONSENT_VERIFY_BUDGET_SECS", 20)?;
+    let grace = env.seconds("O365_CONSENT_PROPAGATION_GRACE_SECS", 600)?;
+    config.propagation_grace = time::Duration::try_from(grace)
+        .map_err(|_| ConfigError("O365_CONSENT_PROPAGATION_GRACE_SECS is too large".into()))?;
     Ok(config)
 }
 

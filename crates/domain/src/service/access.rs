@@ -44,6 +44,7 @@ pub enum Action<'a> {
     ReadUser(&'a Email),
     ReadAudit,
     TriggerSync,
+    ReadSyncRuns,
 }
 
 pub fn authorize(p: &Principal, action: Action<'_>) -> Result<()> {

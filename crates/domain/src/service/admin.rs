@@ -39,11 +39,11 @@ impl IntegrationView {
 }
 
 impl Services {
-    pub async fn integration(&self, p: &Principal, now: OffsetDateTime) -> Result<IntegrationView> {
+    pub async fn integration(&self, p: &Principal) -> Result<IntegrationView> {
         authorize(p, Action::ReadIntegration)?;
         let settings = self.store.settings(&p.org).await?;
         // A status read settles a connection still waiting for Microsoft to propagate consent.
-        let connection = self.settle_connection(&p.org, now).await?;
+        let connection = self.settle_connection(&p.org).await?;
         let (users_in_error, users_total) = self.count_users(p).await?;
         Ok(IntegrationView {
             settings,

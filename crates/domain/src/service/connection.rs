@@ -350,7 +350,7 @@ impl Services {
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(std::time::Duration::from_secs(4));
                 }
-                Err(e) if still_propagating(&e) => {
+                Err(e) if still_propagating(&e) && self.within_grace(org, now).await? => {
                     // Out of time: leave it "verifying"; the next read or scheduled run settles it.
                     let failure = failure_of(&e, now);
                     return self
@@ -379,8 +379,14 @@ impl Services {
         }
     }
 
+    /// Is the grant young enough that Microsoft may still be propagating it?
+    async fn within_grace(&self, org: &OrgId, now: OffsetDateTime) -> Result<bool> {
+        let granted_at = self.store.connection(org).await?.granted_at;
+        Ok(granted_at.is_some_and(|at| now - at < self.config.propagation_grace))
+    }
+
     /// One verification attempt for a connection still "verifying"; others are returned as-is.
-    pub async fn settle_connection(&self, org: &OrgId, now: OffsetDateTime) -> Result<Connection> {
+    pub async fn settle_connection(&self, org: &OrgId) -> Result<Connection> {
         let connection = self.store.connection(org).await?;
         match (
             connection.status,
@@ -389,7 +395,6 @@ impl Services {
             connection.granted_by.clone(),
         ) {
             (ConnectionStatus::Verifying, Some(tenant), Some(app), Some(user)) => {
-                let _ = now;
                 self.verify_with_retries(org, tenant, app, &user, Instant::now())
                     .await
             }

@@ -8,11 +8,13 @@ pub mod connection;
 use std::sync::Arc;
 
 use crate::microsoft::GrantVerifier;
-use crate::ports::{AuditLog, ConsentStore, OrgStore, SecretStore, SyncTrigger, UserStore};
+use crate::ports::{
+    AuditLog, ConsentStore, OrgStore, SecretStore, SyncRunLog, SyncTrigger, UserStore,
+};
 
 /// Everything a store must offer the services (the DynamoDB adapter implements it all).
-pub trait Store: OrgStore + UserStore + AuditLog + ConsentStore {}
-impl<T: OrgStore + UserStore + AuditLog + ConsentStore> Store for T {}
+pub trait Store: OrgStore + UserStore + AuditLog + ConsentStore + SyncRunLog {}
+impl<T: OrgStore + UserStore + AuditLog + ConsentStore + SyncRunLog> Store for T {}
 
 #[derive(Debug, Clone)]
 pub struct ServiceConfig {
@@ -25,6 +27,9 @@ pub struct ServiceConfig {
     /// How long the callback keeps retrying while Microsoft propagates a fresh grant; stays
     /// well inside API Gateway's 29 s.
     pub verify_budget: std::time::Duration,
+    /// How long after consent a grant Microsoft still does not know counts as propagating
+    /// ("verifying"); past it, the failure is the connection's status.
+    pub propagation_grace: time::Duration,
     /// First wait between verification attempts; doubles up to 4 s.
     pub verify_first_backoff: std::time::Duration,
 }
@@ -36,6 +41,7 @@ impl ServiceConfig {
             consent_redirect_uri: consent_redirect_uri.into(),
             consent_ttl: time::Duration::minutes(15),
             verify_budget: std::time::Duration::from_secs(20),
+            propagation_grace: time::Duration::minutes(10),
             verify_first_backoff: std::time::Duration::from_millis(500),
         }
     }
@@ -64,5 +70,15 @@ impl Services {
             ));
         }
         self.sync.sync_org_now(&p.org).await
+    }
+
+    /// Recent mailbox runs of the org, newest first (admins).
+    pub async fn sync_runs(
+        &self,
+        p: &access::Principal,
+        page: crate::page::PageRequest,
+    ) -> crate::error::Result<crate::page::Page<crate::sync_run::SyncRun>> {
+        access::authorize(p, access::Action::ReadSyncRuns)?;
+        self.store.list_runs(&p.org, page).await
     }
 }
