@@ -20,6 +20,7 @@ pub enum KeySource {
         url: String,
         http: reqwest::Client,
         ttl: Duration,
+        min_refetch: Duration,
         cache: RwLock<Option<(Instant, JwkSet)>>,
     },
     /// One public key (PEM), for the embedded run.
@@ -27,11 +28,18 @@ pub enum KeySource {
 }
 
 impl KeySource {
+    /// Keys cached for an hour; a token naming an unknown key refetches at most every 30 s, so
+    /// made-up key ids cannot turn our API into a flood against the identity provider.
     pub fn jwks(url: impl Into<String>) -> Self {
+        Self::jwks_with(url, Duration::from_secs(3600), Duration::from_secs(30))
+    }
+
+    pub fn jwks_with(url: impl Into<String>, ttl: Duration, min_refetch: Duration) -> Self {
         KeySource::Jwks {
             url: url.into(),
             http: reqwest::Client::new(),
-            ttl: Duration::from_secs(3600),
+            ttl,
+            min_refetch,
             cache: RwLock::new(None),
         }
     }
@@ -66,14 +74,15 @@ impl Authenticator {
     }
 
     async fn key_for(&self, kid: Option<&str>) -> Result<DecodingKey, ApiError> {
-        let (url, http, ttl, cache) = match &self.keys {
+        let (url, http, ttl, min_refetch, cache) = match &self.keys {
             KeySource::StaticRsaPem(key) => return Ok(key.clone()),
             KeySource::Jwks {
                 url,
                 http,
                 ttl,
+                min_refetch,
                 cache,
-            } => (url, http, ttl, cache),
+            } => (url, http, ttl, min_refetch, cache),
         };
         let find = |set: &JwkSet| match kid {
             Some(kid) => set.find(kid).cloned(),
@@ -81,10 +90,19 @@ impl Authenticator {
         };
         if let Some((at, set)) = cache.read().await.as_ref()
             && at.elapsed() < *ttl
-            && let Some(jwk) = find(set)
         {
-            return DecodingKey::from_jwk(&jwk)
-                .map_err(|_| ApiError::unauthenticated("the token's key is unusable"));
+            match find(set) {
+                Some(jwk) => {
+                    return DecodingKey::from_jwk(&jwk)
+                        .map_err(|_| ApiError::unauthenticated("the token's key is unusable"));
+                }
+                None if at.elapsed() < *min_refetch => {
+                    return Err(ApiError::unauthenticated(
+                        "the token was signed by an unknown key",
+                    ));
+                }
+                None => {}
+            }
         }
         // Unknown key id or stale cache: the provider may have rotated its keys.
         let set: JwkSet = http
