@@ -12,8 +12,7 @@ use o365_domain::{DomainError, Result};
 
 use crate::keys::audit_pk;
 use crate::sdk_error::unavailable;
-use crate::tables::PK;
-use crate::{DynamoStore, from_item, paging, rfc3339, s, to_item};
+use crate::{DynamoStore, rfc3339, to_item};
 
 #[derive(Serialize, Deserialize)]
 struct AuditRecord {
@@ -21,8 +20,8 @@ struct AuditRecord {
     sk: String,
     at: String,
     action: String,
-    /// The whole event as JSON: before/after are free-form documents.
-    event: String,
+    /// The whole event as JSON (`query::DOC`): before/after are free-form documents.
+    doc: String,
 }
 
 fn record(event: &AuditEvent) -> Result<AuditRecord> {
@@ -34,7 +33,7 @@ fn record(event: &AuditEvent) -> Result<AuditRecord> {
             .ok()
             .and_then(|v| v.as_str().map(str::to_owned))
             .unwrap_or_default(),
-        event: serde_json::to_string(event).map_err(|e| DomainError::Unavailable(e.to_string()))?,
+        doc: serde_json::to_string(event).map_err(|e| DomainError::Unavailable(e.to_string()))?,
     })
 }
 
@@ -62,29 +61,6 @@ impl AuditLog for DynamoStore {
     }
 
     async fn list_audit(&self, org: &OrgId, page: PageRequest) -> Result<Page<AuditEvent>> {
-        let partition = audit_pk(org);
-        let out = self
-            .client
-            .query()
-            .table_name(&self.tables.state)
-            .key_condition_expression("pk = :p")
-            .expression_attribute_values(":p", s(&partition))
-            .scan_index_forward(false)
-            .limit(page.limit as i32)
-            .set_exclusive_start_key(paging::decode(page.after.as_deref(), PK, &partition)?)
-            .send()
-            .await
-            .map_err(unavailable)?;
-        let next = paging::encode(out.last_evaluated_key());
-        let items = out
-            .items
-            .unwrap_or_default()
-            .into_iter()
-            .map(|i| {
-                let r: AuditRecord = from_item(i)?;
-                serde_json::from_str(&r.event).map_err(|e| DomainError::Unavailable(e.to_string()))
-            })
-            .collect::<Result<_>>()?;
-        Ok(Page { items, next })
+        self.documents_newest_first(&audit_pk(org), &page).await
     }
 }

@@ -11,6 +11,7 @@ mod mailboxes;
 mod messages;
 mod orgs;
 mod paging;
+mod query;
 mod runs;
 mod sdk_error;
 mod tables;

@@ -16,7 +16,7 @@ use o365_domain::{DomainError, Entity, Result};
 use crate::keys::{self, CONNECTION_SK, ORG_SK, connection_gsi_pk, org_pk};
 use crate::sdk_error::{TransactionFailure, unavailable};
 use crate::tables::{GSI1, GSI1_PK};
-use crate::{DynamoStore, Item, from_item, n, paging, s, to_item};
+use crate::{DynamoStore, Item, from_item, n, s, to_item};
 
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct OrgRecord {
@@ -249,20 +249,16 @@ impl OrgStore for DynamoStore {
         page: PageRequest,
     ) -> Result<Page<OrgId>> {
         let partition = connection_gsi_pk(status.as_str());
-        let out = self
+        let query = self
             .client
             .query()
             .table_name(&self.tables.state)
             .index_name(GSI1)
             .key_condition_expression("gsi1pk = :p")
-            .expression_attribute_values(":p", s(&partition))
-            .limit(page.limit as i32)
-            .set_exclusive_start_key(paging::decode(page.after.as_deref(), GSI1_PK, &partition)?)
-            .send()
-            .await
-            .map_err(unavailable)?;
-        let items = out
-            .items()
+            .expression_attribute_values(":p", s(&partition));
+        let raw = self.query_page(query, GSI1_PK, &partition, &page).await?;
+        let items = raw
+            .items
             .iter()
             .filter_map(|i| {
                 i.get("gsi1sk")
@@ -272,7 +268,7 @@ impl OrgStore for DynamoStore {
             .collect();
         Ok(Page {
             items,
-            next: paging::encode(out.last_evaluated_key()),
+            next: raw.next,
         })
     }
 }

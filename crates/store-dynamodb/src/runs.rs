@@ -10,8 +10,7 @@ use o365_domain::sync_run::SyncRun;
 use o365_domain::{DomainError, Result};
 
 use crate::sdk_error::unavailable;
-use crate::tables::PK;
-use crate::{DynamoStore, from_item, paging, s, to_item};
+use crate::{DynamoStore, to_item};
 
 /// How long run history is kept.
 pub const RUN_RETENTION_DAYS: i64 = 30;
@@ -25,8 +24,8 @@ struct RunRecord {
     pk: String,
     sk: String,
     expires_at: i64,
-    /// The run as JSON: read back whole, never queried by field.
-    run: String,
+    /// The run as JSON (`query::DOC`).
+    doc: String,
 }
 
 #[async_trait]
@@ -38,7 +37,7 @@ impl SyncRunLog for DynamoStore {
             // Time first so the partition sorts by time; the mailbox keeps keys unique.
             sk: format!("{millis:013}#{}", run.mailbox.key()),
             expires_at: run.finished_at.unix_timestamp() + RUN_RETENTION_DAYS * 86_400,
-            run: serde_json::to_string(run).map_err(|e| DomainError::Unavailable(e.to_string()))?,
+            doc: serde_json::to_string(run).map_err(|e| DomainError::Unavailable(e.to_string()))?,
         };
         self.client
             .put_item()
@@ -51,29 +50,6 @@ impl SyncRunLog for DynamoStore {
     }
 
     async fn list_runs(&self, org: &OrgId, page: PageRequest) -> Result<Page<SyncRun>> {
-        let partition = runs_pk(org);
-        let out = self
-            .client
-            .query()
-            .table_name(&self.tables.state)
-            .key_condition_expression("pk = :p")
-            .expression_attribute_values(":p", s(&partition))
-            .scan_index_forward(false)
-            .limit(page.limit as i32)
-            .set_exclusive_start_key(paging::decode(page.after.as_deref(), PK, &partition)?)
-            .send()
-            .await
-            .map_err(unavailable)?;
-        let next = paging::encode(out.last_evaluated_key());
-        let items = out
-            .items
-            .unwrap_or_default()
-            .into_iter()
-            .map(|i| {
-                let r: RunRecord = from_item(i)?;
-                serde_json::from_str(&r.run).map_err(|e| DomainError::Unavailable(e.to_string()))
-            })
-            .collect::<Result<_>>()?;
-        Ok(Page { items, next })
+        self.documents_newest_first(&runs_pk(org), &page).await
     }
 }

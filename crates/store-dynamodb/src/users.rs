@@ -17,7 +17,7 @@ use o365_domain::{DomainError, Entity, FieldError, Result, RuleViolation};
 use crate::keys::{self, ORG_SK, USER_SK_PREFIX, org_pk, user_sk, user_state_gsi_pk};
 use crate::sdk_error::{TransactionFailure, unavailable};
 use crate::tables::{GSI1, GSI1_PK, PK};
-use crate::{DynamoStore, Item, from_item, n, paging, rfc3339, s, to_item};
+use crate::{DynamoStore, Item, from_item, n, rfc3339, s, to_item};
 
 #[derive(Debug, Serialize, Deserialize)]
 struct UserRecord {
@@ -222,42 +222,34 @@ impl UserStore for DynamoStore {
         page: PageRequest,
     ) -> Result<Page<User>> {
         let primary = self.org_record(org).await?.primary_email;
-        let query = self
-            .client
-            .query()
-            .table_name(&self.tables.state)
-            .limit(page.limit as i32);
-        let query = match state {
+        let query = self.client.query().table_name(&self.tables.state);
+        let raw = match state {
             Some(kind) => {
                 let partition = user_state_gsi_pk(org, kind.as_str());
-                query
+                let query = query
                     .index_name(GSI1)
                     .key_condition_expression("gsi1pk = :p")
-                    .expression_attribute_values(":p", s(&partition))
-                    .set_exclusive_start_key(paging::decode(
-                        page.after.as_deref(),
-                        GSI1_PK,
-                        &partition,
-                    )?)
+                    .expression_attribute_values(":p", s(&partition));
+                self.query_page(query, GSI1_PK, &partition, &page).await?
             }
             None => {
                 let partition = org_pk(org);
-                query
+                let query = query
                     .key_condition_expression("pk = :p AND begins_with(sk, :u)")
                     .expression_attribute_values(":p", s(&partition))
-                    .expression_attribute_values(":u", s(USER_SK_PREFIX))
-                    .set_exclusive_start_key(paging::decode(page.after.as_deref(), PK, &partition)?)
+                    .expression_attribute_values(":u", s(USER_SK_PREFIX));
+                self.query_page(query, PK, &partition, &page).await?
             }
         };
-        let out = query.send().await.map_err(unavailable)?;
-        let next = paging::encode(out.last_evaluated_key());
-        let items = out
-            .items
-            .unwrap_or_default()
-            .into_iter()
-            .map(|i| from_item::<UserRecord>(i).map(|r| r.into_user(primary.as_deref())))
-            .collect::<Result<_>>()?;
-        Ok(Page { items, next })
+        let records = Self::decode_page::<UserRecord>(raw)?;
+        Ok(Page {
+            items: records
+                .items
+                .into_iter()
+                .map(|r| r.into_user(primary.as_deref()))
+                .collect(),
+            next: records.next,
+        })
     }
 
     async fn change_role(
@@ -502,7 +494,7 @@ impl UserStore for DynamoStore {
 
     async fn sync_enabled_users(&self, org: &OrgId, page: PageRequest) -> Result<Page<Email>> {
         let partition = org_pk(org);
-        let out = self
+        let query = self
             .client
             .query()
             .table_name(&self.tables.state)
@@ -511,14 +503,10 @@ impl UserStore for DynamoStore {
             .projection_expression("pk, sk, email")
             .expression_attribute_values(":p", s(&partition))
             .expression_attribute_values(":u", s(USER_SK_PREFIX))
-            .expression_attribute_values(":on", AttributeValue::Bool(true))
-            .limit(page.limit as i32)
-            .set_exclusive_start_key(paging::decode(page.after.as_deref(), PK, &partition)?)
-            .send()
-            .await
-            .map_err(unavailable)?;
-        let items = out
-            .items()
+            .expression_attribute_values(":on", AttributeValue::Bool(true));
+        let raw = self.query_page(query, PK, &partition, &page).await?;
+        let items = raw
+            .items
             .iter()
             .filter_map(|i| {
                 i.get("email")
@@ -528,7 +516,7 @@ impl UserStore for DynamoStore {
             .collect();
         Ok(Page {
             items,
-            next: paging::encode(out.last_evaluated_key()),
+            next: raw.next,
         })
     }
 

@@ -1,0 +1,89 @@
+//! Paged queries over one partition: every listing goes through here, so every page token is
+//! bound to its partition the same way.
+
+use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
+use serde::de::DeserializeOwned;
+
+use o365_domain::page::{Page, PageRequest};
+use o365_domain::{DomainError, Result};
+
+use crate::sdk_error::unavailable;
+use crate::tables::PK;
+use crate::{DynamoStore, Item, from_item, paging, s};
+
+/// Attribute holding a whole JSON document (audit events, sync runs): read back whole, never
+/// queried by field.
+pub(crate) const DOC: &str = "doc";
+
+impl DynamoStore {
+    /// One page of `query`, which selects the partition `partition_attribute = partition`.
+    pub(crate) async fn query_page(
+        &self,
+        query: QueryFluentBuilder,
+        partition_attribute: &str,
+        partition: &str,
+        page: &PageRequest,
+    ) -> Result<Page<Item>> {
+        let out = query
+            .limit(page.limit as i32)
+            .set_exclusive_start_key(paging::decode(
+                page.after.as_deref(),
+                partition_attribute,
+                partition,
+            )?)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        let next = paging::encode(out.last_evaluated_key());
+        Ok(Page {
+            items: out.items.unwrap_or_default(),
+            next,
+        })
+    }
+
+    /// The JSON documents of a state-table partition, newest (highest sort key) first.
+    pub(crate) async fn documents_newest_first<T: DeserializeOwned>(
+        &self,
+        partition: &str,
+        page: &PageRequest,
+    ) -> Result<Page<T>> {
+        let query = self
+            .client
+            .query()
+            .table_name(&self.tables.state)
+            .key_condition_expression("pk = :p")
+            .expression_attribute_values(":p", s(partition))
+            .scan_index_forward(false);
+        let raw = self.query_page(query, PK, partition, page).await?;
+        let items = raw
+            .items
+            .into_iter()
+            .map(|mut item| {
+                let doc = item
+                    .remove(DOC)
+                    .and_then(|v| v.as_s().ok().cloned())
+                    .unwrap_or_default();
+                serde_json::from_str(&doc).map_err(|e| {
+                    tracing::error!(error = %e, "stored document does not decode");
+                    DomainError::Unavailable("a stored item could not be read".into())
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(Page {
+            items,
+            next: raw.next,
+        })
+    }
+
+    /// Items of one page decoded as `T`.
+    pub(crate) fn decode_page<T: DeserializeOwned>(page: Page<Item>) -> Result<Page<T>> {
+        Ok(Page {
+            items: page
+                .items
+                .into_iter()
+                .map(from_item)
+                .collect::<Result<_>>()?,
+            next: page.next,
+        })
+    }
+}
