@@ -1,7 +1,6 @@
 //! The API as the front end sees it: our routers on a real socket, the real store (dynoxide),
 //! Microsoft played by the simulator, tokens signed by the development identity key.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use ms_sim::{AppInfo, AppSpec, SimConfig, Simulator, TenantInfo, TenantSpec, UserSpec};
@@ -125,24 +124,8 @@ impl ApiHarness {
             .unwrap(),
         );
 
-        let mut vars: HashMap<&str, String> = HashMap::from([
-            ("O365_AUTHORITY_URL", sim.authority().to_owned()),
-            ("O365_GRAPH_BASE_URL", sim.graph_url()),
-            ("O365_CONSENT_REDIRECT_URI", callback),
-            ("O365_FRONTEND_ORIGIN", FRONTEND.to_owned()),
-            (
-                "O365_JWT_PUBLIC_KEY_PEM",
-                o365_local_stack::DEV_JWT_PUBLIC_KEY_PEM.to_owned(),
-            ),
-            (
-                "O365_JWT_ISSUER",
-                o365_local_stack::DEV_JWT_ISSUER.to_owned(),
-            ),
-            (
-                "O365_JWT_AUDIENCE",
-                o365_local_stack::DEV_JWT_AUDIENCE.to_owned(),
-            ),
-        ]);
+        let mut vars =
+            o365_local_stack::local_api_env(sim.authority(), &sim.graph_url(), &base, FRONTEND);
         vars.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
         let lookup = move |k: &str| vars.get(k).cloned();
         let env = Env(&lookup);

@@ -7,7 +7,6 @@ mod demo;
 mod local_pages;
 mod sync;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -103,27 +102,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let world = demo::start(config.sim_port, &base, config.messages_per_folder, &store).await?;
 
     // Local defaults under whatever the environment sets: the same variables as in AWS.
-    let defaults: HashMap<&str, String> = HashMap::from([
-        ("O365_AUTHORITY_URL", world.sim.authority().to_owned()),
-        ("O365_GRAPH_BASE_URL", world.sim.graph_url()),
-        (
-            "O365_CONSENT_REDIRECT_URI",
-            format!("{base}/consent/callback"),
-        ),
-        ("O365_FRONTEND_ORIGIN", base.clone()),
-        (
-            "O365_JWT_PUBLIC_KEY_PEM",
-            o365_local_stack::DEV_JWT_PUBLIC_KEY_PEM.to_owned(),
-        ),
-        (
-            "O365_JWT_ISSUER",
-            o365_local_stack::DEV_JWT_ISSUER.to_owned(),
-        ),
-        (
-            "O365_JWT_AUDIENCE",
-            o365_local_stack::DEV_JWT_AUDIENCE.to_owned(),
-        ),
-    ]);
+    let defaults = o365_local_stack::local_api_env(
+        world.sim.authority(),
+        &world.sim.graph_url(),
+        &base,
+        &base,
+    );
     let layered = move |k: &str| {
         std::env::var(k)
             .ok()

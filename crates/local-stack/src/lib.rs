@@ -145,3 +145,26 @@ pub fn dev_token_with(
     )
     .expect("token signs")
 }
+
+/// The API's configuration when Microsoft is reached at `authority`/`graph` (the simulator), the
+/// API listens at `api_base`, the front end is `frontend_origin`, and bearer tokens are the
+/// development ones. The same variables a deployment sets (see README "Configuration").
+pub fn local_api_env(
+    authority: &str,
+    graph: &str,
+    api_base: &str,
+    frontend_origin: &str,
+) -> std::collections::HashMap<&'static str, String> {
+    std::collections::HashMap::from([
+        ("O365_AUTHORITY_URL", authority.to_owned()),
+        ("O365_GRAPH_BASE_URL", graph.to_owned()),
+        (
+            "O365_CONSENT_REDIRECT_URI",
+            format!("{api_base}/consent/callback"),
+        ),
+        ("O365_FRONTEND_ORIGIN", frontend_origin.to_owned()),
+        ("O365_JWT_PUBLIC_KEY_PEM", DEV_JWT_PUBLIC_KEY_PEM.to_owned()),
+        ("O365_JWT_ISSUER", DEV_JWT_ISSUER.to_owned()),
+        ("O365_JWT_AUDIENCE", DEV_JWT_AUDIENCE.to_owned()),
+    ])
+}
