@@ -363,12 +363,28 @@ async fn an_unknown_tenant_is_tenant_not_found_and_a_rotated_secret_needs_no_res
     )
     .await;
 
-    // Connect, then rotate: Microsoft gets a new secret and the old one expires; Secrets
+    // Connect (a second activation while connected is refused: delete comes first), then
+    // rotate: Microsoft gets a new secret and the old one expires; Secrets
     // Manager (here the local store) holds the new one. No restart, no re-consent.
     let url = h.activate("acme").await;
     expect_front_end(
         &consent(&h, &url, PRIMARY, ConsentDecision::Accept).await,
         "connected",
+    );
+    let again = h
+        .as_user(
+            "acme",
+            PRIMARY,
+            "POST",
+            "/v1/integration/connection/activate",
+            None,
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::CONFLICT, "{:?}", again.body);
+    assert_eq!(
+        integration(&h, "acme").await["connection"]["status"],
+        "connected",
+        "the grant survived the stray click"
     );
     let far = time::OffsetDateTime::now_utc() + time::Duration::days(365);
     let fresh = h.sim.add_secret(h.default_app.client_id, far).unwrap();

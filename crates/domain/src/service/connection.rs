@@ -134,6 +134,12 @@ impl Services {
                 "turn \"Use Service Account\" on before activating the connection",
             ));
         }
+        // A working grant is never dropped by a stray click: reconnecting is delete, then activate.
+        if self.store.connection(&p.org).await?.status == ConnectionStatus::Connected {
+            return Err(DomainError::Precondition(
+                "the connection is already active; delete it first to connect again",
+            ));
+        }
         let app = settings.app();
         let credential = self.secrets.app_credential(app, Freshness::Cached).await?;
         let key = self.secrets.state_signing_key(Freshness::Cached).await?;
