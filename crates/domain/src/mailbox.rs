@@ -55,4 +55,14 @@ pub struct MailboxCursor {
     pub link: SyncLink,
     #[serde(with = "time::serde::rfc3339")]
     pub saved_at: OffsetDateTime,
+    /// Set while the folder is being read again from scratch after its delta link expired
+    /// (410): when that resync round began. Kept on every page of the round, so a crash
+    /// mid-round still knows, at the round's end, that archived messages written before this
+    /// instant and not returned again are gone. Absent on older items (read as `None`).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    pub resync_started_at: Option<OffsetDateTime>,
 }

@@ -76,6 +76,10 @@ pub enum StoredMessage {
         message: CapturedMessage,
         /// The body was cut to fit the store's item size limit.
         body_truncated: bool,
+        /// When the archive last wrote this item (the `at` of the page write); `None` when the
+        /// store does not know. The sync reconciles a resync round against it.
+        #[serde(default, with = "time::serde::rfc3339::option")]
+        stored_at: Option<OffsetDateTime>,
     },
     /// Kept as a tombstone so a replayed page cannot resurrect it silently and consumers see the deletion.
     Removed {

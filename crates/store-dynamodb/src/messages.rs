@@ -191,6 +191,9 @@ fn stored_message(mut item: Item) -> Result<StoredMessage> {
         .copied()
         .unwrap_or(false);
     let body_type = text(&item, "body_type");
+    let stored_at = text(&item, "stored_at").and_then(|t| {
+        OffsetDateTime::parse(&t, &time::format_description::well_known::Rfc3339).ok()
+    });
     let mut message: CapturedMessage = from_item(item)?;
     if let Some(AttributeValue::B(blob)) = body_gz {
         message.body = Some(MessageBody {
@@ -205,6 +208,7 @@ fn stored_message(mut item: Item) -> Result<StoredMessage> {
     Ok(StoredMessage::Live {
         message,
         body_truncated,
+        stored_at,
     })
 }
 

@@ -535,12 +535,16 @@ impl SyncEngine {
         let (org, mailbox) = (&job.org, &job.mailbox);
         let s = &self.stores;
         let mut restarts = 0;
-        let mut link = s.state.cursor(org, mailbox, folder).await?.map(|c| c.link);
-        // In a fresh backfill round every message is new; otherwise look before counting.
+        let stored = s.state.cursor(org, mailbox, folder).await?;
+        // After a 410 the folder is read again from scratch; whatever the archive holds in this
+        // folder that the new round does not return was removed while the link was dead. The
+        // round's start is persisted with every cursor of the round, so the reconciliation at
+        // its end survives crashes and redeliveries: it compares each item's stored write time
+        // with this instant instead of a set of ids held in memory.
+        let mut resync_started_at = stored.as_ref().and_then(|c| c.resync_started_at);
+        let mut link = stored.map(|c| c.link);
+        // A first backfill (no cursor at all) archives nothing that exists: skip the look-ups.
         let mut fresh_round = link.is_none();
-        // After a 410 the folder is read again from scratch: whatever the archive holds in
-        // this folder that the new round does not return was removed while the link was dead.
-        let mut resync_seen: Option<HashSet<String>> = None;
         loop {
             let request = DeltaRequest {
                 tenant: &tenant,
@@ -559,18 +563,19 @@ impl SyncEngine {
                 Err(MicrosoftError::SyncStateExpired) if restarts < 2 => {
                     restarts += 1;
                     tracing::info!(org = %org, mailbox = mailbox.key(), folder = folder.well_known_name(), "delta link expired; resyncing the folder");
-                    s.state.clear_cursor(org, mailbox, folder).await?;
+                    // The stored cursor is left alone: until the new round's first page is
+                    // stored it still names the dead link, so a crash before then meets the
+                    // same 410 and starts the round again. (A 410 in the middle of a resync
+                    // round restarts it with a new start: what the abandoned part wrote is
+                    // then older than the new round and reconciled like the rest.)
                     link = None;
-                    fresh_round = true;
-                    resync_seen = Some(HashSet::new());
+                    resync_started_at = Some(now());
+                    fresh_round = false;
                     continue;
                 }
                 Err(e) => return Err(Stop::Microsoft(e)),
             };
             report.pages += 1;
-            if let Some(seen) = resync_seen.as_mut() {
-                seen.extend(page.messages.iter().map(|m| m.id.clone()));
-            }
             if fresh_round {
                 report.counters.captured += page.messages.len() as u64;
             } else {
@@ -586,13 +591,26 @@ impl SyncEngine {
                 .iter()
                 .filter(|r| r.reason == RemovalReason::Deleted)
                 .count() as u64;
+            // Within a resync round every write is stamped no earlier than the round's start,
+            // whatever this host's clock says, so the round's own items never look stale.
+            let at = match resync_started_at {
+                Some(started) => now().max(started),
+                None => now(),
+            };
             if !page.messages.is_empty() || !page.removals.is_empty() {
                 s.archive
-                    .write_page(org, mailbox, &page.messages, &page.removals, now())
+                    .write_page(org, mailbox, &page.messages, &page.removals, at)
                     .await?;
             }
-            // Only after the page is safely stored does the chain move on.
             let done = matches!(page.next, SyncLink::Delta(_));
+            if done && let Some(started) = resync_started_at {
+                // Reconcile BEFORE the round's end is saved: a crash here leaves the previous
+                // page's link (and the marker) stored, the rerun replays the last page and
+                // reconciles again (idempotent).
+                self.reconcile(job, folder, started, report).await?;
+            }
+            // Only after the page is safely stored (and a resync reconciled) does the chain
+            // move on.
             s.state
                 .save_cursor(&MailboxCursor {
                     org: org.clone(),
@@ -600,29 +618,35 @@ impl SyncEngine {
                     folder,
                     link: page.next.clone(),
                     saved_at: now(),
+                    resync_started_at: if done { None } else { resync_started_at },
                 })
                 .await?;
             if done {
-                if let Some(seen) = resync_seen {
-                    self.reconcile(job, folder, &seen, backfill_since, report)
-                        .await?;
-                }
                 return Ok(());
             }
             link = Some(page.next);
         }
     }
 
-    /// Tombstones live messages of `folder` that a complete resync round did not return.
+    /// Tombstones live messages of `folder` that a complete resync round, begun at `started`,
+    /// did not return: every item the round returned was (re)written at or after `started`, so
+    /// a live item of this folder stored earlier is one the round no longer saw. Messages older
+    /// than the backfill window the round asked for are kept (the round could not return them).
+    /// Removals are conditional on the folder, so a message moved meanwhile is left alone.
     async fn reconcile(
         &self,
         job: &SyncJob,
         folder: MailFolder,
-        seen: &HashSet<String>,
-        since: Option<OffsetDateTime>,
+        started: OffsetDateTime,
         report: &mut MailboxReport,
     ) -> Result<(), Stop> {
         let (org, mailbox) = (&job.org, &job.mailbox);
+        // The round's first request was made at or after `started`, with a window ending no
+        // later than this (a later window start only keeps more).
+        let since = self
+            .cfg
+            .backfill_days
+            .map(|d| started - time::Duration::days(i64::from(d)));
         let mut gone = Vec::new();
         let mut after = None;
         loop {
@@ -639,9 +663,11 @@ impl SyncEngine {
                 )
                 .await?;
             for item in page.items {
-                if let StoredMessage::Live { message, .. } = item
+                if let StoredMessage::Live {
+                    message, stored_at, ..
+                } = item
                     && message.folder == folder
-                    && !seen.contains(&message.id)
+                    && stored_at.is_none_or(|t| t < started)
                     && since.is_none_or(|s| message.received_at.is_none_or(|r| r >= s))
                 {
                     gone.push(o365_domain::message::MessageRemoval {
@@ -657,10 +683,11 @@ impl SyncEngine {
             }
         }
         if !gone.is_empty() {
+            tracing::info!(org = %org, mailbox = mailbox.key(), folder = folder.well_known_name(), removed = gone.len(), "resync reconciled");
             report.counters.deleted += gone.len() as u64;
             self.stores
                 .archive
-                .write_page(org, mailbox, &[], &gone, now())
+                .write_page(org, mailbox, &[], &gone, now().max(started))
                 .await?;
         }
         Ok(())
