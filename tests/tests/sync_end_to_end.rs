@@ -16,9 +16,12 @@ use o365_domain::mailbox::{MailFolder, MailboxCursor};
 use o365_domain::message::{CapturedMessage, MessageRemoval, PageWriteSummary, StoredMessage};
 use o365_domain::microsoft::{DeltaPage, DeltaRequest, MailSource, MicrosoftError};
 use o365_domain::page::PageRequest;
-use o365_domain::ports::{AuditLog, MailboxStateStore, MessageArchive, OrgStore, UserStore};
+use o365_domain::ports::{
+    AuditLog, MailboxStateStore, MessageArchive, OrgStore, SyncRunLog, UserStore,
+};
 use o365_domain::secret::{AppCredential, ClientCredential, Sensitive};
-use o365_domain::user::{NewUser, SyncState};
+use o365_domain::sync_run::{RunOutcome, SyncRun};
+use o365_domain::user::{MessageCounters, NewUser, SyncState};
 use o365_domain::{DomainError, Result as DResult};
 use o365_e2e::{StoreFixture, audit};
 use o365_msgraph::{GraphClient, GraphConfig};
@@ -347,6 +350,24 @@ impl World {
         }
     }
 
+    /// The org's recorded runs, newest first.
+    async fn runs(&self) -> Vec<SyncRun> {
+        let mut all = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self
+                .store
+                .list_runs(&self.org, PageRequest { limit: 100, after })
+                .await
+                .unwrap();
+            all.extend(page.items);
+            match page.next {
+                Some(n) => after = Some(n),
+                None => return all,
+            }
+        }
+    }
+
     fn delta_requests(&self) -> u64 {
         self.sim.request_count(Endpoint::GraphDelta, None)
     }
@@ -370,10 +391,50 @@ async fn sync_backfill_churn_and_idle_runs_match_ground_truth() {
         .unwrap();
     assert_eq!(user.state, SyncState::Ok);
     assert_eq!(user.counters.captured, 100);
+    // One run recorded per mailbox, with its counters.
+    let runs = w.runs().await;
+    assert_eq!(runs.len(), 20);
+    for r in &runs {
+        assert_eq!(r.outcome, RunOutcome::Synced, "{r:?}");
+        assert_eq!(
+            r.counters,
+            MessageCounters {
+                captured: 100,
+                updated: 0,
+                deleted: 0
+            }
+        );
+        // 60 inbox + 40 sent in pages of 25: 3 + 2 pages.
+        assert_eq!(r.pages, 5);
+        assert!(r.error.is_none() && r.started_at <= r.finished_at);
+    }
 
     w.churn(1);
     w.sync_all(&engine, 3).await;
     w.assert_matches_truth().await;
+    // Per mailbox: 4 new messages; 1 edit and 2 moves between the folders, whichever folder
+    // runs first (a move is a message already archived: updated, never captured); 2 deleted
+    // (the move to Archive is a removal but no deletion).
+    let runs = w.runs().await;
+    assert_eq!(runs.len(), 40);
+    let churned = runs.iter().find(|r| r.mailbox.key() == w.users[0]).unwrap();
+    assert_eq!(
+        (churned.outcome, churned.counters),
+        (
+            RunOutcome::Synced,
+            MessageCounters {
+                captured: 4,
+                updated: 3,
+                deleted: 2
+            }
+        )
+    );
+    let user = w
+        .store
+        .user(&w.org, &Email::parse(&w.users[0]).unwrap())
+        .await
+        .unwrap();
+    assert_eq!((user.counters.captured, user.counters.updated), (104, 3));
 
     // Nothing changed: exactly one Graph request per folder.
     let before = w.delta_requests();
@@ -533,6 +594,7 @@ impl World {
             users: self.store.clone(),
             state: crashy.clone(),
             archive: crashy.clone(),
+            runs: self.store.clone(),
         };
         let engine = self.engine_with(stores, crashy.clone());
         (crashy, engine)
@@ -666,6 +728,12 @@ async fn sync_a_throttle_longer_than_the_invocation_goes_back_to_the_queue() {
     let delayed = w.queue.delayed.lock().unwrap().clone();
     assert_eq!(delayed.len(), 1);
     assert!(delayed[0].1 > Duration::from_secs(100), "{delayed:?}");
+    let runs = w.runs().await;
+    assert_eq!(runs.len(), 1);
+    assert_eq!(
+        (runs[0].outcome, runs[0].pages, runs[0].error.is_none()),
+        (RunOutcome::Deferred, 0, true)
+    );
     // The mailbox stays leased by the delayed job: the next fan-out skips it.
     let again = engine.enqueue_org(&w.org).await.unwrap();
     assert_eq!((again.enqueued, again.skipped_leased), (0, 1));
@@ -723,8 +791,17 @@ async fn sync_error_classes_land_on_the_user_or_the_org() {
             "ErrorAccessDenied",
         ),
     ];
+    let runs = w.runs().await;
     for (email, code, ms) in expect {
         assert_eq!(outcomes[email], JobOutcome::UserError(code));
+        let run = runs.iter().find(|r| r.mailbox.key() == email).unwrap();
+        assert_eq!(run.outcome, RunOutcome::UserError);
+        assert_eq!(
+            run.error
+                .as_ref()
+                .map(|f| (f.code, f.microsoft_code.as_deref())),
+            Some((code, Some(ms)))
+        );
         let user = w
             .store
             .user(&w.org, &Email::parse(email).unwrap())
@@ -761,6 +838,14 @@ async fn sync_error_classes_land_on_the_user_or_the_org() {
             .iter()
             .any(|(_, o)| *o == JobOutcome::OrgError(FailureCode::AuthorizationIdentityNotFound)),
         "{outcomes:?}"
+    );
+    assert!(
+        w.runs()
+            .await
+            .iter()
+            .any(|r| r.outcome == RunOutcome::OrgError
+                && r.error.as_ref().map(|f| f.code)
+                    == Some(FailureCode::AuthorizationIdentityNotFound))
     );
     let conn = w.store.connection(&w.org).await.unwrap();
     assert_eq!(conn.status, ConnectionStatus::Error);

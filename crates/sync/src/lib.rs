@@ -30,7 +30,8 @@ use o365_domain::mailbox::{MailFolder, MailboxCursor, SyncLink};
 use o365_domain::message::{RemovalReason, StoredMessage};
 use o365_domain::microsoft::{DeltaRequest, MailSource, MicrosoftError};
 use o365_domain::page::PageRequest;
-use o365_domain::ports::{MailboxStateStore, MessageArchive, OrgStore, UserStore};
+use o365_domain::ports::{MailboxStateStore, MessageArchive, OrgStore, SyncRunLog, UserStore};
+use o365_domain::sync_run::{RunOutcome, SyncRun};
 use o365_domain::user::{MessageCounters, SyncState, SyncStateKind};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -81,25 +82,28 @@ impl Default for SyncConfig {
     }
 }
 
-/// The stores the engine uses; usually one adapter behind all four.
+/// The stores the engine uses; usually one adapter behind all five.
 #[derive(Clone)]
 pub struct Stores {
     pub orgs: Arc<dyn OrgStore>,
     pub users: Arc<dyn UserStore>,
     pub state: Arc<dyn MailboxStateStore>,
     pub archive: Arc<dyn MessageArchive>,
+    /// One record per mailbox run that did work or failed (not for skipped jobs).
+    pub runs: Arc<dyn SyncRunLog>,
 }
 
 impl Stores {
     pub fn single<S>(store: Arc<S>) -> Self
     where
-        S: OrgStore + UserStore + MailboxStateStore + MessageArchive + 'static,
+        S: OrgStore + UserStore + MailboxStateStore + MessageArchive + SyncRunLog + 'static,
     {
         Self {
             orgs: store.clone(),
             users: store.clone(),
             state: store.clone(),
-            archive: store,
+            archive: store.clone(),
+            runs: store,
         }
     }
 }
@@ -429,8 +433,12 @@ impl SyncEngine {
     /// One mailbox, both folders. Never panics; every path logs one line.
     pub async fn run_job(&self, job: &SyncJob, deadline: Instant) -> (JobOutcome, MailboxReport) {
         let started = Instant::now();
+        let started_at = now();
         let mut report = MailboxReport::default();
-        let outcome = self.run_job_inner(job, deadline, &mut report).await;
+        let mut failure = None;
+        let outcome = self
+            .run_job_inner(job, deadline, &mut report, &mut failure)
+            .await;
         let (kind, code) = match &outcome {
             JobOutcome::Synced => ("synced", None),
             JobOutcome::UserError(c) => ("user_error", Some(code_name(*c))),
@@ -455,7 +463,42 @@ impl SyncEngine {
             duration_ms = started.elapsed().as_millis() as u64,
             "mailbox run"
         );
+        self.record_run(job, started_at, &outcome, &report, failure)
+            .await;
         (outcome, report)
+    }
+
+    /// The run's history record. Best effort: a run that cannot be recorded is logged, and the
+    /// job's outcome stands.
+    async fn record_run(
+        &self,
+        job: &SyncJob,
+        started_at: OffsetDateTime,
+        outcome: &JobOutcome,
+        report: &MailboxReport,
+        failure: Option<Failure>,
+    ) {
+        let outcome = match outcome {
+            JobOutcome::Skipped(_) => return,
+            JobOutcome::Synced => RunOutcome::Synced,
+            JobOutcome::UserError(_) => RunOutcome::UserError,
+            JobOutcome::OrgError(_) => RunOutcome::OrgError,
+            JobOutcome::RetryAfter(_) => RunOutcome::Deferred,
+            JobOutcome::Failed(_) => RunOutcome::Failed,
+        };
+        let run = SyncRun {
+            org: job.org.clone(),
+            mailbox: job.mailbox.clone(),
+            started_at,
+            finished_at: now(),
+            outcome,
+            counters: report.counters,
+            pages: report.pages,
+            error: failure,
+        };
+        if let Err(e) = self.stores.runs.record_run(&run).await {
+            tracing::warn!(org = %job.org, mailbox = job.mailbox.key(), job_id = job.job_id, error = %e, "cannot record the sync run");
+        }
     }
 
     async fn run_job_inner(
@@ -463,6 +506,7 @@ impl SyncEngine {
         job: &SyncJob,
         deadline: Instant,
         report: &mut MailboxReport,
+        failure: &mut Option<Failure>,
     ) -> JobOutcome {
         let (org, mailbox) = (&job.org, &job.mailbox);
         let s = &self.stores;
@@ -506,7 +550,9 @@ impl SyncEngine {
                 Ok(()) => {}
                 Err(Stop::Store(e)) => return JobOutcome::Failed(e.to_string()),
                 Err(Stop::Microsoft(e)) => {
-                    return self.microsoft_stop(job, &connection, e, report).await;
+                    return self
+                        .microsoft_stop(job, &connection, e, report, failure)
+                        .await;
                 }
             }
         }
@@ -576,13 +622,20 @@ impl SyncEngine {
                 Err(e) => return Err(Stop::Microsoft(e)),
             };
             report.pages += 1;
+            // "captured" is a message the archive never held; anything it already holds, live in
+            // this folder or another or as a tombstone (a move's removal processed first), is
+            // "updated". That costs one read per message, paid only outside a first backfill
+            // (incremental rounds are small; a resync is rare), and only for counting: writes
+            // are idempotent either way. A first backfill skips the reads and counts every
+            // message as captured; the only message it can count twice is one moved between
+            // the two folders' first rounds.
             if fresh_round {
                 report.counters.captured += page.messages.len() as u64;
             } else {
                 for m in &page.messages {
                     match s.archive.message(org, mailbox, &m.id).await? {
-                        Some(StoredMessage::Live { .. }) => report.counters.updated += 1,
-                        _ => report.counters.captured += 1,
+                        Some(_) => report.counters.updated += 1,
+                        None => report.counters.captured += 1,
                     }
                 }
             }
@@ -699,6 +752,7 @@ impl SyncEngine {
         connection: &Connection,
         error: MicrosoftError,
         report: &MailboxReport,
+        failure_out: &mut Option<Failure>,
     ) -> JobOutcome {
         let (org, mailbox) = (&job.org, &job.mailbox);
         let s = &self.stores;
@@ -718,7 +772,15 @@ impl SyncEngine {
                     .await;
                 JobOutcome::RetryAfter(retry_after)
             }
-            MicrosoftError::Unavailable { message } => JobOutcome::Failed(message),
+            MicrosoftError::Unavailable { message } => {
+                *failure_out = Some(Failure::new(
+                    FailureCode::MicrosoftUnavailable,
+                    None,
+                    message.clone(),
+                    now(),
+                ));
+                JobOutcome::Failed(message)
+            }
             MicrosoftError::SyncStateExpired => {
                 JobOutcome::Failed("the delta link kept expiring".into())
             }
@@ -728,6 +790,7 @@ impl SyncEngine {
                 message,
             } => {
                 let failure = Failure::new(code, Some(&microsoft_code), message, now());
+                *failure_out = Some(failure.clone());
                 match code.scope() {
                     FailureScope::User => {
                         let state = SyncState::Error { cause: failure };
