@@ -67,6 +67,8 @@ pub struct SyncConfig {
     pub max_parallel_mailboxes: usize,
     /// An org is in alarm when at least this share of its sync-enabled users is in error.
     pub org_alarm_ratio: f64,
+    /// Ask Graph for message bodies (both of our apps may read them; the bench can skip them).
+    pub include_bodies: bool,
 }
 
 impl Default for SyncConfig {
@@ -78,6 +80,7 @@ impl Default for SyncConfig {
             enqueue_lease: Duration::from_secs(30 * 60),
             max_parallel_mailboxes: 10,
             org_alarm_ratio: 0.2,
+            include_bodies: true,
         }
     }
 }
@@ -601,7 +604,7 @@ impl SyncEngine {
                 page_size: self.cfg.page_size,
                 backfill_since: if link.is_none() { backfill_since } else { None },
                 // Both of our apps hold Mail.Read or Mail.ReadWrite: bodies are allowed.
-                include_body: true,
+                include_body: self.cfg.include_bodies,
                 deadline,
             };
             let page = match self.mail.delta_page(request).await {
