@@ -11,7 +11,6 @@ use o365_domain::ports::AuditLog;
 use o365_domain::{DomainError, Result};
 
 use crate::keys::audit_pk;
-use crate::sdk_error::unavailable;
 use crate::{DynamoStore, rfc3339, to_item};
 
 #[derive(Serialize, Deserialize)]
@@ -50,14 +49,7 @@ impl DynamoStore {
 #[async_trait]
 impl AuditLog for DynamoStore {
     async fn append(&self, event: AuditEvent) -> Result<()> {
-        self.client
-            .put_item()
-            .table_name(&self.tables.state)
-            .set_item(Some(to_item(&record(&event)?)?))
-            .send()
-            .await
-            .map_err(unavailable)?;
-        Ok(())
+        self.put_state(&record(&event)?).await
     }
 
     async fn list_audit(&self, org: &OrgId, page: PageRequest) -> Result<Page<AuditEvent>> {

@@ -69,6 +69,18 @@ impl DynamoStore {
         Ok(out.item)
     }
 
+    /// An unconditional put into the state table (records that are only ever replaced).
+    async fn put_state<T: serde::Serialize>(&self, record: &T) -> Result<()> {
+        self.client
+            .put_item()
+            .table_name(&self.tables.state)
+            .set_item(Some(to_item(record)?))
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
     async fn transact(
         &self,
         items: Vec<TransactWriteItem>,

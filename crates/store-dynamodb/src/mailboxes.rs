@@ -12,7 +12,7 @@ use o365_domain::ports::MailboxStateStore;
 
 use crate::keys::{self, LEASE_SK, cursor_sk, mailbox_pk};
 use crate::sdk_error::{is_conditional_failure, unavailable};
-use crate::{DynamoStore, from_item, n, s, to_item};
+use crate::{DynamoStore, from_item, n, s};
 
 #[derive(Serialize, Deserialize)]
 struct CursorRecord {
@@ -49,14 +49,7 @@ impl MailboxStateStore for DynamoStore {
             sk: cursor_sk(cursor.folder),
             cursor: cursor.clone(),
         };
-        self.client
-            .put_item()
-            .table_name(&self.tables.state)
-            .set_item(Some(to_item(&record)?))
-            .send()
-            .await
-            .map_err(unavailable)?;
-        Ok(())
+        self.put_state(&record).await
     }
 
     async fn clear_cursor(&self, org: &OrgId, mailbox: &Email, folder: MailFolder) -> Result<()> {

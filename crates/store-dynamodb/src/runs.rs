@@ -9,8 +9,7 @@ use o365_domain::ports::SyncRunLog;
 use o365_domain::sync_run::SyncRun;
 use o365_domain::{DomainError, Result};
 
-use crate::sdk_error::unavailable;
-use crate::{DynamoStore, to_item};
+use crate::DynamoStore;
 
 /// How long run history is kept.
 pub const RUN_RETENTION_DAYS: i64 = 30;
@@ -39,14 +38,7 @@ impl SyncRunLog for DynamoStore {
             expires_at: run.finished_at.unix_timestamp() + RUN_RETENTION_DAYS * 86_400,
             doc: serde_json::to_string(run).map_err(|e| DomainError::Unavailable(e.to_string()))?,
         };
-        self.client
-            .put_item()
-            .table_name(&self.tables.state)
-            .set_item(Some(to_item(&record)?))
-            .send()
-            .await
-            .map_err(unavailable)?;
-        Ok(())
+        self.put_state(&record).await
     }
 
     async fn list_runs(&self, org: &OrgId, page: PageRequest) -> Result<Page<SyncRun>> {
