@@ -114,3 +114,43 @@ impl SimHandle {
         })
     }
 }
+
+/// A tenant in which one app registration already holds consent: the starting point of every
+/// test or benchmark that is about mail rather than about consent.
+#[derive(Clone, Debug, Serialize)]
+pub struct ConsentedApp {
+    pub tenant: TenantInfo,
+    pub app: AppInfo,
+    /// A client secret valid for 30 days.
+    pub secret: SecretInfo,
+}
+
+impl SimHandle {
+    /// Creates tenant `domain`, an app "o365-sync" with `permissions` and a secret, and grants
+    /// the app consent in the tenant.
+    pub fn consented_app(
+        &self,
+        domain: &str,
+        permissions: &[&str],
+    ) -> Result<ConsentedApp, SimError> {
+        let tenant = self.create_tenant(TenantSpec {
+            domain: domain.into(),
+            ..Default::default()
+        })?;
+        let app = self.create_app(AppSpec {
+            display_name: "o365-sync".into(),
+            permissions: permissions.iter().map(|p| p.to_string()).collect(),
+            ..Default::default()
+        })?;
+        let secret = self.add_secret(
+            app.client_id,
+            OffsetDateTime::now_utc() + time::Duration::days(30),
+        )?;
+        self.grant_consent(tenant.id, app.client_id)?;
+        Ok(ConsentedApp {
+            tenant,
+            app,
+            secret,
+        })
+    }
+}

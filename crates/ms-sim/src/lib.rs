@@ -41,7 +41,7 @@ pub use config::{
     UnconsentedError,
 };
 pub use consent::{ConsentDecision, ConsentOutcome, SESSION_COOKIE};
-pub use demo::{DemoApp, DemoWorld};
+pub use demo::{ConsentedApp, DemoApp, DemoWorld};
 pub use model::*;
 pub use throttle::{
     Endpoint, FaultRate, FaultRule, FaultScope, FaultSpec, RequestCount, Violation, ViolationKind,

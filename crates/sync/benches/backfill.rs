@@ -302,26 +302,13 @@ async fn main() {
     })
     .await
     .unwrap();
-    let tenant = sim
-        .create_tenant(TenantSpec {
-            domain: "contoso.com".into(),
-            ..Default::default()
-        })
+    let ms_sim::ConsentedApp {
+        tenant,
+        app,
+        secret,
+    } = sim
+        .consented_app("contoso.com", &["Mail.ReadWrite", "User.Read.All"])
         .unwrap();
-    let app = sim
-        .create_app(AppSpec {
-            display_name: "o365-sync".into(),
-            permissions: vec!["Mail.ReadWrite".into(), "User.Read.All".into()],
-            ..Default::default()
-        })
-        .unwrap();
-    let secret = sim
-        .add_secret(
-            app.client_id,
-            OffsetDateTime::now_utc() + time::Duration::days(30),
-        )
-        .unwrap();
-    sim.grant_consent(tenant.id, app.client_id).unwrap();
 
     let dynamo = o365_local_stack::EmbeddedDynamo::in_memory()
         .await
