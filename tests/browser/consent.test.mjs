@@ -1,7 +1,8 @@
-// Consent click-through in a real browser: activate the service account through the API, then in
-// headless Debian chromium walk the simulator's sign-in and consent pages, follow the redirects
-// through our /consent/callback to the front end's page, and check the final URL and the state
-// the API stores. Run by scripts/browser-test, which starts the embedded default and sets
+// Connecting in a real browser: activate the service account through the API, then in headless
+// Debian chromium sign in with Microsoft (the simulator's account picker), follow our
+// /consent/callback on to the admin-consent page of the tenant the sign-in proved, decide there,
+// follow the redirects back to the front end's page, and check the final URL and the state the
+// API stores (the Microsoft account that granted consent included). Run by scripts/browser-test, which starts the embedded default and sets
 // BROWSER_TEST_BASE_URL; run alone with `node --test tests/browser/` against a running runner.
 import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
@@ -45,7 +46,7 @@ async function api(method, path, body) {
   return text ? JSON.parse(text) : null;
 }
 
-/** Turn the service account on (if it is not yet) and activate: returns the consent URL. */
+/** Turn the service account on (if it is not yet) and activate: returns the sign-in URL. */
 async function activate() {
   const current = await api('GET', '/v1/integration');
   if (!current.settings.use_service_account) {
@@ -55,16 +56,18 @@ async function activate() {
     });
   }
   const { consent_url } = await api('POST', '/v1/integration/connection/activate');
-  assert.match(consent_url, /\/adminconsent\?/, 'activate returns the admin consent URL');
+  assert.match(consent_url, /\/organizations\/oauth2\/v2\.0\/authorize\?/, 'activate starts with the sign-in');
+  assert.match(consent_url, /code_challenge_method=S256/, 'with PKCE');
   const pending = await api('GET', '/v1/integration');
-  assert.equal(pending.connection.status, 'pending_consent');
+  assert.equal(pending.connection.status, 'pending_sign_in');
   return consent_url;
 }
 
 /**
- * Open the consent URL in a fresh headless chromium (new, empty user-data-dir: no simulator
- * session cookie), sign in as the admin, press `decision` ('accept' or 'cancel') and wait until
- * the redirects end on the front end's page. Returns the final URL and the outcome shown.
+ * Open the sign-in URL in a fresh headless chromium (new, empty user-data-dir: no simulator
+ * session cookie), pick the admin's account, land on the consent page of the admin's tenant,
+ * press `decision` ('accept' or 'cancel') and wait until the redirects end on the front end's
+ * page. Returns the final URL and the outcome shown.
  */
 async function clickThrough(consentUrl, decision) {
   const profile = await mkdtemp(join(tmpdir(), 'o365-browser-test-'));
@@ -79,7 +82,7 @@ async function clickThrough(consentUrl, decision) {
     const page = context.pages()[0] ?? (await context.newPage());
     await page.goto(consentUrl);
 
-    // The simulator's sign-in page: one form per user of the tenant.
+    // Microsoft's (the simulator's) account picker: one form per user.
     await page.locator('#accounts').waitFor();
     const account = page.locator(
       `form[data-action="signin"]:has(input[name="login_hint"][value="${ADMIN}"]) button`,
@@ -87,8 +90,10 @@ async function clickThrough(consentUrl, decision) {
     assert.equal(await account.count(), 1, `one sign-in button for ${ADMIN}`);
     await account.click();
 
-    // The consent page, signed in as the admin.
+    // Our callback verified the sign-in and sent the browser to the consent page of exactly
+    // that tenant, signed in as the admin.
     await page.locator('#permissions').waitFor();
+    assert.match(page.url(), /\/[0-9a-f-]{36}\/v2\.0\/adminconsent\?/, 'tenant-specific consent URL');
     assert.ok((await page.locator('main').innerText()).includes(ADMIN), 'signed in as the admin');
     const button = page.locator(`form[data-action="${decision}"] button[type="submit"]`);
     assert.equal(await button.count(), 1, `one ${decision} button`);
@@ -136,7 +141,8 @@ test('admin accepts on the consent page: back on the front end, connected', { ti
 
   const { connection } = await api('GET', '/v1/integration');
   assert.equal(connection.status, 'connected', JSON.stringify(connection));
-  assert.equal(connection.granted_by, ADMIN);
+  assert.equal(connection.granted_by?.user_principal_name, ADMIN, JSON.stringify(connection));
+  assert.ok(connection.granted_by?.object_id, 'the Microsoft account is recorded by object id');
   assert.ok(connection.tenant_id, `tenant_id is set: ${JSON.stringify(connection)}`);
   assert.equal(connection.error, null);
 });

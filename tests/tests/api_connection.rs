@@ -1,40 +1,24 @@
-//! The service-account connection end to end: activate → the simulator's consent page → our
-//! callback → the front-end redirect, and every failure an admin can meet on the way.
+//! The service-account connection end to end: activate → Microsoft sign-in (simulator) → our
+//! callback → the admin-consent page of the proven tenant → our callback → the front end, and
+//! every failure an admin can meet on the way.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use ms_sim::{ConsentDecision, ConsentOutcome, NonAdminConsent, PropagationFailure, SimConfig};
+use ms_sim::{ConsentDecision, NonAdminConsent, PropagationFailure, SimConfig};
 use o365_domain::connection::AppRegistration;
 use o365_domain::ids::OrgId;
 use o365_domain::page::PageRequest;
 use o365_domain::ports::{AuditLog, OrgStore};
 use o365_domain::secret::{AppCredential, ClientCredential, Sensitive};
-use o365_e2e::api::{ApiHarness, FRONTEND, NoQueue, Reply};
+use o365_e2e::api::{ApiHarness, FRONTEND, GLOBAL_ADMIN, NoQueue, Reply};
 use reqwest::StatusCode;
 use serde_json::json;
 
-const PRIMARY: &str = "globaladmin@contoso.com";
+const PRIMARY: &str = GLOBAL_ADMIN;
 
 async fn harness(config: SimConfig) -> ApiHarness {
     ApiHarness::start(config, Arc::new(NoQueue)).await
-}
-
-/// Follows the consent URL as the admin's browser would, then Microsoft's redirect to us.
-async fn consent(h: &ApiHarness, url: &str, as_user: &str, decision: ConsentDecision) -> Reply {
-    match h
-        .sim
-        .browser_consent(url, as_user, decision)
-        .await
-        .expect("the consent page works")
-    {
-        ConsentOutcome::Redirect { location, .. } => {
-            h.call("GET", &location, None, None, &[]).await
-        }
-        ConsentOutcome::Page { status, aadsts, .. } => {
-            panic!("Microsoft kept the browser on a page: {status} AADSTS{aadsts:?}")
-        }
-    }
 }
 
 async fn integration(h: &ApiHarness, org: &str) -> serde_json::Value {
@@ -53,40 +37,11 @@ fn expect_front_end(r: &Reply, outcome: &str) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_primary_admin_connects_once_and_the_grant_is_proven() {
-    let h = harness(SimConfig::default()).await;
-    h.org("acme").await;
-    let url = h.activate("acme").await;
-    assert!(
-        url.starts_with(&format!(
-            "{}/organizations/v2.0/adminconsent?",
-            h.sim.authority()
-        )),
-        "{url}"
-    );
-    assert!(url.contains(&format!("client_id={}", h.default_app.client_id)));
-    assert!(url.contains("scope=https%3A%2F%2Fgraph.microsoft.com%2F.default"));
-    assert_eq!(
-        integration(&h, "acme").await["connection"]["status"],
-        "pending_consent"
-    );
-
-    let back = consent(&h, &url, PRIMARY, ConsentDecision::Accept).await;
-    expect_front_end(&back, "connected");
-    let view = integration(&h, "acme").await;
-    let c = &view["connection"];
-    assert_eq!(c["status"], "connected");
-    assert_eq!(c["tenant_id"], h.tenant.id.to_string());
-    assert_eq!(c["app"], "default");
-    assert_eq!(c["granted_by"], PRIMARY);
-    assert!(c["granted_at"].is_string() && c["last_verified_at"].is_string());
-    assert!(c["error"].is_null());
-    let org = OrgId::parse("acme").unwrap();
-    let actions: Vec<String> = h
-        .fixture
+async fn actions(h: &ApiHarness, org: &str) -> Vec<String> {
+    let org = OrgId::parse(org).unwrap();
+    h.fixture
         .store
-        .list_audit(&org, PageRequest::first(50))
+        .list_audit(&org, PageRequest::first(200))
         .await
         .unwrap()
         .items
@@ -98,10 +53,88 @@ async fn the_primary_admin_connects_once_and_the_grant_is_proven() {
                 .unwrap()
                 .to_owned()
         })
-        .collect();
+        .collect()
+}
+
+fn query_param(url: &str, name: &str) -> String {
+    let query = url.split_once('?').unwrap().1;
+    query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+        .map(|s| {
+            s.replace("%2F", "/")
+                .replace("%3D", "=")
+                .replace("%20", " ")
+                .replace("%3A", ":")
+        })
+        .unwrap_or_else(|| panic!("{name} missing from {url}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_primary_global_admin_signs_in_consents_for_that_tenant_and_is_recorded() {
+    let h = harness(SimConfig::default()).await;
+    h.org("acme").await;
+    let url = h.activate("acme").await;
+    assert!(
+        url.starts_with(&format!(
+            "{}/organizations/oauth2/v2.0/authorize?",
+            h.sim.authority()
+        )),
+        "{url}"
+    );
+    for part in [
+        "response_type=code",
+        "response_mode=query",
+        "code_challenge_method=S256",
+        "scope=openid+profile+email",
+    ] {
+        assert!(url.contains(part), "{part} missing from {url}");
+    }
+    assert!(url.contains(&format!("client_id={}", h.default_app.client_id)));
+    assert!(
+        !query_param(&url, "nonce").is_empty() && !query_param(&url, "code_challenge").is_empty()
+    );
+    assert_eq!(
+        integration(&h, "acme").await["connection"]["status"],
+        "pending_sign_in"
+    );
+
+    // Sign-in leg: on to the consent page of exactly the tenant the ID token proved.
+    let signed_in = h.sign_in(&url, PRIMARY).await;
+    assert_eq!(signed_in.status, StatusCode::SEE_OTHER);
+    let consent_url = signed_in.location().to_owned();
+    assert!(
+        consent_url.starts_with(&format!(
+            "{}/{}/v2.0/adminconsent?",
+            h.sim.authority(),
+            h.tenant.id
+        )),
+        "{consent_url}"
+    );
+    let c = &integration(&h, "acme").await["connection"];
+    assert_eq!(c["status"], "pending_consent");
+    assert_eq!(c["tenant_id"], h.tenant.id.to_string());
+
+    let back = h
+        .consent(&consent_url, PRIMARY, ConsentDecision::Accept)
+        .await;
+    expect_front_end(&back, "connected");
+    let view = integration(&h, "acme").await;
+    let c = &view["connection"];
+    assert_eq!(c["status"], "connected");
+    assert_eq!(c["tenant_id"], h.tenant.id.to_string());
+    assert_eq!(c["app"], "default");
+    assert_eq!(c["activated_by"], PRIMARY);
+    let admin = h.sim.user(PRIMARY).unwrap();
+    assert_eq!(c["granted_by"]["object_id"], admin.id.to_string());
+    assert_eq!(c["granted_by"]["user_principal_name"], PRIMARY);
+    assert!(c["granted_at"].is_string() && c["last_verified_at"].is_string());
+    assert!(c["error"].is_null());
+    let actions = actions(&h, "acme").await;
     for expected in [
         "settings_changed",
         "connection_activated",
+        "admin_signed_in",
         "consent_granted",
         "connection_verified",
     ] {
@@ -110,6 +143,309 @@ async fn the_primary_admin_connects_once_and_the_grant_is_proven() {
             "{expected} missing from {actions:?}"
         );
     }
+}
+
+/// The attack of issue 9: the Primary of another org, an ordinary user of the victim's tenant,
+/// tries every way to bind that tenant to its own org.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_non_admin_of_a_tenant_cannot_bind_it_to_another_org_whatever_it_sends() {
+    let h = harness(SimConfig::default()).await;
+    let evil = "adele@contoso.com";
+    h.org_with_primary("evil", evil).await;
+    let victim = h.tenant.id.to_string();
+
+    // 1. Signing in as itself: refused before any consent page, nothing bound.
+    let url = h.activate_as("evil", evil).await;
+    let r = h.sign_in(&url, evil).await;
+    expect_front_end(&r, "not_global_administrator");
+    let c = h
+        .as_user("evil", evil, "GET", "/v1/integration", None)
+        .await
+        .body["connection"]
+        .clone();
+    assert_eq!(c["status"], "error");
+    assert!(c["tenant_id"].is_null(), "{c}");
+    assert!(
+        c["error"]["remediation"]
+            .as_str()
+            .unwrap()
+            .contains("Global Administrator")
+    );
+
+    // 2. A hand-made admin-consent answer with its own (sign-in) state and the victim's tenant.
+    let url = h.activate_as("evil", evil).await;
+    let state = query_param(&url, "state");
+    let forged = h
+        .call(
+            "GET",
+            &format!("/consent/callback?admin_consent=True&tenant={victim}&state={state}"),
+            None,
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(forged.status, StatusCode::BAD_REQUEST, "{:?}", forged.body);
+    assert!(
+        actions(&h, "evil")
+            .await
+            .iter()
+            .any(|a| a == "callback_refused"),
+        "the forgery is a security event on the org"
+    );
+
+    // 3. A code replayed: redeemed once (refused as non-admin), then sent again with a fresh
+    // state of the same org.
+    let url = h.activate_as("evil", evil).await;
+    let out = h.sim.browser_sign_in(&url, evil).await.unwrap();
+    let code = out.param("code").unwrap().to_owned();
+    let first = h.follow(out).await;
+    expect_front_end(&first, "not_global_administrator");
+    let url = h.activate_as("evil", evil).await;
+    let state = query_param(&url, "state");
+    let replay = h
+        .call(
+            "GET",
+            &format!("/consent/callback?code={code}&state={state}"),
+            None,
+            None,
+            &[],
+        )
+        .await;
+    expect_front_end(&replay, "sign_in_failed");
+    let c = h
+        .as_user("evil", evil, "GET", "/v1/integration", None)
+        .await
+        .body["connection"]
+        .clone();
+    assert_eq!(c["error"]["microsoft_code"], "AADSTS54005", "{c}");
+
+    // 4. Someone else's code (the victim admin's sign-in for its own org) with evil's state:
+    // the PKCE verifier is evil's, the code was bound to acme's challenge.
+    h.org("acme").await;
+    let acme_url = h.activate("acme").await;
+    let acme_out = h.sim.browser_sign_in(&acme_url, PRIMARY).await.unwrap();
+    let acme_code = acme_out.param("code").unwrap().to_owned();
+    let url = h.activate_as("evil", evil).await;
+    let state = query_param(&url, "state");
+    let stolen = h
+        .call(
+            "GET",
+            &format!("/consent/callback?code={acme_code}&state={state}"),
+            None,
+            None,
+            &[],
+        )
+        .await;
+    expect_front_end(&stolen, "sign_in_failed");
+    let c = h
+        .as_user("evil", evil, "GET", "/v1/integration", None)
+        .await
+        .body["connection"]
+        .clone();
+    assert_eq!(c["error"]["microsoft_code"], "AADSTS501481", "{c}");
+
+    // Nothing of the tenant was ever bound to evil, nor can it sync.
+    let evil_org = OrgId::parse("evil").unwrap();
+    assert_eq!(
+        h.fixture
+            .store
+            .connection(&evil_org)
+            .await
+            .unwrap()
+            .tenant_id,
+        None
+    );
+    let sync = h.as_user("evil", evil, "POST", "/v1/sync", None).await;
+    assert_eq!(sync.status, StatusCode::CONFLICT, "{:?}", sync.body);
+    let archived = o365_domain::ports::MessageArchive::all_messages(
+        &h.fixture.store,
+        &evil_org,
+        &o365_domain::ids::Email::parse(evil).unwrap(),
+        PageRequest::first(10),
+    )
+    .await
+    .unwrap();
+    assert!(archived.items.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_tenant_on_the_consent_answer_is_refused_and_audited() {
+    let h = harness(SimConfig::default()).await;
+    h.org("acme").await;
+    let url = h.activate("acme").await;
+    let consent_url = h.sign_in(&url, PRIMARY).await.location().to_owned();
+    let state = query_param(&consent_url, "state");
+    // Microsoft's answer, with the tenant swapped for another (which even granted the app).
+    h.sim
+        .grant_consent(h.other_tenant.id, h.default_app.client_id)
+        .unwrap();
+    let r = h
+        .call(
+            "GET",
+            &format!(
+                "/consent/callback?admin_consent=True&tenant={}&state={state}",
+                h.other_tenant.id
+            ),
+            None,
+            None,
+            &[],
+        )
+        .await;
+    expect_front_end(&r, "tenant_mismatch");
+    let c = &integration(&h, "acme").await["connection"];
+    assert_eq!(c["status"], "error");
+    assert!(
+        c["tenant_id"].is_null(),
+        "a refused tenant is released: {c}"
+    );
+    assert!(
+        actions(&h, "acme")
+            .await
+            .iter()
+            .any(|a| a == "callback_refused")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_serves_one_org_and_its_global_admin_must_be_the_primary() {
+    let h = harness(SimConfig::default()).await;
+    h.org("acme").await;
+    expect_front_end(
+        &h.connect("acme", ConsentDecision::Accept).await,
+        "connected",
+    );
+
+    // The same Global Administrator is Primary of a second org: the tenant is taken.
+    h.org("second").await;
+    let url = h.activate("second").await;
+    let r = h.sign_in(&url, PRIMARY).await;
+    expect_front_end(&r, "tenant_in_use");
+    let c = h
+        .as_user("second", PRIMARY, "GET", "/v1/integration", None)
+        .await
+        .body["connection"]
+        .clone();
+    assert!(
+        c["error"]["remediation"]
+            .as_str()
+            .unwrap()
+            .contains("another organisation"),
+        "{c}"
+    );
+    assert!(
+        !c.to_string().contains("acme"),
+        "the other org is not named: {c}"
+    );
+
+    // A Global Administrator of another tenant signs in for an org whose Primary is not them.
+    h.org_with_primary("globex", "adele@contoso.com").await;
+    let url = h.activate_as("globex", "adele@contoso.com").await;
+    let r = h
+        .connect_via(
+            &url,
+            o365_e2e::api::OTHER_GLOBAL_ADMIN,
+            ConsentDecision::Accept,
+        )
+        .await;
+    expect_front_end(&r, "not_primary_account");
+    let c = h
+        .as_user(
+            "globex",
+            "adele@contoso.com",
+            "GET",
+            "/v1/integration",
+            None,
+        )
+        .await
+        .body["connection"]
+        .clone();
+    assert_eq!(c["status"], "error");
+    assert!(c["tenant_id"].is_null(), "released: {c}");
+    assert!(
+        c["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("adele@contoso.com")
+            && c["error"]["remediation"]
+                .as_str()
+                .unwrap()
+                .contains("Primary user"),
+        "{c}"
+    );
+
+    // Deleting acme's connection frees the tenant for another org.
+    let d = h
+        .as_user(
+            "acme",
+            PRIMARY,
+            "DELETE",
+            "/v1/integration/connection",
+            None,
+        )
+        .await;
+    assert_eq!(d.status, StatusCode::OK, "{:?}", d.body);
+    expect_front_end(
+        &h.connect("second", ConsentDecision::Accept).await,
+        "connected",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_or_broken_id_tokens_are_refused() {
+    use ms_sim::IdTokenTamper::*;
+    let h = harness(SimConfig::default()).await;
+    h.org("acme").await;
+    for (tamper, outcome) in [
+        (AlgNone, "invalid_id_token"),
+        (Hs256WithPublicKey, "invalid_id_token"),
+        (WrongAudience, "invalid_id_token"),
+        (IssuerTenantMismatch, "invalid_id_token"),
+        (WrongNonce, "invalid_id_token"),
+        (Expired, "invalid_id_token"),
+        (UnknownKey, "invalid_id_token"),
+        (MissingWids, "directory_roles_unavailable"),
+    ] {
+        h.sim.set_id_token_tamper(Some(tamper));
+        let url = h.activate("acme").await;
+        let r = h.sign_in(&url, PRIMARY).await;
+        expect_front_end(&r, outcome);
+        let c = &integration(&h, "acme").await["connection"];
+        assert_eq!(c["status"], "error", "{tamper:?}: {c}");
+        assert!(c["tenant_id"].is_null(), "{tamper:?}: {c}");
+    }
+    h.sim.set_id_token_tamper(None);
+
+    // Keys rotate: a key published after our first fetch is accepted after one refetch
+    // (at most one per 10 s per tenant).
+    expect_front_end(
+        &h.connect("acme", ConsentDecision::Accept).await,
+        "connected",
+    );
+    h.as_user(
+        "acme",
+        PRIMARY,
+        "DELETE",
+        "/v1/integration/connection",
+        None,
+    )
+    .await;
+    let rotated = h.sim.rotate_signing_key();
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    let url = h.activate("acme").await;
+    let r = h.sign_in(&url, PRIMARY).await;
+    assert!(
+        h.is_consent_page(r.location()),
+        "kid {rotated}: {:?}",
+        r.location()
+    );
+
+    // Microsoft's keys out of reach: nothing bound, a clear transient error.
+    h.sim.set_oidc_down(true);
+    h.sim.rotate_signing_key();
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    let url = h.activate("acme").await;
+    expect_front_end(&h.sign_in(&url, PRIMARY).await, "microsoft_unavailable");
+    h.sim.set_oidc_down(false);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -123,8 +459,11 @@ async fn a_ten_second_propagation_window_still_ends_connected_without_a_manual_r
         .await;
         h.org("acme").await;
         let url = h.activate("acme").await;
+        let consent_url = h.sign_in(&url, PRIMARY).await.location().to_owned();
         let started = std::time::Instant::now();
-        let back = consent(&h, &url, PRIMARY, ConsentDecision::Accept).await;
+        let back = h
+            .consent(&consent_url, PRIMARY, ConsentDecision::Accept)
+            .await;
         expect_front_end(&back, "connected");
         assert!(
             started.elapsed() >= Duration::from_secs(9),
@@ -135,41 +474,62 @@ async fn a_ten_second_propagation_window_still_ends_connected_without_a_manual_r
             started.elapsed() < Duration::from_secs(25),
             "answered inside API Gateway's limit"
         );
-        assert_eq!(
-            integration(&h, "acme").await["connection"]["status"],
-            "connected"
-        );
     }
 }
 
+/// Minutes of propagation: the callback answers "verifying"; polling the status changes and
+/// writes nothing; the scheduled pass (what mailbox-sync runs) ends it connected with no status
+/// read in between.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_grant_still_propagating_when_the_budget_ends_is_settled_by_the_next_status_read() {
+async fn a_five_minute_propagation_settles_on_the_server_and_polling_writes_nothing() {
     let h = harness(SimConfig {
-        propagation: Duration::from_secs(40),
+        propagation: Duration::from_secs(300),
+        propagation_failure: PropagationFailure::Graph,
         ..SimConfig::default()
     })
     .await;
     h.org("acme").await;
     let url = h.activate("acme").await;
-    let back = consent(&h, &url, PRIMARY, ConsentDecision::Accept).await;
-    expect_front_end(&back, "verifying");
-    assert_eq!(
-        integration(&h, "acme").await["connection"]["status"],
-        "verifying"
+    let consent_url = h.sign_in(&url, PRIMARY).await.location().to_owned();
+    let consented = std::time::Instant::now();
+    expect_front_end(
+        &h.consent(&consent_url, PRIMARY, ConsentDecision::Accept)
+            .await,
+        "verifying",
     );
-    h.sim
-        .set_propagation(Some(h.tenant.id), Duration::ZERO, PropagationFailure::Token)
-        .unwrap();
+    let audits = actions(&h, "acme").await.len();
+    for _ in 0..60 {
+        assert_eq!(
+            integration(&h, "acme").await["connection"]["status"],
+            "verifying"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
     assert_eq!(
-        integration(&h, "acme").await["connection"]["status"],
-        "connected"
+        actions(&h, "acme").await.len(),
+        audits,
+        "60 s of status polling wrote no audit event"
     );
+    let org = OrgId::parse("acme").unwrap();
+    // The schedule, every 20 s, until Microsoft knows the grant.
+    loop {
+        h.grants.settle_verifying_connections().await.unwrap();
+        let status = h.fixture.store.connection(&org).await.unwrap().status;
+        if status == o365_domain::connection::ConnectionStatus::Connected {
+            break;
+        }
+        assert_eq!(status, o365_domain::connection::ConnectionStatus::Verifying);
+        assert!(
+            consented.elapsed() < Duration::from_secs(360),
+            "never settled"
+        );
+        tokio::time::sleep(Duration::from_secs(20)).await;
+    }
+    assert!(consented.elapsed() >= Duration::from_secs(299));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_grant_microsoft_never_learns_ends_as_authorization_identity_not_found() {
-    // Graph keeps answering Authorization_IdentityNotFound; past the propagation grace the
-    // connection stops "verifying" and says what is wrong.
     let config = SimConfig {
         propagation: Duration::from_secs(3600),
         propagation_failure: PropagationFailure::Graph,
@@ -185,14 +545,9 @@ async fn a_grant_microsoft_never_learns_ends_as_authorization_identity_not_found
     )
     .await;
     h.org("acme").await;
-    let url = h.activate("acme").await;
     expect_front_end(
-        &consent(&h, &url, PRIMARY, ConsentDecision::Accept).await,
+        &h.connect("acme", ConsentDecision::Accept).await,
         "verifying",
-    );
-    assert_eq!(
-        integration(&h, "acme").await["connection"]["status"],
-        "verifying"
     );
     tokio::time::sleep(Duration::from_secs(4)).await;
     failed_consent(
@@ -233,17 +588,21 @@ async fn failed_consent(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cancel_on_the_consent_page_is_recorded_as_declined() {
+async fn cancel_on_the_consent_page_is_recorded_as_declined_and_sign_in_cancel_too() {
     let h = harness(SimConfig::default()).await;
     h.org("acme").await;
-    let url = h.activate("acme").await;
-    let back = consent(&h, &url, PRIMARY, ConsentDecision::Cancel).await;
+    let back = h.connect("acme", ConsentDecision::Cancel).await;
     expect_front_end(&back, "consent_declined");
     failed_consent(&h, "acme", "consent_declined", "AADSTS65004", "Accept").await;
+
+    let url = h.activate("acme").await;
+    let out = h.sim.browser_cancel_sign_in(&url).await.unwrap();
+    expect_front_end(&h.follow(out).await, "sign_in_failed");
+    failed_consent(&h, "acme", "sign_in_failed", "AADSTS50126", "sign in").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_non_admin_who_is_sent_back_needs_admin_approval() {
+async fn a_non_admin_on_the_consent_page_needs_admin_approval() {
     let h = harness(SimConfig {
         non_admin_consent: NonAdminConsent::Redirect,
         ..SimConfig::default()
@@ -251,7 +610,10 @@ async fn a_non_admin_who_is_sent_back_needs_admin_approval() {
     .await;
     h.org("acme").await;
     let url = h.activate("acme").await;
-    let back = consent(&h, &url, "adele@contoso.com", ConsentDecision::Accept).await;
+    let consent_url = h.sign_in(&url, PRIMARY).await.location().to_owned();
+    let back = h
+        .consent(&consent_url, "adele@contoso.com", ConsentDecision::Accept)
+        .await;
     expect_front_end(&back, "need_admin_approval");
     failed_consent(
         &h,
@@ -270,8 +632,7 @@ async fn missing_directory_permission_is_insufficient_privileges() {
         .set_app_permissions(h.default_app.client_id, vec!["Mail.ReadWrite".into()])
         .unwrap();
     h.org("acme").await;
-    let url = h.activate("acme").await;
-    let back = consent(&h, &url, PRIMARY, ConsentDecision::Accept).await;
+    let back = h.connect("acme", ConsentDecision::Accept).await;
     expect_front_end(&back, "insufficient_privileges");
     failed_consent(
         &h,
@@ -287,11 +648,14 @@ async fn missing_directory_permission_is_insufficient_privileges() {
 async fn conditional_access_and_a_refused_credential_are_named() {
     let h = harness(SimConfig::default()).await;
     h.org("acme").await;
+    let url = h.activate("acme").await;
+    let consent_url = h.sign_in(&url, PRIMARY).await.location().to_owned();
     h.sim
         .set_conditional_access_block(h.tenant.id, true)
         .unwrap();
-    let url = h.activate("acme").await;
-    let back = consent(&h, &url, PRIMARY, ConsentDecision::Accept).await;
+    let back = h
+        .consent(&consent_url, PRIMARY, ConsentDecision::Accept)
+        .await;
     expect_front_end(&back, "conditional_access_blocked");
     failed_consent(
         &h,
@@ -313,8 +677,7 @@ async fn conditional_access_and_a_refused_credential_are_named() {
             credential: ClientCredential::Secret(Sensitive::new("wrong".into())),
         },
     );
-    let url = h.activate("acme").await;
-    let back = consent(&h, &url, PRIMARY, ConsentDecision::Accept).await;
+    let back = h.connect("acme", ConsentDecision::Accept).await;
     expect_front_end(&back, "invalid_credential");
     failed_consent(
         &h,
@@ -326,51 +689,31 @@ async fn conditional_access_and_a_refused_credential_are_named() {
     .await;
 }
 
-fn state_of(url: &str) -> String {
-    let query = url.split_once('?').unwrap().1;
-    query
-        .split('&')
-        .find_map(|kv| kv.strip_prefix("state="))
-        .map(|s| s.replace("%2F", "/").replace("%3D", "="))
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unknown_tenant_is_tenant_not_found_and_a_rotated_secret_needs_no_restart() {
+async fn a_late_answer_never_breaks_a_live_connection_and_a_rotated_secret_needs_no_restart() {
     let h = harness(SimConfig::default()).await;
     h.org("acme").await;
+    // Two sign-ins (two tabs): the first's consent link is left open.
     let url = h.activate("acme").await;
-    let forged_tenant = "0b7e1d3a-0000-4000-8000-000000000001";
-    let back = h
-        .call(
-            "GET",
-            &format!(
-                "/consent/callback?admin_consent=True&tenant={forged_tenant}&state={}",
-                state_of(&url)
-            ),
-            None,
-            None,
-            &[],
-        )
+    let stale_consent = h.sign_in(&url, PRIMARY).await.location().to_owned();
+    let back = h.connect("acme", ConsentDecision::Accept).await;
+    expect_front_end(&back, "connected");
+    let late = h
+        .consent(&stale_consent, PRIMARY, ConsentDecision::Cancel)
         .await;
-    expect_front_end(&back, "tenant_not_found");
-    failed_consent(
-        &h,
-        "acme",
-        "tenant_not_found",
-        "AADSTS90002",
-        "activate it again",
-    )
-    .await;
-
-    // Connect (a second activation while connected is refused: delete comes first), then
-    // rotate: Microsoft gets a new secret and the old one expires; Secrets
-    // Manager (here the local store) holds the new one. No restart, no re-consent.
-    let url = h.activate("acme").await;
-    expect_front_end(
-        &consent(&h, &url, PRIMARY, ConsentDecision::Accept).await,
+    expect_front_end(&late, "connected");
+    assert_eq!(
+        integration(&h, "acme").await["connection"]["status"],
         "connected",
+        "the late cancel changed nothing"
     );
+    assert!(
+        actions(&h, "acme")
+            .await
+            .iter()
+            .any(|a| a == "callback_ignored")
+    );
+
     let again = h
         .as_user(
             "acme",
@@ -381,11 +724,9 @@ async fn an_unknown_tenant_is_tenant_not_found_and_a_rotated_secret_needs_no_res
         )
         .await;
     assert_eq!(again.status, StatusCode::CONFLICT, "{:?}", again.body);
-    assert_eq!(
-        integration(&h, "acme").await["connection"]["status"],
-        "connected",
-        "the grant survived the stray click"
-    );
+
+    // Rotate: Microsoft gets a new secret and the old one expires; the secret store holds the
+    // new one. No restart, no re-consent.
     let far = time::OffsetDateTime::now_utc() + time::Duration::days(365);
     let fresh = h.sim.add_secret(h.default_app.client_id, far).unwrap();
     h.sim.expire_secret(h.default_app.client_id, None).unwrap();
@@ -416,25 +757,32 @@ async fn an_unknown_tenant_is_tenant_not_found_and_a_rotated_secret_needs_no_res
 async fn snapshot(h: &ApiHarness, org: &str) -> (serde_json::Value, usize) {
     let o = OrgId::parse(org).unwrap();
     let connection = serde_json::to_value(h.fixture.store.connection(&o).await.unwrap()).unwrap();
-    let audit = h
-        .fixture
+    (connection, actions(h, org).await.len())
+}
+
+async fn consent_requests(h: &ApiHarness) -> usize {
+    h.fixture
         .store
-        .list_audit(&o, PageRequest::first(200))
+        .client()
+        .scan()
+        .table_name(&h.fixture.store.tables().state)
+        .filter_expression("begins_with(pk, :p)")
+        .expression_attribute_values(
+            ":p",
+            aws_sdk_dynamodb::types::AttributeValue::S("CONSENT#".into()),
+        )
+        .send()
         .await
         .unwrap()
-        .items
-        .len();
-    (connection, audit)
+        .count() as usize
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn forged_expired_replayed_and_cross_org_states_are_refused_with_nothing_written() {
+async fn forged_expired_and_replayed_states_are_refused_and_a_flood_stays_bounded() {
     let h = harness(SimConfig::default()).await;
     h.org("acme").await;
-    h.org("globex").await;
     let url = h.activate("acme").await;
-    let state = state_of(&url);
-    let tenant = h.tenant.id;
+    let state = query_param(&url, "state");
     let before = snapshot(&h, "acme").await;
 
     let (body, sig) = state.split_once('.').unwrap();
@@ -447,88 +795,75 @@ async fn forged_expired_replayed_and_cross_org_states_are_refused_with_nothing_w
         format!("{body}x.{sig}"),
         "a".repeat(5000),
     ];
-    for f in forged {
-        let r = h
-            .call(
-                "GET",
-                &format!("/consent/callback?admin_consent=True&tenant={tenant}&state={f}"),
-                None,
-                None,
-                &[],
-            )
-            .await;
-        assert_eq!(r.status, StatusCode::BAD_REQUEST, "state {f:.40}");
-        assert_eq!(
-            r.body["type"],
-            "https://o365-sync.dev/problems/invalid-consent-request"
-        );
-        assert_eq!(r.headers["content-type"], "application/problem+json");
-        assert!(
-            r.location().is_empty(),
-            "no redirect for a state that is not ours"
-        );
+    for _ in 0..5 {
+        for f in &forged {
+            let r = h
+                .call(
+                    "GET",
+                    &format!("/consent/callback?code=abc&state={f}"),
+                    None,
+                    None,
+                    &[],
+                )
+                .await;
+            assert_eq!(r.status, StatusCode::BAD_REQUEST, "state {f:.40}");
+            assert_eq!(
+                r.body["type"],
+                "https://o365-sync.dev/problems/invalid-consent-request"
+            );
+            assert_eq!(r.headers["content-type"], "application/problem+json");
+            assert!(
+                r.location().is_empty(),
+                "no redirect for a state that is not ours"
+            );
+        }
     }
     let r = h
-        .call(
-            "GET",
-            &format!("/consent/callback?admin_consent=True&tenant={tenant}"),
-            None,
-            None,
-            &[],
-        )
+        .call("GET", "/consent/callback?code=abc", None, None, &[])
         .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert_eq!(
         snapshot(&h, "acme").await,
         before,
-        "refused callbacks wrote nothing"
+        "refused callbacks that name no org wrote nothing"
+    );
+    assert!(
+        h.counted
+            .key_refreshes
+            .load(std::sync::atomic::Ordering::SeqCst)
+            <= 1,
+        "bad signatures re-read the signing key at most once per interval"
     );
 
-    // Cross-org: globex's state, signed for globex, cannot touch acme — and a state whose
-    // nonce was consumed cannot be replayed.
-    let globex_url = h.activate("globex").await;
-    let globex_state = state_of(&globex_url);
-    h.sim
-        .grant_consent(tenant, h.default_app.client_id)
-        .unwrap();
-    let first = h
-        .call(
-            "GET",
-            &format!("/consent/callback?admin_consent=True&tenant={tenant}&state={globex_state}"),
-            None,
-            None,
-            &[],
-        )
-        .await;
-    expect_front_end(&first, "connected");
-    let globex_after = snapshot(&h, "globex").await;
-    let replay = h
-        .call(
-            "GET",
-            &format!("/consent/callback?admin_consent=True&tenant={tenant}&state={globex_state}"),
-            None,
-            None,
-            &[],
-        )
-        .await;
-    assert_eq!(replay.status, StatusCode::BAD_REQUEST);
+    // Replays of a consumed, validly signed state: refused, audited once per window.
+    let good = h.sign_in(&url, PRIMARY).await;
+    assert!(h.is_consent_page(good.location()));
+    let connection_after = snapshot(&h, "acme").await.0;
+    let audits = actions(&h, "acme").await.len();
+    for _ in 0..50 {
+        let r = h
+            .call(
+                "GET",
+                &format!("/consent/callback?code=abc&state={state}"),
+                None,
+                None,
+                &[],
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    }
     assert_eq!(
-        snapshot(&h, "globex").await,
-        globex_after,
-        "a replay wrote nothing"
+        snapshot(&h, "acme").await.0,
+        connection_after,
+        "replays changed nothing"
     );
     assert_eq!(
-        snapshot(&h, "acme").await,
-        before,
-        "acme untouched by globex's consent"
+        actions(&h, "acme").await.len(),
+        audits + 1,
+        "fifty replays, one security event"
     );
-}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_expired_state_is_refused() {
-    let h = harness(SimConfig::default()).await;
-    h.org("acme").await;
-    // A state signed with our key for a request that expired a minute ago.
+    // An expired state (signed with our key, its request stored) is refused too.
     let request = o365_domain::consent::ConsentRequest {
         nonce: "expired-nonce".into(),
         org: OrgId::parse("acme").unwrap(),
@@ -537,26 +872,87 @@ async fn an_expired_state_is_refused() {
         expires_at: (time::OffsetDateTime::now_utc() - time::Duration::minutes(1))
             .replace_nanosecond(0)
             .unwrap(),
+        leg: o365_domain::consent::ConsentLeg::SignIn {
+            pkce_verifier: "v".into(),
+            oidc_nonce: "n".into(),
+        },
     };
     o365_domain::ports::ConsentStore::put_consent_request(&h.fixture.store, &request)
         .await
         .unwrap();
-    let state = o365_domain::consent_state::sign(&request, o365_e2e::api::STATE_KEY);
-    let before = snapshot(&h, "acme").await;
+    let expired = o365_domain::consent_state::sign(&request, o365_e2e::api::STATE_KEY);
     let r = h
         .call(
             "GET",
-            &format!(
-                "/consent/callback?admin_consent=True&tenant={}&state={state}",
-                h.tenant.id
-            ),
+            &format!("/consent/callback?code=abc&state={expired}"),
             None,
             None,
             &[],
         )
         .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
-    assert_eq!(snapshot(&h, "acme").await, before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_activations_leave_one_round_trip_and_refusals_write_nothing() {
+    let h = harness(SimConfig::default()).await;
+    h.org("acme").await;
+    h.activate("acme").await;
+    assert_eq!(consent_requests(&h).await, 1);
+    let before = snapshot(&h, "acme").await;
+    let token = h.token("acme", PRIMARY);
+    let call = || {
+        h.call(
+            "POST",
+            "/v1/integration/connection/activate",
+            Some(&token),
+            None,
+            &[],
+        )
+    };
+    let (a, b, c, d, e, f, g, i) = tokio::join!(
+        call(),
+        call(),
+        call(),
+        call(),
+        call(),
+        call(),
+        call(),
+        call()
+    );
+    let replies = [a, b, c, d, e, f, g, i];
+    let ok = replies
+        .iter()
+        .filter(|r| r.status == StatusCode::OK)
+        .count();
+    let conflicts = replies
+        .iter()
+        .filter(|r| r.status == StatusCode::CONFLICT)
+        .count();
+    assert!(
+        ok >= 1 && ok + conflicts == 8,
+        "{:?}",
+        replies.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        consent_requests(&h).await,
+        1 + ok,
+        "one stored round trip per success"
+    );
+    assert_eq!(snapshot(&h, "acme").await.1, before.1 + ok);
+
+    // A member (not Primary) is refused and writes nothing.
+    let r = h
+        .as_user(
+            "acme",
+            "adele@contoso.com",
+            "POST",
+            "/v1/integration/connection/activate",
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(consent_requests(&h).await, 1 + ok);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -579,7 +975,7 @@ async fn read_only_selects_the_second_app_and_changing_it_asks_for_consent_again
         "{url}"
     );
     expect_front_end(
-        &consent(&h, &url, PRIMARY, ConsentDecision::Accept).await,
+        &h.connect_via(&url, PRIMARY, ConsentDecision::Accept).await,
         "connected",
     );
     assert_eq!(
@@ -605,7 +1001,6 @@ async fn read_only_selects_the_second_app_and_changing_it_asks_for_consent_again
         "needs_reconsent"
     );
 
-    // Delete, then reactivate with the same email.
     let r = h
         .as_user(
             "acme",
@@ -619,7 +1014,7 @@ async fn read_only_selects_the_second_app_and_changing_it_asks_for_consent_again
     let url = h.activate("acme").await;
     assert!(url.contains(&format!("client_id={}", h.default_app.client_id)));
     expect_front_end(
-        &consent(&h, &url, PRIMARY, ConsentDecision::Accept).await,
+        &h.connect_via(&url, PRIMARY, ConsentDecision::Accept).await,
         "connected",
     );
 }
@@ -647,5 +1042,10 @@ async fn activation_needs_the_service_account_switched_on() {
             .as_str()
             .unwrap()
             .contains("Use Service Account")
+    );
+    assert_eq!(
+        consent_requests(&h).await,
+        0,
+        "a refused activation writes nothing"
     );
 }

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use o365_domain::audit::AuditAction;
-use o365_domain::connection::{AppRegistration, Connection, ConnectionStatus};
-use o365_domain::consent::ConsentRequest;
+use o365_domain::connection::{AppRegistration, Connection, ConnectionStatus, MicrosoftAccount};
+use o365_domain::consent::{ConsentLeg, ConsentRequest};
 use o365_domain::ids::{Email, OrgId, TenantId};
 use o365_domain::mailbox::{MailFolder, MailboxCursor, SyncLink};
 use o365_domain::message::{
@@ -17,7 +17,7 @@ use o365_domain::ports::{
     AuditLog, ConsentStore, MailboxStateStore, MessageArchive, OrgStore, UserStore,
 };
 use o365_domain::settings::SettingsChange;
-use o365_domain::user::{MessageCounters, NewUser, Role, SyncState, SyncStateKind};
+use o365_domain::user::{DirectoryLink, MessageCounters, NewUser, Role, SyncState, SyncStateKind};
 use o365_domain::{DomainError, Entity, RuleViolation};
 use o365_e2e::{audit, now, org};
 use o365_store_dynamodb::DynamoStore;
@@ -797,6 +797,10 @@ async fn consent_requests_are_single_use_and_expire(store: &DynamoStore) {
         expires_at: (now() + Duration::minutes(15))
             .replace_nanosecond(0)
             .unwrap(),
+        leg: ConsentLeg::SignIn {
+            pkce_verifier: "verifier".into(),
+            oidc_nonce: "oidc-nonce".into(),
+        },
     };
     store.put_consent_request(&request).await.unwrap();
     assert!(matches!(
@@ -828,6 +832,195 @@ async fn consent_requests_are_single_use_and_expire(store: &DynamoStore) {
         ),
         "consumed even though expired"
     );
+}
+
+fn tenant(n: u8) -> TenantId {
+    TenantId::parse(&format!("00000000-0000-4000-8000-0000000000{n:02}")).unwrap()
+}
+
+fn round_trip(o: &OrgId, nonce: &str, leg: ConsentLeg) -> ConsentRequest {
+    ConsentRequest {
+        nonce: nonce.into(),
+        org: o.clone(),
+        initiated_by: email("root@contoso.com"),
+        app: AppRegistration::Default,
+        expires_at: (now() + Duration::minutes(15))
+            .replace_nanosecond(0)
+            .unwrap(),
+        leg,
+    }
+}
+
+fn consent_leg(t: TenantId) -> ConsentLeg {
+    ConsentLeg::AdminConsent {
+        tenant: t,
+        account: MicrosoftAccount {
+            object_id: "oid-1".into(),
+            user_principal_name: Some("root@contoso.com".into()),
+        },
+    }
+}
+
+/// The connection `o` has after `bind_tenant(t)` would succeed.
+async fn bound(store: &DynamoStore, o: &OrgId, t: TenantId) -> Connection {
+    let current = store.connection(o).await.unwrap();
+    Connection {
+        status: ConnectionStatus::PendingConsent,
+        tenant_id: Some(t),
+        version: current.version + 1,
+        ..current
+    }
+}
+
+async fn a_round_trip_starts_whole_or_not_at_all(store: &DynamoStore) {
+    let o = org_with_admin(store, "acme").await;
+    let sign_in = ConsentLeg::SignIn {
+        pkce_verifier: "v".into(),
+        oidc_nonce: "n".into(),
+    };
+    let pending = Connection {
+        status: ConnectionStatus::PendingSignIn,
+        version: 1,
+        ..Connection::none()
+    };
+    let first = round_trip(&o, "rt-1", sign_in.clone());
+    store
+        .start_round_trip(
+            &first,
+            &pending,
+            audit(&o, AuditAction::ConnectionActivated, "c"),
+        )
+        .await
+        .unwrap();
+    let audits = audit_count(store, &o).await;
+    // A second start from the same version (a concurrent activation) loses and leaves nothing.
+    let second = round_trip(&o, "rt-2", sign_in);
+    assert!(matches!(
+        store
+            .start_round_trip(
+                &second,
+                &pending,
+                audit(&o, AuditAction::ConnectionActivated, "c")
+            )
+            .await,
+        Err(DomainError::Conflict(Entity::Connection))
+    ));
+    assert!(matches!(
+        store.take_consent_request("rt-2", now()).await,
+        Err(DomainError::NotFound(_))
+    ));
+    assert_eq!(audit_count(store, &o).await, audits);
+    assert_eq!(
+        store.take_consent_request("rt-1", now()).await.unwrap(),
+        first
+    );
+    // The admin-consent leg keeps its tenant and account.
+    let t = tenant(1);
+    let leg = round_trip(&o, "rt-3", consent_leg(t));
+    let next = bound(store, &o, t).await;
+    store
+        .bind_tenant(t, &leg, &next, audit(&o, AuditAction::AdminSignedIn, "c"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.take_consent_request("rt-3", now()).await.unwrap(),
+        leg
+    );
+}
+
+async fn a_tenant_is_bound_to_one_org_at_a_time(store: &DynamoStore) {
+    let a = org_with_admin(store, "acme").await;
+    let b = org_with_admin(store, "globex").await;
+    let t = tenant(7);
+    let bind = |o: OrgId, nonce: &'static str| async move {
+        let next = bound(store, &o, t).await;
+        let request = round_trip(&o, nonce, consent_leg(t));
+        store
+            .bind_tenant(
+                t,
+                &request,
+                &next,
+                audit(&o, AuditAction::AdminSignedIn, "c"),
+            )
+            .await
+    };
+    bind(a.clone(), "a-1").await.unwrap();
+    let b_before = (
+        store.connection(&b).await.unwrap(),
+        audit_count(store, &b).await,
+    );
+    assert!(matches!(
+        bind(b.clone(), "b-1").await,
+        Err(DomainError::Rule(RuleViolation::TenantInUse))
+    ));
+    assert_eq!(
+        (
+            store.connection(&b).await.unwrap(),
+            audit_count(store, &b).await
+        ),
+        b_before,
+        "a refused bind writes nothing"
+    );
+    assert!(matches!(
+        store.take_consent_request("b-1", now()).await,
+        Err(DomainError::NotFound(_))
+    ));
+    // The holder may bind again (a new attempt of the same org).
+    bind(a.clone(), "a-2").await.unwrap();
+    // Once the holder's connection no longer names the tenant, the claim is free to take over.
+    let current = store.connection(&a).await.unwrap();
+    let cleared = Connection {
+        version: current.version + 1,
+        ..Connection::none()
+    };
+    store
+        .save_connection(&a, &cleared, audit(&a, AuditAction::ConnectionDeleted, "c"))
+        .await
+        .unwrap();
+    bind(b.clone(), "b-2").await.unwrap();
+    assert_eq!(store.connection(&b).await.unwrap().tenant_id, Some(t));
+    assert!(matches!(
+        bind(a.clone(), "a-3").await,
+        Err(DomainError::Rule(RuleViolation::TenantInUse))
+    ));
+    // Another tenant is unaffected.
+    let next = bound(store, &a, tenant(8)).await;
+    store
+        .bind_tenant(
+            tenant(8),
+            &round_trip(&a, "a-4", consent_leg(tenant(8))),
+            &next,
+            audit(&a, AuditAction::AdminSignedIn, "c"),
+        )
+        .await
+        .unwrap();
+}
+
+async fn directory_links_leave_the_version_alone(store: &DynamoStore) {
+    let o = org_with_admin(store, "acme").await;
+    let who = email("root@contoso.com");
+    let before = store.user(&o, &who).await.unwrap();
+    assert_eq!(before.directory, None);
+    let link = DirectoryLink {
+        object_id: "4f6c…".into(),
+        user_principal_name: "root@contoso.onmicrosoft.com".into(),
+        mail: Some("root@contoso.com".into()),
+    };
+    store
+        .set_directory_link(&o, &who, Some(&link))
+        .await
+        .unwrap();
+    let after = store.user(&o, &who).await.unwrap();
+    assert_eq!(after.directory, Some(link));
+    assert_eq!(after.version, before.version);
+    store.set_directory_link(&o, &who, None).await.unwrap();
+    assert_eq!(store.user(&o, &who).await.unwrap().directory, None);
+    assert!(matches!(
+        store
+            .set_directory_link(&o, &email("ghost@contoso.com"), None)
+            .await,
+        Err(DomainError::NotFound(Entity::User))
+    ));
 }
 
 async fn cursors_and_leases(store: &DynamoStore) {
@@ -1230,6 +1423,9 @@ contract_suite!(
         sync_outcomes_update_state_and_counters,
         listings_page_and_tokens_stay_in_their_org,
         consent_requests_are_single_use_and_expire,
+        a_round_trip_starts_whole_or_not_at_all,
+        a_tenant_is_bound_to_one_org_at_a_time,
+        directory_links_leave_the_version_alone,
         cursors_and_leases,
         message_pages_are_idempotent_and_moves_converge,
         huge_bodies_are_cut_to_fit_one_item,

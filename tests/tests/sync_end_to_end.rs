@@ -167,7 +167,11 @@ async fn connect(store: &DynamoStore, org: &OrgId, tenant: uuid::Uuid) {
         status: ConnectionStatus::Connected,
         tenant_id: Some(TenantId::parse(&tenant.to_string()).unwrap()),
         app: Some(AppRegistration::Default),
-        granted_by: Some(Email::parse("root@contoso.com").unwrap()),
+        activated_by: Some(Email::parse("root@contoso.com").unwrap()),
+        granted_by: Some(o365_domain::connection::MicrosoftAccount {
+            object_id: "root".into(),
+            user_principal_name: Some("root@contoso.com".into()),
+        }),
         granted_at: Some(OffsetDateTime::now_utc()),
         last_verified_at: Some(OffsetDateTime::now_utc()),
         last_error: None,
@@ -211,6 +215,7 @@ impl World {
         Arc::new(SyncEngine::new(
             stores,
             mail,
+            Arc::new(self.graph.clone()),
             self.queue.clone(),
             sync_config(),
         ))
@@ -781,10 +786,11 @@ async fn sync_error_classes_land_on_the_user_or_the_org() {
     let outcomes: HashMap<String, JobOutcome> = w.sync_all(&engine, 2).await.into_iter().collect();
     assert_eq!(outcomes["user000@contoso.com"], JobOutcome::Synced);
     let expect = [
+        // Not found only after the UPN, mail and alias lookups all missed.
         (
             "ghost@contoso.com",
             FailureCode::UserNotFound,
-            "ErrorInvalidUser",
+            "Request_ResourceNotFound",
         ),
         (
             "unlicensed@contoso.com",
@@ -896,6 +902,7 @@ async fn sync_fan_out_runs_through_real_sqs() {
     let engine = Arc::new(SyncEngine::new(
         Stores::single(w.store.clone()),
         Arc::new(w.graph.clone()),
+        Arc::new(w.graph.clone()),
         queue,
         sync_config(),
     ));
@@ -976,4 +983,133 @@ async fn sync_fan_out_runs_through_real_sqs() {
         .await;
     assert_eq!(report.failed.len(), recs.len());
     assert!(w.sim.violations().is_empty());
+}
+
+/// Live messages archived for `email`, by folder.
+async fn archived(w: &World, email: &str) -> (usize, usize) {
+    let email = Email::parse(email).unwrap();
+    let mut counts = (0, 0);
+    let mut after = None;
+    loop {
+        let page = w
+            .store
+            .all_messages(&w.org, &email, PageRequest { limit: 200, after })
+            .await
+            .unwrap();
+        for item in page.items {
+            if let StoredMessage::Live { message, .. } = item {
+                match message.folder {
+                    MailFolder::Inbox => counts.0 += 1,
+                    MailFolder::SentItems => counts.1 += 1,
+                }
+            }
+        }
+        match page.next {
+            Some(n) => after = Some(n),
+            None => return counts,
+        }
+    }
+}
+
+fn truth_counts(w: &World, upn: &str) -> (usize, usize) {
+    (
+        w.sim.live_messages(upn, Folder::Inbox).unwrap().len(),
+        w.sim.live_messages(upn, Folder::SentItems).unwrap().len(),
+    )
+}
+
+/// Platform emails that are not the UPN still reach the right mailbox: by `mail`, by alias, a
+/// `$` UPN (key form), a user renamed before and after the first sync, and a stored object id
+/// Graph no longer knows (looked up again before anything is called "not found").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mailboxes_are_resolved_to_directory_ids_and_survive_renames() {
+    let w = world(1, 6, 3).await;
+    let t = w.tenant.id;
+    let mailbox = Some(MailboxSpec {
+        inbox: 5,
+        sentitems: 2,
+    });
+    let mk = |name: &str, mail: Option<&str>, aliases: &[&str]| {
+        w.sim
+            .create_user(
+                t,
+                UserSpec {
+                    user_name: name.into(),
+                    mail: mail.map(str::to_owned),
+                    proxy_addresses: aliases.iter().map(|a| a.to_string()).collect(),
+                    mailbox,
+                    ..Default::default()
+                },
+            )
+            .unwrap()
+    };
+    let diego = mk("diego.siciliani", Some("diego@contoso.com"), &[]);
+    let nestor = mk("nestor.wilke", None, &["smtp:nestor@contoso.com"]);
+    let svc = mk("$svc-sales", None, &[]);
+    let megan = mk("megan.bowen", None, &[]);
+    let lynne = mk("lynne.robbins", None, &[]);
+    let stale = mk("stale.id", None, &[]);
+    // Renamed before we ever looked: the old UPN is now an alias.
+    w.sim
+        .rename_user("lynne.robbins@contoso.com", "lynne.r@contoso.com")
+        .unwrap();
+    let platform = [
+        ("diego@contoso.com", &diego),
+        ("nestor@contoso.com", &nestor),
+        ("$svc-sales@contoso.com", &svc),
+        ("megan.bowen@contoso.com", &megan),
+        ("lynne.robbins@contoso.com", &lynne),
+        ("stale.id@contoso.com", &stale),
+    ];
+    let emails: Vec<String> = platform.iter().map(|(e, _)| e.to_string()).collect();
+    enable(&w.store, &w.org, &emails).await;
+    // A link recorded earlier whose object id Graph does not know (a re-created user).
+    w.store
+        .set_directory_link(
+            &w.org,
+            &Email::parse("stale.id@contoso.com").unwrap(),
+            Some(&o365_domain::user::DirectoryLink {
+                object_id: uuid::Uuid::new_v4().to_string(),
+                user_principal_name: "stale.id@contoso.com".into(),
+                mail: None,
+            }),
+        )
+        .await
+        .unwrap();
+
+    let engine = w.engine();
+    let outcomes: HashMap<String, JobOutcome> = w.sync_all(&engine, 2).await.into_iter().collect();
+    for (email, info) in platform {
+        assert_eq!(outcomes[email], JobOutcome::Synced, "{email}");
+        let user = w
+            .store
+            .user(&w.org, &Email::parse(email).unwrap())
+            .await
+            .unwrap();
+        let link = user.directory.expect("resolved");
+        assert_eq!(link.object_id, info.id.to_string(), "{email}");
+        let upn = w
+            .sim
+            .user(&info.id.to_string())
+            .unwrap()
+            .user_principal_name;
+        assert_eq!(link.user_principal_name, upn, "{email}");
+        assert_eq!(archived(&w, email).await, truth_counts(&w, &upn), "{email}");
+    }
+
+    // Renamed after the first sync: mail is read by object id, so nothing breaks and new mail
+    // still arrives.
+    w.sim
+        .rename_user("megan.bowen@contoso.com", "megan.b@contoso.com")
+        .unwrap();
+    w.sim
+        .add_messages("megan.b@contoso.com", Folder::Inbox, 2)
+        .unwrap();
+    let outcomes: HashMap<String, JobOutcome> = w.sync_all(&engine, 2).await.into_iter().collect();
+    assert_eq!(outcomes["megan.bowen@contoso.com"], JobOutcome::Synced);
+    assert_eq!(
+        archived(&w, "megan.bowen@contoso.com").await,
+        truth_counts(&w, "megan.b@contoso.com")
+    );
+    assert!(w.sim.violations().is_empty(), "{:?}", w.sim.violations());
 }

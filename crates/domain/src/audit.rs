@@ -25,11 +25,18 @@ pub enum AuditAction {
     PrimaryChanged,
     SyncToggled,
     ConnectionActivated,
+    /// The admin signed in with Microsoft; the tenant was bound.
+    AdminSignedIn,
     ConsentGranted,
     ConsentFailed,
     ConnectionVerified,
     ConnectionFailed,
     ConnectionDeleted,
+    /// A callback carried something we refused (forged tenant, replayed state…). At most one
+    /// per org, reason and window: see [`AuditEvent::refusal`].
+    CallbackRefused,
+    /// A late callback (e.g. from a second tab) arrived for a connected org and was ignored.
+    CallbackIgnored,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -65,6 +72,30 @@ impl AuditEvent {
             object: object.into(),
             before: None,
             after: None,
+        }
+    }
+
+    /// A security refusal, keyed by window and reason rather than by a random id: a flood of
+    /// refusals overwrites one event per org, reason and `window` instead of growing the log.
+    pub fn refusal(
+        org: &OrgId,
+        at: OffsetDateTime,
+        window: time::Duration,
+        reason: &str,
+        detail: serde_json::Value,
+    ) -> Self {
+        let millis = (at.unix_timestamp_nanos() / 1_000_000).max(0) as i128;
+        let window_ms = window.whole_milliseconds().max(1);
+        let bucket = millis - millis % window_ms;
+        Self {
+            org: org.clone(),
+            id: format!("{bucket:013}-refused-{reason}"),
+            at,
+            actor: Actor::System("consent-callback".into()),
+            action: AuditAction::CallbackRefused,
+            object: "connection".into(),
+            before: None,
+            after: Some(serde_json::json!({ "reason": reason, "detail": detail })),
         }
     }
 

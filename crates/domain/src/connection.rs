@@ -11,7 +11,9 @@ use crate::ids::{Email, TenantId};
 pub enum ConnectionStatus {
     /// Never activated, or deleted.
     None,
-    /// The Primary admin was sent to Microsoft's consent page; no answer yet.
+    /// The Primary admin was sent to sign in with Microsoft; no answer yet.
+    PendingSignIn,
+    /// The admin signed in (tenant proven and bound) and was sent to the consent page.
     PendingConsent,
     /// Consent came back but the grant is not proven yet (Microsoft is still propagating it).
     Verifying,
@@ -22,8 +24,9 @@ pub enum ConnectionStatus {
 }
 
 impl ConnectionStatus {
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::None,
+        Self::PendingSignIn,
         Self::PendingConsent,
         Self::Verifying,
         Self::Connected,
@@ -34,6 +37,7 @@ impl ConnectionStatus {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::None => "none",
+            Self::PendingSignIn => "pending_sign_in",
             Self::PendingConsent => "pending_consent",
             Self::Verifying => "verifying",
             Self::Connected => "connected",
@@ -72,12 +76,27 @@ impl AppRegistration {
     }
 }
 
+/// A person in a Microsoft Entra tenant, by Microsoft's identifiers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MicrosoftAccount {
+    /// `oid`: immutable; the key every check uses.
+    pub object_id: String,
+    /// `preferred_username` at sign-in (usually the UPN): for people to read.
+    pub user_principal_name: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Connection {
     pub status: ConnectionStatus,
+    /// Bound only from a verified ID token's `tid`; a tenant is bound to at most one org.
     pub tenant_id: Option<TenantId>,
     pub app: Option<AppRegistration>,
-    pub granted_by: Option<Email>,
+    /// The platform user (the Primary admin) who pressed Activate.
+    #[serde(default)]
+    pub activated_by: Option<Email>,
+    /// The Microsoft account that signed in and consented.
+    #[serde(default)]
+    pub granted_by: Option<MicrosoftAccount>,
     #[serde(with = "time::serde::rfc3339::option")]
     pub granted_at: Option<OffsetDateTime>,
     #[serde(with = "time::serde::rfc3339::option")]
@@ -93,6 +112,7 @@ impl Connection {
             status: ConnectionStatus::None,
             tenant_id: None,
             app: None,
+            activated_by: None,
             granted_by: None,
             granted_at: None,
             last_verified_at: None,

@@ -1,6 +1,6 @@
-//! The `state` parameter of the admin-consent round trip: what we sent out, signed, so the
-//! callback can trust it. Microsoft echoes it back untouched; `tenant` in the same redirect can
-//! be forged, this cannot.
+//! The `state` parameter of both round trips (sign-in, admin consent): what we sent out, signed,
+//! so the callback can trust it. Microsoft echoes it back untouched; `tenant` in the same
+//! redirect can be forged, this cannot.
 //!
 //! Format: `base64url(json payload) "." base64url(HMAC-SHA256(key, payload part))`.
 
@@ -12,7 +12,7 @@ use sha2::Sha256;
 use time::OffsetDateTime;
 
 use crate::connection::AppRegistration;
-use crate::consent::ConsentRequest;
+use crate::consent::{ConsentRequest, LegKind};
 use crate::ids::{Email, OrgId};
 
 /// Longest `state` we look at; anything longer is not ours.
@@ -25,6 +25,7 @@ struct Payload {
     u: Email,
     a: AppRegistration,
     e: i64,
+    l: LegKind,
 }
 
 pub fn sign(request: &ConsentRequest, key: &[u8]) -> String {
@@ -34,6 +35,7 @@ pub fn sign(request: &ConsentRequest, key: &[u8]) -> String {
         u: request.initiated_by.clone(),
         a: request.app,
         e: request.expires_at.unix_timestamp(),
+        l: request.leg.kind(),
     };
     let body = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&payload).unwrap_or_default());
     let mac = URL_SAFE_NO_PAD.encode(mac(key, body.as_bytes()));
@@ -63,6 +65,7 @@ pub struct SignedClaims {
     pub initiated_by: Email,
     pub app: AppRegistration,
     pub expires_at: OffsetDateTime,
+    pub leg: LegKind,
 }
 
 pub fn verify(
@@ -97,6 +100,7 @@ pub fn verify(
         initiated_by: p.u,
         app: p.a,
         expires_at,
+        leg: p.l,
     })
 }
 
@@ -112,6 +116,10 @@ mod tests {
             initiated_by: Email::parse("root@contoso.com").unwrap(),
             app: AppRegistration::Default,
             expires_at: OffsetDateTime::now_utc() + Duration::minutes(15),
+            leg: crate::consent::ConsentLeg::SignIn {
+                pkce_verifier: "v".into(),
+                oidc_nonce: "n".into(),
+            },
         }
     }
 
@@ -123,6 +131,7 @@ mod tests {
         let claims = verify(&state, KEY, OffsetDateTime::now_utc()).unwrap();
         assert_eq!(claims.nonce, "abc");
         assert_eq!(claims.org.as_str(), "acme");
+        assert_eq!(claims.leg, LegKind::SignIn);
     }
 
     #[test]

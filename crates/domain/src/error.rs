@@ -67,6 +67,8 @@ pub enum RuleViolation {
     PrimaryMustBeAdmin,
     /// The Primary user cannot be demoted or removed until Primary moves to another admin.
     PrimaryLocked,
+    /// A Microsoft tenant is connected to at most one org.
+    TenantInUse,
 }
 
 impl std::fmt::Display for RuleViolation {
@@ -80,6 +82,9 @@ impl std::fmt::Display for RuleViolation {
             }
             RuleViolation::PrimaryLocked => {
                 "the Primary user cannot be demoted or removed; make another admin Primary first"
+            }
+            RuleViolation::TenantInUse => {
+                "this Microsoft tenant is already connected to another organisation"
             }
         })
     }

@@ -47,6 +47,23 @@ pub enum FailureCode {
     MailboxAccessPolicy,
     /// 5xx, resets, truncated answers that outlasted our retries.
     MicrosoftUnavailable,
+    /// Microsoft refused the sign-in (cancelled, user of another tenant, code refused…).
+    SignInFailed,
+    /// Microsoft's ID token did not verify (signature, issuer, audience, nonce or lifetime).
+    InvalidIdToken,
+    /// A personal Microsoft account signed in: it has no organisation tenant to connect.
+    PersonalAccount,
+    /// The account that signed in holds neither Global Administrator nor Privileged Role
+    /// Administrator, the two roles that can grant application permissions.
+    NotGlobalAdministrator,
+    /// The ID token carried no `wids` claim, so the account's roles are unknown (never taken as
+    /// "admin"): our app registration must emit directory roles.
+    DirectoryRolesUnavailable,
+    /// The directory user who signed in does not have the Primary user's email among its
+    /// addresses.
+    NotPrimaryAccount,
+    /// The tenant is already bound to another org of the platform.
+    TenantInUse,
 }
 
 impl FailureCode {
@@ -57,6 +74,14 @@ impl FailureCode {
             MicrosoftUnavailable => FailureScope::Transient,
             _ => FailureScope::Org,
         }
+    }
+
+    /// The stable snake_case name (as serialised).
+    pub fn as_str(self) -> String {
+        serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default()
     }
 
     /// What the admin should do. `email` is the mailbox concerned, where there is one.
@@ -75,7 +100,7 @@ impl FailureCode {
             InvalidCredential => "Our application credential was refused by Microsoft. This is on our side: operators have been alerted and will rotate the credential; no action is needed from you.".into(),
             TenantNotFound => "Microsoft does not know this tenant. Delete the connection and activate it again, signing in with an account of your organisation's tenant.".into(),
             ConditionalAccessBlocked => "A Conditional Access policy in your tenant blocks the app. Exclude the o365-sync app from that policy in the Entra admin center (Protection → Conditional Access), then verify the connection again.".into(),
-            TenantMismatch => "Microsoft answered for another tenant than the one that granted consent. Delete the connection and activate it again from your own tenant.".into(),
+            TenantMismatch => "Microsoft's answer named another tenant than the one you signed in to. Nothing was connected. Activate again and grant consent from the page we send you to, signed in with the same account.".into(),
             UserNotFound => format!(
                 "Unable to find a user matching {}. The Outlook account is not set up: check the address, or create the user's mailbox in Microsoft 365.",
                 email.unwrap_or("this address")
@@ -83,6 +108,16 @@ impl FailureCode {
             MailboxNotEnabled => "The mailbox is not enabled for Exchange Online (unlicensed, on-premises, soft-deleted or a guest). Assign an Exchange Online licence or move the mailbox to Exchange Online.".into(),
             MailboxAccessPolicy => "Your organisation's application access policy excludes this mailbox. Add the mailbox to the security group the policy allows (Exchange Online PowerShell: New-ApplicationAccessPolicy / Exchange RBAC for Applications), or switch sync off for this user.".into(),
             MicrosoftUnavailable => "Microsoft 365 did not answer reliably. Sync retries automatically; no action is needed unless this persists for hours.".into(),
+            SignInFailed => "Microsoft did not complete the sign-in (its code and message are shown). Activate the connection again and sign in with the Primary user's work account.".into(),
+            InvalidIdToken => "Microsoft's sign-in answer could not be verified, so nothing was connected. Activate the connection again; if this repeats, contact support with the time it happened.".into(),
+            PersonalAccount => "A personal Microsoft account signed in. Activate the connection again and sign in with your organisation's work account — the Primary user's, which must be a Global Administrator.".into(),
+            NotGlobalAdministrator => "The account that signed in is not a Global Administrator (or Privileged Role Administrator) of its Microsoft 365 tenant, so it cannot grant organisation-wide permissions. Activate again signed in as a Global Administrator who is also the Primary user here, or have a Global Administrator become the Primary user.".into(),
+            DirectoryRolesUnavailable => "Microsoft did not say which directory roles the account that signed in holds, so we cannot confirm it may grant consent. This is a setting of our app registration, not of your tenant: contact support.".into(),
+            NotPrimaryAccount => format!(
+                "The Microsoft account that signed in is not the Primary user's: none of its addresses (user principal name, mail, aliases) is {}. Activate again signed in with the Primary user's Microsoft account, or make the person who signed in the Primary user first.",
+                email.unwrap_or("the Primary user's email")
+            ),
+            TenantInUse => "This Microsoft 365 tenant is already connected to another organisation on this platform, and a tenant can serve only one. An admin of that organisation must delete its connection first; if you do not know which organisation it is, contact support.".into(),
         }
     }
 }

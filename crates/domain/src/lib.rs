@@ -4,6 +4,7 @@
 //! store. Storage, secrets and Microsoft are reached through the traits in [`ports`]; this crate
 //! knows nothing of AWS or HTTP.
 
+pub mod admin_identity;
 pub mod audit;
 pub mod connection;
 pub mod consent;

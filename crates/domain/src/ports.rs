@@ -12,7 +12,7 @@ use crate::connection::AppRegistration;
 use crate::connection::{Connection, ConnectionStatus};
 use crate::consent::ConsentRequest;
 use crate::error::Result;
-use crate::ids::{Email, OrgId};
+use crate::ids::{Email, OrgId, TenantId};
 use crate::mailbox::{MailFolder, MailboxCursor};
 use crate::message::{CapturedMessage, MessageRemoval, PageWriteSummary, StoredMessage};
 use crate::page::{Page, PageRequest};
@@ -93,6 +93,13 @@ pub trait UserStore: Send + Sync {
     ) -> Result<Vec<User>>;
     /// Users whose sync is switched on (for the fan-out).
     async fn sync_enabled_users(&self, org: &OrgId, page: PageRequest) -> Result<Page<Email>>;
+    /// Records (or clears) the directory user the email resolved to; leaves `version` alone.
+    async fn set_directory_link(
+        &self,
+        org: &OrgId,
+        email: &Email,
+        link: Option<&crate::user::DirectoryLink>,
+    ) -> Result<()>;
     /// Records the outcome of a mailbox run: state, time and counter increments.
     async fn record_sync(
         &self,
@@ -107,6 +114,25 @@ pub trait UserStore: Send + Sync {
 #[async_trait]
 pub trait ConsentStore: Send + Sync {
     async fn put_consent_request(&self, request: &ConsentRequest) -> Result<()>;
+    /// One transaction: the request, the connection change it starts, its audit event. A
+    /// refused change (e.g. a concurrent activation won) leaves no request behind.
+    async fn start_round_trip(
+        &self,
+        request: &ConsentRequest,
+        connection: &Connection,
+        audit: AuditEvent,
+    ) -> Result<()>;
+    /// [`Self::start_round_trip`] that also binds `tenant` to the request's org. A tenant
+    /// belongs to at most one org: a claim held by another org whose connection still names
+    /// the tenant is [`RuleViolation::TenantInUse`](crate::RuleViolation); a claim left by an
+    /// org whose connection moved on is taken over.
+    async fn bind_tenant(
+        &self,
+        tenant: TenantId,
+        request: &ConsentRequest,
+        connection: &Connection,
+        audit: AuditEvent,
+    ) -> Result<()>;
     /// Consumes the request: a second take of the same nonce, or an expired one, is `NotFound`.
     async fn take_consent_request(
         &self,

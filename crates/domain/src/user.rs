@@ -117,6 +117,15 @@ pub struct MessageCounters {
     pub deleted: u64,
 }
 
+/// The directory user a platform email resolved to. Graph is addressed by `object_id`, which
+/// survives renames; UPN and mail are kept for people to read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirectoryLink {
+    pub object_id: String,
+    pub user_principal_name: String,
+    pub mail: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct User {
     pub email: Email,
@@ -130,6 +139,8 @@ pub struct User {
     #[serde(with = "time::serde::rfc3339::option")]
     pub last_sync_at: Option<OffsetDateTime>,
     pub counters: MessageCounters,
+    /// Set once the email was resolved in the connected tenant's directory.
+    pub directory: Option<DirectoryLink>,
     pub version: u64,
 }
 

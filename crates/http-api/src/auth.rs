@@ -2,12 +2,11 @@
 //! (signature, issuer, audience, expiry) so the function is safe however it is reached.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
+use o365_jwks::{JwksCache, KeyError};
 use serde_json::Value;
-use tokio::sync::RwLock;
 
 use o365_domain::ids::{Email, OrgId};
 
@@ -16,13 +15,7 @@ use crate::problem::ApiError;
 /// Where verification keys come from.
 pub enum KeySource {
     /// The identity provider's JWKS, fetched and cached; refetched when a token names an unknown key.
-    Jwks {
-        url: String,
-        http: reqwest::Client,
-        ttl: Duration,
-        min_refetch: Duration,
-        cache: RwLock<Option<(Instant, JwkSet)>>,
-    },
+    Jwks { url: String, cache: JwksCache },
     /// One public key (PEM), for the embedded run.
     StaticRsaPem(DecodingKey),
 }
@@ -37,10 +30,7 @@ impl KeySource {
     pub fn jwks_with(url: impl Into<String>, ttl: Duration, min_refetch: Duration) -> Self {
         KeySource::Jwks {
             url: url.into(),
-            http: reqwest::Client::new(),
-            ttl,
-            min_refetch,
-            cache: RwLock::new(None),
+            cache: JwksCache::new(reqwest::Client::new(), ttl, min_refetch),
         }
     }
 
@@ -74,67 +64,18 @@ impl Authenticator {
     }
 
     async fn key_for(&self, kid: Option<&str>) -> Result<DecodingKey, ApiError> {
-        let (url, http, ttl, min_refetch, cache) = match &self.keys {
-            KeySource::StaticRsaPem(key) => return Ok(key.clone()),
-            KeySource::Jwks {
-                url,
-                http,
-                ttl,
-                min_refetch,
-                cache,
-            } => (url, http, ttl, min_refetch, cache),
-        };
-        let find = |set: &JwkSet| match kid {
-            Some(kid) => set.find(kid).cloned(),
-            None => set.keys.first().cloned(),
-        };
-        if let Some((at, set)) = cache.read().await.as_ref()
-            && at.elapsed() < *ttl
-        {
-            match find(set) {
-                Some(jwk) => {
-                    return DecodingKey::from_jwk(&jwk)
-                        .map_err(|_| ApiError::unauthenticated("the token's key is unusable"));
-                }
-                None if at.elapsed() < *min_refetch => {
-                    return Err(ApiError::unauthenticated(
-                        "the token was signed by an unknown key",
-                    ));
-                }
-                None => {}
-            }
+        match &self.keys {
+            KeySource::StaticRsaPem(key) => Ok(key.clone()),
+            KeySource::Jwks { url, cache } => cache.key(url, kid).await.map_err(|e| match e {
+                KeyError::Unavailable(_) => ApiError::new(
+                    http::StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "Temporarily unavailable",
+                    "cannot verify tokens right now",
+                ),
+                other => ApiError::unauthenticated(other.to_string()),
+            }),
         }
-        // Unknown key id or stale cache: the provider may have rotated its keys.
-        let set: JwkSet = http
-            .get(url)
-            .timeout(Duration::from_secs(5))
-            .send()
-            .await
-            .and_then(|r| r.error_for_status())
-            .map_err(|e| {
-                tracing::error!(error = %e, "cannot fetch JWKS");
-                ApiError::new(
-                    http::StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
-                    "Temporarily unavailable",
-                    "cannot verify tokens right now",
-                )
-            })?
-            .json()
-            .await
-            .map_err(|_| {
-                ApiError::new(
-                    http::StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
-                    "Temporarily unavailable",
-                    "cannot verify tokens right now",
-                )
-            })?;
-        let jwk = find(&set)
-            .ok_or_else(|| ApiError::unauthenticated("the token was signed by an unknown key"))?;
-        *cache.write().await = Some((Instant::now(), set));
-        DecodingKey::from_jwk(&jwk)
-            .map_err(|_| ApiError::unauthenticated("the token's key is unusable"))
     }
 
     pub async fn verify(&self, authorization: Option<&str>) -> Result<Identity, ApiError> {

@@ -1,5 +1,7 @@
-//! The public route Microsoft redirects the admin to after the consent page. No bearer token:
-//! the signed, single-use `state` is what authenticates the round trip.
+//! The public route Microsoft redirects the admin to, after signing in and after the consent
+//! page. No bearer token: the signed, single-use `state` is what authenticates each leg. The
+//! browser is only ever sent on to Microsoft's consent page (a URL we built for the proven
+//! tenant) or back to the configured front end.
 
 use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
@@ -7,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use time::OffsetDateTime;
 
-use o365_domain::service::connection::{ConsentOutcome, ConsentRedirect};
+use o365_domain::service::callback::{ConsentOutcome, ConsentRedirect};
 
 use crate::ApiState;
 use crate::problem::ApiError;
@@ -18,6 +20,7 @@ const MAX_PARAM_LEN: usize = 4096;
 #[derive(Debug, Deserialize)]
 pub struct CallbackQuery {
     state: Option<String>,
+    code: Option<String>,
     admin_consent: Option<String>,
     tenant: Option<String>,
     error: Option<String>,
@@ -42,6 +45,7 @@ pub async fn consent_callback(
     };
     let too_long = [
         &q.state,
+        &q.code,
         &q.admin_consent,
         &q.tenant,
         &q.error,
@@ -54,6 +58,7 @@ pub async fn consent_callback(
     }
     let redirect = ConsentRedirect {
         state: q.state,
+        code: q.code,
         admin_consent: q.admin_consent,
         tenant: q.tenant,
         error: q.error,
@@ -64,12 +69,49 @@ pub async fn consent_callback(
         .complete_consent(redirect, OffsetDateTime::now_utc())
         .await
     {
-        Ok(ConsentOutcome::InvalidRequest) => invalid(),
+        Ok(ConsentOutcome::Refused { reason, org }) => {
+            let org = org.as_ref().map(|o| o.to_string());
+            tracing::warn!(
+                org = org.as_deref(),
+                reason = reason.as_str(),
+                "consent callback refused"
+            );
+            metrics::callback_refused(reason.as_str());
+            invalid()
+        }
+        Ok(ConsentOutcome::ContinueToConsent(url)) => {
+            tracing::info!("admin signed in; on to admin consent");
+            see_other(&url)
+        }
         Ok(outcome) => {
-            tracing::info!(outcome = outcome.code(), "admin consent completed");
-            see_other(&state.frontend.connection_page(outcome.code()))
+            let code = outcome.code();
+            if let ConsentOutcome::Failed(_) = outcome {
+                metrics::callback_refused(&code);
+            }
+            tracing::info!(outcome = code, "consent round trip ended");
+            see_other(&state.frontend.connection_page(&code))
         }
         Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+/// One CloudWatch embedded-metric line per refused callback, by reason (no org: a flood of
+/// forged requests must not mint a metric dimension per value an attacker chooses).
+mod metrics {
+    pub fn callback_refused(reason: &str) {
+        let line = serde_json::json!({
+            "_aws": {
+                "Timestamp": time::OffsetDateTime::now_utc().unix_timestamp() * 1000,
+                "CloudWatchMetrics": [{
+                    "Namespace": "o365-sync",
+                    "Dimensions": [["Reason"]],
+                    "Metrics": [{"Name": "ConsentCallbackRefused", "Unit": "Count"}]
+                }]
+            },
+            "Reason": reason,
+            "ConsentCallbackRefused": 1
+        });
+        println!("{line}");
     }
 }
 

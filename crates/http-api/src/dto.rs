@@ -72,12 +72,17 @@ impl From<&IntegrationSettings> for SettingsDto {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ConnectionDto {
-    /// `none`, `pending_consent`, `verifying`, `connected`, `needs_reconsent` or `error`.
+    /// `none`, `pending_sign_in`, `pending_consent`, `verifying`, `connected`,
+    /// `needs_reconsent` or `error`.
     pub status: String,
+    /// The Microsoft tenant, as proven by the admin's verified sign-in.
     pub tenant_id: Option<String>,
     /// `default` or `read_only`.
     pub app: Option<String>,
-    pub granted_by: Option<String>,
+    /// The platform user who pressed Activate.
+    pub activated_by: Option<String>,
+    /// The Microsoft account that signed in and granted consent.
+    pub granted_by: Option<MicrosoftAccountDto>,
     #[serde(with = "time::serde::rfc3339::option")]
     pub granted_at: Option<OffsetDateTime>,
     #[serde(with = "time::serde::rfc3339::option")]
@@ -91,12 +96,24 @@ impl From<&Connection> for ConnectionDto {
             status: c.status.as_str().into(),
             tenant_id: c.tenant_id.map(|t| t.to_string()),
             app: c.app.map(|a| a.as_str().into()),
-            granted_by: c.granted_by.as_ref().map(|e| e.to_string()),
+            activated_by: c.activated_by.as_ref().map(|e| e.to_string()),
+            granted_by: c.granted_by.as_ref().map(|a| MicrosoftAccountDto {
+                object_id: a.object_id.clone(),
+                user_principal_name: a.user_principal_name.clone(),
+            }),
             granted_at: c.granted_at,
             last_verified_at: c.last_verified_at,
             error: c.last_error.as_ref().map(|f| FailureDto::of(f, None)),
         }
     }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MicrosoftAccountDto {
+    /// The account's immutable object id in its tenant.
+    pub object_id: String,
+    /// Its user principal name when it signed in.
+    pub user_principal_name: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -177,8 +194,18 @@ pub struct UserDto {
     #[serde(with = "time::serde::rfc3339::option")]
     pub last_sync_at: Option<OffsetDateTime>,
     pub messages: CountersDto,
+    /// The directory user this email resolved to in the connected tenant (mail is read by
+    /// its object id, so renames do not break the sync); absent until resolved.
+    pub directory: Option<DirectoryUserDto>,
     /// Send back as `version` (or `If-Match`) when changing this user.
     pub version: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DirectoryUserDto {
+    pub object_id: String,
+    pub user_principal_name: String,
+    pub mail: Option<String>,
 }
 
 impl UserDto {
@@ -207,6 +234,11 @@ impl UserDto {
                 updated: u.counters.updated,
                 deleted: u.counters.deleted,
             },
+            directory: u.directory.as_ref().map(|d| DirectoryUserDto {
+                object_id: d.object_id.clone(),
+                user_principal_name: d.user_principal_name.clone(),
+                mail: d.mail.clone(),
+            }),
             version: u.version,
         }
     }

@@ -136,6 +136,7 @@ impl From<DomainError> for ApiError {
                     RuleViolation::LastAdmin => "last-admin",
                     RuleViolation::PrimaryMustBeAdmin => "primary-must-be-admin",
                     RuleViolation::PrimaryLocked => "primary-locked",
+                    RuleViolation::TenantInUse => "tenant-in-use",
                 };
                 Self::new(
                     StatusCode::CONFLICT,

@@ -85,7 +85,18 @@ async fn seed_demo_org(store: &DynamoStore, world: &DemoWorld) -> Result<(), Dom
         Err(e) => return Err(e),
     }
     for user in world.users.iter().filter(|u| !u.global_admin) {
-        let member = NewUser::parse(&user.user_principal_name, &user.display_name, "member")?;
+        // Platform emails as people type them: an alias or the mail address where the demo user
+        // has one that differs from the UPN (the sync resolves each to its directory user).
+        let alias = user
+            .proxy_addresses
+            .iter()
+            .find_map(|p| p.strip_prefix("smtp:"))
+            .map(str::to_owned);
+        let mail = Some(user.mail.clone()).filter(|m| !m.is_empty());
+        let email = alias
+            .or(mail)
+            .unwrap_or_else(|| user.user_principal_name.clone());
+        let member = NewUser::parse(&email, &user.display_name, "member")?;
         store
             .add_user(&org, &member, event(AuditAction::UserAdded, "user"))
             .await?;

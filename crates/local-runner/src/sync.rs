@@ -85,7 +85,8 @@ impl JobQueue for LocalQueue {
     }
 }
 
-/// Starts the worker loop and the schedule; returns "sync now".
+/// Starts the worker loop and the schedule (which also settles connections still
+/// "verifying"); returns "sync now".
 pub fn start(
     env: &Env,
     store: DynamoStore,
@@ -93,12 +94,14 @@ pub fn start(
 ) -> std::result::Result<Arc<dyn SyncTrigger>, o365_runtime::ConfigError> {
     let (tx, mut rx) = mpsc::unbounded_channel::<Delivery>();
     let queue = LocalQueue { tx };
+    let grants = o365_runtime::grants(env, Arc::new(store.clone()), secrets.clone())?;
     let mail = Arc::new(o365_msgraph::GraphClient::new(
         o365_runtime::graph_config(env),
         secrets,
     ));
     let engine = Arc::new(SyncEngine::new(
         Stores::single(Arc::new(store)),
+        mail.clone(),
         mail,
         Arc::new(queue.clone()),
         o365_runtime::sync_config(env)?,
@@ -143,6 +146,10 @@ pub fn start(
         let mut tick = tokio::time::interval(interval);
         loop {
             tick.tick().await;
+            // As mailbox-sync does: settle "verifying" connections, then fan out.
+            if let Err(e) = grants.settle_verifying_connections().await {
+                tracing::warn!(error = %e, "settling verifying connections failed");
+            }
             match schedule.enqueue_all().await {
                 Ok(report) => tracing::debug!(
                     enqueued = report.enqueued,

@@ -126,6 +126,9 @@ pub struct SimConfig {
     /// Seed messages of a folder are spread over this many days before the anchor.
     pub history_days: u32,
     pub body_sizes: BodySizes,
+    /// With `ConsistencyLevel: eventual`, users created or renamed less than this ago are
+    /// missing from `GET /users?$filter=` results (an eventually consistent index).
+    pub eventual_consistency_lag: Duration,
 }
 
 impl Default for SimConfig {
@@ -146,6 +149,7 @@ impl Default for SimConfig {
             time_anchor: None,
             history_days: 365,
             body_sizes: BodySizes::default(),
+            eventual_consistency_lag: Duration::from_secs(30),
         }
     }
 }

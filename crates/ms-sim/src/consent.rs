@@ -2,16 +2,13 @@
 //! errors) driven by plain forms, so a browser, a WebDriver test or `browser_consent` all
 //! walk the same path.
 //!
-//! Sign-in convention: the signed-in user comes from the `login_hint` query/form parameter or
-//! the `ms_sim_user` cookie (set by the sign-in page). `prompt=select_account` forces the
-//! sign-in page.
+//! Sign-in follows the convention of `pages.rs`; `prompt=select_account` forces the
+//! account picker.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::body::Body;
 use axum::extract::Request;
-use axum::http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
+use axum::http::Method;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -19,126 +16,19 @@ use crate::Shared;
 use crate::config::NonAdminConsent;
 use crate::errors::Resp;
 use crate::model::{ConsentRecord, SimError};
+use crate::pages::{
+    ConsentOutcome, account_picker, append_query, cookie_header, cookie_user, error_page,
+    error_redirect, find_form, hidden, outcome, page, redirect, self_path, session_cookie, submit,
+};
 use crate::state::ServicePrincipal;
 use crate::throttle::Endpoint;
-use crate::util::{aad_time, encode_form, form_get, html_escape, html_unescape, now, parse_form};
-
-pub const SESSION_COOKIE: &str = "ms_sim_user";
+use crate::util::{encode_form, form_get, html_escape, now, parse_form};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ConsentDecision {
     Accept,
     Cancel,
-}
-
-/// What the browser ended up with.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub enum ConsentOutcome {
-    /// A 302 back to the app: `location` is the full URL, `params` its query.
-    Redirect {
-        location: String,
-        params: BTreeMap<String, String>,
-    },
-    /// A page that stays (error or "Need admin approval"): the AADSTS code shown, if any.
-    Page {
-        status: u16,
-        aadsts: Option<u32>,
-        html: String,
-    },
-}
-
-impl ConsentOutcome {
-    pub fn param(&self, k: &str) -> Option<&str> {
-        match self {
-            ConsentOutcome::Redirect { params, .. } => params.get(k).map(String::as_str),
-            ConsentOutcome::Page { .. } => None,
-        }
-    }
-    pub fn aadsts(&self) -> Option<u32> {
-        match self {
-            ConsentOutcome::Page { aadsts, .. } => *aadsts,
-            ConsentOutcome::Redirect { params, .. } => params
-                .get("error_description")
-                .and_then(|d| d.strip_prefix("AADSTS"))
-                .and_then(|d| d.split(|c: char| !c.is_ascii_digit()).next())
-                .and_then(|d| d.parse().ok()),
-        }
-    }
-}
-
-fn page(status: u16, title: &str, inner: &str) -> Resp {
-    let html = format!(
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title>\
-<style>body{{font-family:Segoe UI,Arial,sans-serif;background:#f2f2f2}}main{{background:#fff;max-width:440px;margin:60px auto;padding:44px;box-shadow:0 2px 6px rgba(0,0,0,.2)}}\
-button{{padding:6px 24px;margin:8px 8px 0 0}}.muted{{color:#666;font-size:13px}}li{{margin:6px 0}}</style></head>\
-<body><main><div class=\"muted\">Microsoft (simulated)</div>{}</main></body></html>",
-        html_escape(title),
-        inner
-    );
-    let mut r = Response::new(Body::from(html));
-    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-    r.headers_mut().insert(
-        "content-type",
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    r.headers_mut().insert(
-        "cache-control",
-        HeaderValue::from_static("no-store, no-cache"),
-    );
-    r
-}
-
-fn error_page(code: u32, message: &str) -> Resp {
-    let trace = Uuid::new_v4();
-    let inner = format!(
-        "<h1>Sign in</h1><p>Sorry, but we're having trouble signing you in.</p>\
-<p id=\"error\" data-aadsts=\"{code}\">AADSTS{code}: {}</p>\
-<p class=\"muted\">Request Id: {trace}<br>Correlation Id: {}<br>Timestamp: {}</p>",
-        html_escape(message),
-        Uuid::new_v4(),
-        aad_time(now())
-    );
-    page(200, "Sign in to your account", &inner)
-}
-
-fn redirect(location: &str, cookie: Option<String>) -> Resp {
-    let mut r = Response::new(Body::empty());
-    *r.status_mut() = StatusCode::FOUND;
-    if let Ok(v) = HeaderValue::from_str(location) {
-        r.headers_mut().insert("location", v);
-    }
-    if let Some(c) = cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
-        r.headers_mut().insert("set-cookie", c);
-    }
-    r
-}
-
-fn append_query(uri: &str, q: &str) -> String {
-    format!("{uri}{}{q}", if uri.contains('?') { '&' } else { '?' })
-}
-
-fn cookie_user(headers: &HeaderMap) -> Option<String> {
-    for v in headers.get_all("cookie") {
-        let Ok(s) = v.to_str() else { continue };
-        for part in s.split(';') {
-            if let Some((k, val)) = part.trim().split_once('=')
-                && k == SESSION_COOKIE
-                && !val.is_empty()
-            {
-                return Some(crate::util::percent_decode(val));
-            }
-        }
-    }
-    None
-}
-
-fn hidden(name: &str, value: &str) -> String {
-    format!(
-        "<input type=\"hidden\" name=\"{}\" value=\"{}\">",
-        html_escape(name),
-        html_escape(value)
-    )
 }
 
 fn role_description(role: &str) -> &'static str {
@@ -174,10 +64,7 @@ pub(crate) async fn handle(shared: Arc<Shared>, tenant_seg: String, req: Request
         String::new()
     };
     let base = &shared.base_url;
-    let self_path = format!(
-        "/{}/v2.0/adminconsent",
-        percent_encoding::utf8_percent_encode(&tenant_seg, percent_encoding::NON_ALPHANUMERIC)
-    );
+    let self_path = self_path(&tenant_seg, "v2.0/adminconsent");
     let flow = |login_hint: Option<&str>| {
         let mut v = vec![
             ("client_id", client_id.as_str()),
@@ -252,11 +139,10 @@ pub(crate) async fn handle(shared: Arc<Shared>, tenant_seg: String, req: Request
                 ),
             );
         }
-        let cookie = format!(
-            "{SESSION_COOKIE}={}; Path=/; HttpOnly; SameSite=Lax",
-            percent_encoding::utf8_percent_encode(&upn, percent_encoding::NON_ALPHANUMERIC)
+        return redirect(
+            &format!("{self_path}?{}", flow(None)),
+            Some(session_cookie(&upn)),
         );
-        return redirect(&format!("{self_path}?{}", flow(None)), Some(cookie));
     }
     let force_pick = form_get(&params, "prompt") == Some("select_account");
     let who = form_get(&params, "login_hint")
@@ -269,40 +155,19 @@ pub(crate) async fn handle(shared: Arc<Shared>, tenant_seg: String, req: Request
         who.as_deref().and_then(|u| st.find_user(u))
     };
     let Some(uid) = user else {
-        let mut users: Vec<(String, String)> = st
-            .users
-            .values()
-            .filter(|u| path_tenant.is_none_or(|t| t == u.tenant))
-            .map(|u| (u.upn.clone(), u.display_name.clone()))
-            .collect();
-        users.sort();
-        let mut list = String::new();
-        for (upn, name) in users {
-            list.push_str(&format!(
-                "<li><form method=\"post\" action=\"{self_path}\" data-action=\"signin\">{}{}{}{}{}{}<button type=\"submit\">{} ({})</button></form></li>",
-                hidden("action", "signin"),
-                hidden("login_hint", &upn),
-                hidden("client_id", &client_id),
-                hidden("scope", &scope),
-                hidden("redirect_uri", &redirect_uri),
-                hidden("state", &state),
-                html_escape(&name),
-                html_escape(&upn)
-            ));
-        }
-        return page(
-            200,
-            "Sign in to your account",
-            &format!(
-                "<h1>Pick an account</h1><p>to continue to {}</p><ul id=\"accounts\">{list}</ul>",
-                html_escape(&app_name)
-            ),
-        );
+        let fields = [
+            ("client_id", client_id.as_str()),
+            ("scope", scope.as_str()),
+            ("redirect_uri", redirect_uri.as_str()),
+            ("state", state.as_str()),
+        ];
+        return account_picker(&st, path_tenant, &self_path, &fields, &app_name, false);
     };
     let user = &st.users[&uid];
     let user_tenant = user.tenant;
     let upn = user.upn.clone();
-    let is_admin = user.global_admin;
+    // Only these two roles can grant Graph application permissions.
+    let is_admin = user.global_admin || user.privileged_role_admin;
     if path_tenant.is_some_and(|t| t != user_tenant) {
         let dom = st.tenants[&path_tenant.unwrap_or_default()].domain.clone();
         return error_page(
@@ -313,7 +178,8 @@ pub(crate) async fn handle(shared: Arc<Shared>, tenant_seg: String, req: Request
         );
     }
 
-    // 3. Only a Global Administrator may grant application permissions.
+    // 3. Only a Global Administrator or Privileged Role Administrator may grant application
+    //    permissions.
     if !is_admin {
         let msg = format!(
             "{app_name} needs permission to access resources in your organization that only an admin can grant. Please ask an admin to grant permission to this app before you can use it."
@@ -329,23 +195,15 @@ pub(crate) async fn handle(shared: Arc<Shared>, tenant_seg: String, req: Request
                 );
                 page(200, "Need admin approval", &inner)
             }
-            NonAdminConsent::Redirect => {
-                let q = encode_form(&[
-                    ("error", "consent_required"),
-                    (
-                        "error_description",
-                        &format!(
-                            "AADSTS90094: {msg}\r\nTrace ID: {}\r\nTimestamp: {}",
-                            Uuid::new_v4(),
-                            aad_time(now())
-                        ),
-                    ),
-                    ("error_uri", &format!("{base}/error?code=90094")),
-                    ("admin_consent", "True"),
-                    ("state", &state),
-                ]);
-                redirect(&append_query(&redirect_uri, &q), None)
-            }
+            NonAdminConsent::Redirect => error_redirect(
+                base,
+                &redirect_uri,
+                "consent_required",
+                90094,
+                &msg,
+                &[("admin_consent", "True")],
+                Some(&state),
+            ),
         };
     }
 
@@ -361,24 +219,15 @@ pub(crate) async fn handle(shared: Arc<Shared>, tenant_seg: String, req: Request
             ]);
             redirect(&append_query(&redirect_uri, &q), None)
         }
-        "cancel" => {
-            let q = encode_form(&[
-                ("error", "access_denied"),
-                (
-                    "error_description",
-                    &format!(
-                        "AADSTS65004: User declined to consent to access the app.\r\nTrace ID: {}\r\nCorrelation ID: {}\r\nTimestamp: {}",
-                        Uuid::new_v4(),
-                        Uuid::new_v4(),
-                        aad_time(now())
-                    ),
-                ),
-                ("error_uri", &format!("{base}/error?code=65004")),
-                ("admin_consent", "True"),
-                ("state", &state),
-            ]);
-            redirect(&append_query(&redirect_uri, &q), None)
-        }
+        "cancel" => error_redirect(
+            base,
+            &redirect_uri,
+            "access_denied",
+            65004,
+            "User declined to consent to access the app.",
+            &[("admin_consent", "True")],
+            Some(&state),
+        ),
         _ => {
             let mut perms = String::new();
             for r in &permissions {
@@ -462,62 +311,6 @@ pub(crate) fn grant(
     roles
 }
 
-/// Extract (action, fields) of the form marked `data-action="{which}"`.
-fn find_form(html: &str, which: &str) -> Option<(String, Vec<(String, String)>)> {
-    let marker = format!("data-action=\"{which}\"");
-    let at = html.find(&marker)?;
-    let start = html[..at].rfind("<form")?;
-    let end = at + html[at..].find("</form>")?;
-    let form = &html[start..end];
-    let attr = |tag: &str, name: &str| -> Option<String> {
-        let k = format!("{name}=\"");
-        let i = tag.find(&k)? + k.len();
-        let j = tag[i..].find('"')? + i;
-        Some(html_unescape(&tag[i..j]))
-    };
-    let action = attr(form, "action")?;
-    let mut fields = Vec::new();
-    let mut rest = form;
-    while let Some(i) = rest.find("<input") {
-        let j = rest[i..].find('>').map(|j| i + j).unwrap_or(rest.len());
-        let tag = &rest[i..j];
-        if let (Some(n), Some(v)) = (attr(tag, "name"), attr(tag, "value")) {
-            fields.push((n, v));
-        }
-        rest = &rest[j..];
-    }
-    Some((action, fields))
-}
-
-fn outcome(base: &str, resp: crate::http_client::RawResponse) -> ConsentOutcome {
-    if resp.status == 302 {
-        let location = resp.header("location").unwrap_or_default().to_string();
-        let abs = if location.starts_with('/') {
-            format!("{base}{location}")
-        } else {
-            location
-        };
-        let params = abs
-            .split_once('?')
-            .map(|(_, q)| parse_form(q).into_iter().collect())
-            .unwrap_or_default();
-        return ConsentOutcome::Redirect {
-            location: abs,
-            params,
-        };
-    }
-    let html = String::from_utf8_lossy(&resp.body).into_owned();
-    let aadsts = html
-        .find("data-aadsts=\"")
-        .and_then(|i| html[i + 13..].split('"').next())
-        .and_then(|s| s.parse().ok());
-    ConsentOutcome::Page {
-        status: resp.status,
-        aadsts,
-        html,
-    }
-}
-
 impl crate::SimHandle {
     /// Act as an admin's browser: open `consent_url` (the adminconsent URL a product built),
     /// signed in as `user` (UPN) through the session cookie, then press Accept or Cancel on the
@@ -530,42 +323,20 @@ impl crate::SimHandle {
     ) -> Result<ConsentOutcome, SimError> {
         use crate::http_client::request;
         let base = self.base_url().to_string();
-        let cookie = format!(
-            "{SESSION_COOKIE}={}",
-            percent_encoding::utf8_percent_encode(user, percent_encoding::NON_ALPHANUMERIC)
-        );
+        let cookie = cookie_header(user);
         let first = request("GET", consent_url, &[("cookie", &cookie)], None).await?;
         let which = match decision {
             ConsentDecision::Accept => "accept",
             ConsentDecision::Cancel => "cancel",
         };
         if first.status != 200 {
-            return Ok(outcome(&base, first));
+            return Ok(outcome(&base, &first));
         }
         let html = String::from_utf8_lossy(&first.body).into_owned();
         let Some((action, fields)) = find_form(&html, which) else {
-            return Ok(outcome(&base, first));
+            return Ok(outcome(&base, &first));
         };
-        let pairs: Vec<(&str, &str)> = fields
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        let body = encode_form(&pairs);
-        let url = if action.starts_with('/') {
-            format!("{base}{action}")
-        } else {
-            action
-        };
-        let resp = request(
-            "POST",
-            &url,
-            &[
-                ("cookie", &cookie),
-                ("content-type", "application/x-www-form-urlencoded"),
-            ],
-            Some(body.as_bytes()),
-        )
-        .await?;
-        Ok(outcome(&base, resp))
+        let resp = submit(&base, &cookie, &action, &fields).await?;
+        Ok(outcome(&base, &resp))
     }
 }

@@ -59,7 +59,7 @@ impl SimHandle {
             mbx,
             owner: crate::generate::Owner {
                 name: u.display_name.clone(),
-                address: u.upn.clone(),
+                address: u.seed_address.clone(),
             },
             anchor: self.shared.anchor,
             history_days: self.shared.cfg.history_days,
@@ -201,6 +201,7 @@ impl SimHandle {
                 display_name: display_name.clone(),
                 redirect_uris: spec.redirect_uris.clone(),
                 permissions: spec.permissions.clone(),
+                id_token_wids: spec.id_token_wids,
                 secrets: Vec::new(),
                 certs: Vec::new(),
             },
@@ -210,6 +211,7 @@ impl SimHandle {
             display_name,
             redirect_uris: spec.redirect_uris,
             permissions: spec.permissions,
+            id_token_wids: spec.id_token_wids,
         })
     }
 
@@ -224,6 +226,16 @@ impl SimHandle {
             .get_mut(&client_id)
             .ok_or_else(|| SimError::NotFound(format!("app {client_id}")))?
             .permissions = permissions;
+        Ok(())
+    }
+
+    /// Whether ID tokens for the app carry `wids` (directory roles in `groupMembershipClaims`).
+    pub fn set_app_id_token_wids(&self, client_id: Uuid, emit: bool) -> Result<(), SimError> {
+        let mut st = self.world();
+        st.apps
+            .get_mut(&client_id)
+            .ok_or_else(|| SimError::NotFound(format!("app {client_id}")))?
+            .id_token_wids = emit;
         Ok(())
     }
 
@@ -364,6 +376,27 @@ impl SimHandle {
         if st.upns.contains_key(&upn) {
             return Err(SimError::Invalid(format!("user {upn} already exists")));
         }
+        let mail = spec
+            .mail
+            .as_deref()
+            .map(str::trim)
+            .filter(|m| !m.is_empty())
+            .unwrap_or(&upn)
+            .to_string();
+        let aliases: Vec<String> = spec
+            .proxy_addresses
+            .iter()
+            .map(|a| crate::directory::normalize_alias(a))
+            .filter(|a| !crate::directory::same_address(a, &mail))
+            .collect();
+        for addr in std::iter::once(mail.as_str()).chain(aliases.iter().map(String::as_str)) {
+            if let Some(other) = crate::directory::address_owner(&st, addr) {
+                return Err(SimError::Invalid(format!(
+                    "address {addr} already belongs to user {}",
+                    st.users[&other].upn
+                )));
+            }
+        }
         let id = spec
             .id
             .unwrap_or_else(|| uuid_from(st.seed, hash_str(&upn), tenant.as_u64_pair().0));
@@ -390,11 +423,16 @@ impl SimHandle {
             tenant,
             upn: upn.clone(),
             display_name,
+            seed_address: mail.clone(),
+            mail,
+            aliases,
             global_admin: spec.global_admin,
+            privileged_role_admin: spec.privileged_role_admin,
             licensed: spec.licensed,
             on_premises: spec.on_premises,
             access_policy_excluded: spec.access_policy_excluded,
             mailbox,
+            changed_at: std::time::Instant::now(),
         };
         let info = user.info();
         st.upns.insert(upn, id);
@@ -445,6 +483,9 @@ impl SimHandle {
         };
         if let Some(v) = flags.global_admin {
             u.global_admin = v;
+        }
+        if let Some(v) = flags.privileged_role_admin {
+            u.privileged_role_admin = v;
         }
         if let Some(v) = flags.licensed {
             u.licensed = v;
@@ -735,7 +776,7 @@ fn h(s: &Arc<Shared>) -> SimHandle {
     SimHandle { shared: s.clone() }
 }
 
-fn reply<T: serde::Serialize>(r: Result<T, SimError>) -> Response {
+pub(crate) fn reply<T: serde::Serialize>(r: Result<T, SimError>) -> Response {
     match r {
         Ok(v) => Json(v).into_response(),
         Err(e) => {

@@ -15,19 +15,27 @@ pub struct DemoApp {
 
 #[derive(Clone, Debug, Serialize)]
 pub struct DemoWorld {
+    /// `contoso.com`.
     pub tenant: TenantInfo,
     /// Mail.ReadWrite + User.Read.All.
     pub default_app: DemoApp,
     /// Mail.Read + User.Read.All (the "Read Only Permissions" registration).
     pub read_only_app: DemoApp,
+    /// Users of `contoso.com`.
     pub users: Vec<UserInfo>,
+    /// `fabrikam.com`: another customer, for cross-tenant cases.
+    pub other_tenant: TenantInfo,
+    /// `admin@fabrikam.com` (Global Administrator) and `alan.steiner@fabrikam.com`.
+    pub other_users: Vec<UserInfo>,
 }
 
 impl SimHandle {
     /// Create a demo tenant `contoso.com` with two app registrations (secret + the fixture
-    /// certificate each, registered `redirect_uris`), a Global Administrator and mail users,
-    /// including the problem cases (unlicensed, on-premises, excluded by access policy).
-    /// Consent is NOT granted: walk the consent page (or call `grant_consent`).
+    /// certificate each, registered `redirect_uris`), a Global Administrator, a Privileged Role
+    /// Administrator and mail users, including the problem cases (unlicensed, on-premises,
+    /// excluded by access policy) and the lookup cases (mail differs from the UPN, an alias, a
+    /// `$` UPN); and a second tenant `fabrikam.com`. Consent is NOT granted: walk the consent
+    /// page (or call `grant_consent`).
     pub fn create_demo(
         &self,
         redirect_uris: &[String],
@@ -101,16 +109,67 @@ impl SimHandle {
                 mailbox: mb,
                 ..Default::default()
             },
+            UserSpec {
+                user_name: "diego.siciliani".into(),
+                mail: Some("diego@contoso.com".into()),
+                mailbox: mb,
+                ..Default::default()
+            },
+            UserSpec {
+                user_name: "nestor.wilke".into(),
+                proxy_addresses: vec!["smtp:nestor@contoso.com".into()],
+                mailbox: mb,
+                ..Default::default()
+            },
+            UserSpec {
+                user_name: "$svc-sales".into(),
+                display_name: Some("Sales Service".into()),
+                mailbox: mb,
+                ..Default::default()
+            },
+            UserSpec {
+                user_name: "pradeep.gupta".into(),
+                privileged_role_admin: true,
+                mailbox: mb,
+                ..Default::default()
+            },
         ];
         let mut users = Vec::new();
         for s in specs {
             users.push(self.create_user(tenant.id, s)?);
         }
+        let other_tenant = self.create_tenant(TenantSpec {
+            domain: "fabrikam.com".into(),
+            display_name: Some("Fabrikam".into()),
+            ..Default::default()
+        })?;
+        let other_users = vec![
+            self.create_user(
+                other_tenant.id,
+                UserSpec {
+                    user_name: "admin".into(),
+                    display_name: Some("Fabrikam Administrator".into()),
+                    global_admin: true,
+                    mailbox: mb,
+                    ..Default::default()
+                },
+            )?,
+            self.create_user(
+                other_tenant.id,
+                UserSpec {
+                    user_name: "alan.steiner".into(),
+                    mailbox: mb,
+                    ..Default::default()
+                },
+            )?,
+        ];
         Ok(DemoWorld {
             tenant,
             default_app,
             read_only_app,
             users,
+            other_tenant,
+            other_users,
         })
     }
 }

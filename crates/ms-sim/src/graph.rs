@@ -1,5 +1,6 @@
-//! Graph v1.0: `GET /users/{id|upn}` and the mail-folder message delta, with Graph's error
-//! bodies, bearer-token checks, throttling/faults and opaque, MAC-protected paging tokens.
+//! Graph v1.0: routing, bearer-token checks and admission (throttling/faults) for the users
+//! endpoints (`directory.rs`) and the mail-folder message delta, with Graph's error bodies and
+//! opaque, MAC-protected paging tokens.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -23,7 +24,7 @@ use crate::throttle::{Admission, Endpoint, PostFault, ViolationKind, format_retr
 use crate::util::{json_str, now, parse_form, percent_decode};
 
 const ODATA_JSON: &str = "application/json;odata.metadata=minimal;odata.streaming=true;IEEE754Compatible=false;charset=utf-8";
-const USER_ROLES: &[&str] = &[
+pub(crate) const USER_ROLES: &[&str] = &[
     "User.Read.All",
     "User.ReadBasic.All",
     "User.ReadWrite.All",
@@ -38,8 +39,11 @@ const MAIL_ROLES: &[&str] = &[
 ];
 
 enum Route {
-    User(String),
-    Delta(String, String),
+    /// (user segment, addressed with the key form `users('..')`).
+    User(String, bool),
+    /// The collection `/users` (`$filter`).
+    Users,
+    Delta(String, bool, String),
     Me,
     Unknown(String),
 }
@@ -63,13 +67,20 @@ fn segments(path: &str) -> Vec<String> {
 }
 
 fn route(path: &str) -> Route {
-    let segs = segments(path.trim_start_matches("/v1.0"));
+    let rest = path.trim_start_matches("/v1.0");
+    // `segments` flattens `users('x')` into `users`, `x`; the key form matters for `$` UPNs.
+    let first = rest.trim_start_matches('/').split('/').next().unwrap_or("");
+    let key_form = percent_decode(first)
+        .to_ascii_lowercase()
+        .starts_with("users(");
+    let segs = segments(rest);
     let lower: Vec<String> = segs.iter().map(|s| s.to_ascii_lowercase()).collect();
     let l: Vec<&str> = lower.iter().map(String::as_str).collect();
     match l.as_slice() {
-        ["users", _] => Route::User(segs[1].clone()),
+        ["users"] => Route::Users,
+        ["users", _] => Route::User(segs[1].clone(), key_form),
         ["users", _, "mailfolders", _, "messages", "delta"] => {
-            Route::Delta(segs[1].clone(), segs[3].clone())
+            Route::Delta(segs[1].clone(), key_form, segs[3].clone())
         }
         ["me", ..] => Route::Me,
         _ => Route::Unknown(segs.last().cloned().unwrap_or_default()),
@@ -251,8 +262,9 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: Request) -> Resp {
     drop(req);
     let route = route(&path);
     let (endpoint, user_seg) = match &route {
-        Route::User(u) => (Endpoint::GraphUser, Some(u.clone())),
-        Route::Delta(u, _) => (Endpoint::GraphDelta, Some(u.clone())),
+        Route::User(u, _) => (Endpoint::GraphUser, Some(u.clone())),
+        Route::Delta(u, _, _) => (Endpoint::GraphDelta, Some(u.clone())),
+        Route::Users => (Endpoint::GraphUsersQuery, None),
         _ => (Endpoint::GraphOther, None),
     };
     {
@@ -272,6 +284,19 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: Request) -> Resp {
         Ok(c) => c,
         Err(msg) => return graph_error(&ids, 401, "InvalidAuthenticationToken", msg),
     };
+    if let Route::User(u, false) | Route::Delta(u, false, _) = &route
+        && u.starts_with('$')
+    {
+        // Graph reads a leading `$` in a path segment as a system query option.
+        return graph_error(
+            &ids,
+            400,
+            "Request_BadRequest",
+            &format!(
+                "Invalid object identifier '{u}'. A userPrincipalName that begins with '$' must be addressed with the key form: /users('{u}')."
+            ),
+        );
+    }
     match route {
         Route::Me => graph_error(
             &ids,
@@ -285,8 +310,9 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: Request) -> Resp {
             "BadRequest",
             &format!("Resource not found for the segment '{seg}'."),
         ),
-        Route::User(u) => user(shared, ids, claims, u, &query).await,
-        Route::Delta(u, f) => delta(shared, ids, claims, u, f, &query, &headers).await,
+        Route::User(u, _) => crate::directory::get_user(shared, ids, claims, u, &query).await,
+        Route::Users => crate::directory::list_users(shared, ids, claims, &query, &headers).await,
+        Route::Delta(u, _, f) => delta(shared, ids, claims, u, f, &query, &headers).await,
     }
 }
 
@@ -295,14 +321,38 @@ const IDENTITY_NOT_FOUND: &str =
 
 /// Checks shared by both endpoints. On success: (user id, mailbox number, in-flight guard,
 /// latency, post fault).
-struct Admitted {
-    user: Uuid,
+pub(crate) struct Admitted {
+    pub user: Uuid,
     mbx: Option<u32>,
     _guard: Option<InFlight>,
-    post: PostFault,
+    pub post: PostFault,
 }
 
-async fn admit(
+/// The calling app must exist in the token's tenant (and have propagated, in mode `Graph`).
+/// Returns (tenant id, app id); None is answered `identity_not_found`.
+pub(crate) fn check_identity(
+    st: &crate::state::State,
+    claims: &AccessClaims,
+) -> Option<(Uuid, Uuid)> {
+    let tid = Uuid::parse_str(&claims.tid).ok()?;
+    let app = Uuid::parse_str(&claims.appid).unwrap_or_default();
+    let tenant = st.tenants.get(&tid)?;
+    let sp = tenant.service_principals.get(&app)?;
+    (!st.propagating(tenant, sp, PropagationFailure::Graph)).then_some((tid, app))
+}
+
+pub(crate) fn identity_not_found(ids: &GraphIds) -> Resp {
+    graph_error(
+        ids,
+        401,
+        "Authorization_IdentityNotFound",
+        IDENTITY_NOT_FOUND,
+    )
+}
+
+/// `mail`: a mailbox endpoint (Exchange errors, wrong-tenant violations) rather than a
+/// directory read (users of other tenants are simply not found).
+pub(crate) async fn admit(
     shared: &Arc<Shared>,
     ids: &GraphIds,
     claims: &AccessClaims,
@@ -312,33 +362,14 @@ async fn admit(
     let (adm, latency) = {
         let mut guard = shared.lock();
         let st = &mut *guard;
-        let tid = Uuid::parse_str(&claims.tid).ok();
-        let app = Uuid::parse_str(&claims.appid).unwrap_or_default();
-        let Some(tenant) = tid.and_then(|t| st.tenants.get(&t)) else {
-            return Err(graph_error(
-                ids,
-                401,
-                "Authorization_IdentityNotFound",
-                IDENTITY_NOT_FOUND,
-            ));
+        let Some((tid, app)) = check_identity(st, claims) else {
+            return Err(identity_not_found(ids));
         };
-        let Some(sp) = tenant.service_principals.get(&app) else {
-            return Err(graph_error(
-                ids,
-                401,
-                "Authorization_IdentityNotFound",
-                IDENTITY_NOT_FOUND,
-            ));
-        };
-        if st.propagating(tenant, sp, PropagationFailure::Graph) {
-            return Err(graph_error(
-                ids,
-                401,
-                "Authorization_IdentityNotFound",
-                IDENTITY_NOT_FOUND,
-            ));
-        }
-        let Some(uid) = st.find_user(user_seg) else {
+        let tid = Some(tid);
+        let found = st
+            .find_user(user_seg)
+            .filter(|u| mail || Some(st.users[u].tenant) == tid);
+        let Some(uid) = found else {
             return Err(if mail {
                 graph_error(
                     ids,
@@ -435,126 +466,15 @@ async fn admit(
     Ok(adm)
 }
 
-fn has_role(claims: &AccessClaims, wanted: &[&str]) -> bool {
+pub(crate) fn has_role(claims: &AccessClaims, wanted: &[&str]) -> bool {
     claims
         .roles
         .iter()
         .any(|r| wanted.iter().any(|w| w.eq_ignore_ascii_case(r)))
 }
 
-async fn user(
-    shared: Arc<Shared>,
-    ids: GraphIds,
-    claims: AccessClaims,
-    user_seg: String,
-    query: &str,
-) -> Resp {
-    let adm = match admit(&shared, &ids, &claims, &user_seg, false).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
-    if !has_role(&claims, USER_ROLES) {
-        return graph_error(
-            &ids,
-            403,
-            "Authorization_RequestDenied",
-            "Insufficient privileges to complete the operation.",
-        );
-    }
-    let u = {
-        let st = shared.lock();
-        let u = &st.users[&adm.user];
-        (
-            u.id,
-            u.upn.clone(),
-            u.display_name.clone(),
-            u.mailbox.is_some() && !u.on_premises,
-        )
-    };
-    let (given, surname) =
-        u.2.split_once(' ')
-            .map(|(a, b)| (a.to_string(), b.to_string()))
-            .unwrap_or((u.2.clone(), String::new()));
-    let mut obj = serde_json::Map::new();
-    obj.insert(
-        "@odata.context".into(),
-        format!("{}/v1.0/$metadata#users/$entity", shared.base_url).into(),
-    );
-    let all: Vec<(&str, serde_json::Value)> = vec![
-        ("businessPhones", serde_json::json!([])),
-        ("displayName", u.2.clone().into()),
-        ("givenName", given.into()),
-        ("jobTitle", serde_json::Value::Null),
-        (
-            "mail",
-            if u.3 {
-                u.1.clone().into()
-            } else {
-                serde_json::Value::Null
-            },
-        ),
-        ("mobilePhone", serde_json::Value::Null),
-        ("officeLocation", serde_json::Value::Null),
-        ("preferredLanguage", "en-US".into()),
-        ("surname", surname.into()),
-        ("userPrincipalName", u.1.clone().into()),
-        ("id", u.0.to_string().into()),
-    ];
-    let q = parse_form(query);
-    let select = q
-        .iter()
-        .find(|(k, _)| k == "$select" || k == "select")
-        .map(|(_, v)| v.clone());
-    let wanted: Option<Vec<String>> = select.map(|s| {
-        s.split(',')
-            .map(|x| x.trim().to_ascii_lowercase())
-            .collect()
-    });
-    if let Some(w) = &wanted {
-        for name in w {
-            if !name.is_empty()
-                && !all.iter().any(|(k, _)| k.eq_ignore_ascii_case(name))
-                && !KNOWN_USER_PROPS.contains(&name.as_str())
-            {
-                return graph_error(
-                    &ids,
-                    400,
-                    "Request_BadRequest",
-                    &format!(
-                        "Could not find a property named '{name}' on type 'microsoft.graph.user'."
-                    ),
-                );
-            }
-        }
-    }
-    for (k, v) in all {
-        if wanted
-            .as_ref()
-            .is_none_or(|w| w.iter().any(|x| x.eq_ignore_ascii_case(k)) || k == "id")
-        {
-            obj.insert(k.into(), v);
-        }
-    }
-    finish(
-        &ids,
-        200,
-        serde_json::Value::Object(obj).to_string(),
-        adm.post,
-        None,
-    )
-}
-
-const KNOWN_USER_PROPS: &[&str] = &[
-    "accountenabled",
-    "department",
-    "companyname",
-    "usertype",
-    "proxyaddresses",
-    "othermails",
-];
-
 /// Build the final 200 response, applying a post fault (truncated JSON / reset mid-body).
-fn finish(
+pub(crate) fn finish(
     ids: &GraphIds,
     status: u16,
     body: String,
@@ -772,7 +692,7 @@ async fn delta(
     }
     let owner = Owner {
         name: user.display_name.clone(),
-        address: user.upn.clone(),
+        address: user.seed_address.clone(),
     };
     let user_id = user.id;
     let Some(folder) = parse_folder(cfg.seed, mbx, &folder_seg) else {

@@ -1,5 +1,6 @@
-//! Identity platform: the client-credentials token endpoint (secret or certificate
-//! assertion) and the simulator's own access tokens.
+//! Identity platform: the token endpoint (client credentials here; the authorization-code
+//! grant in `auth_code.rs`; client authentication in `client_auth.rs`) and the simulator's
+//! own access tokens.
 
 use std::sync::Arc;
 
@@ -8,36 +9,17 @@ use axum::extract::Request;
 use axum::http::{HeaderValue, Response};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use jsonwebtoken::{Algorithm, DecodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use sha1::Digest as _;
 use uuid::Uuid;
 
+use crate::client_auth::{Fail, authenticate, fail, required};
 use crate::config::{PropagationFailure, UnconsentedError};
 use crate::errors::{Resp, aad_error, json_response};
 use crate::throttle::Endpoint;
 use crate::util::{form_get, now, parse_form};
 use crate::{GRAPH_RESOURCE, Shared};
-
-const SIGNING_KEY: &str = include_str!("keys/sim-signing.key.pem");
-const SIGNING_PUB: &str = include_str!("keys/sim-signing.pub.pem");
-const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
-
-pub(crate) struct Keys {
-    enc: EncodingKey,
-    dec: DecodingKey,
-    kid: String,
-}
-
-impl Keys {
-    pub fn load() -> Keys {
-        // The fixture key is part of the crate; failing to parse it is a build defect.
-        let enc = EncodingKey::from_rsa_pem(SIGNING_KEY.as_bytes()).expect("embedded signing key");
-        let dec = DecodingKey::from_rsa_pem(SIGNING_PUB.as_bytes()).expect("embedded public key");
-        let kid = URL_SAFE_NO_PAD.encode(&sha1::Sha1::digest(SIGNING_PUB.as_bytes())[..]);
-        Keys { enc, dec, kid }
-    }
-}
 
 /// Claims of an app-only Graph access token (v1.0 token shape, as Graph issues them).
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -59,6 +41,15 @@ pub(crate) struct AccessClaims {
     pub tid: String,
     pub uti: String,
     pub ver: String,
+    /// Delegated tokens only: granted scopes, the user's name and UPN.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scp: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upn: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unique_name: Option<String>,
 }
 
 /// Why a bearer token was refused (Graph answers 401 InvalidAuthenticationToken).
@@ -76,7 +67,7 @@ pub(crate) fn verify_access_token(
     v.validate_exp = false;
     v.validate_aud = false;
     v.required_spec_claims.clear();
-    let data = jsonwebtoken::decode::<AccessClaims>(token, &shared.keys.dec, &v)
+    let data = jsonwebtoken::decode::<AccessClaims>(token, &shared.keys.access().dec, &v)
         .map_err(|_| "Access token validation failure. Invalid signature.")?;
     let c = data.claims;
     if c.aud != GRAPH_RESOURCE && c.aud != "00000003-0000-0000-c000-000000000000" {
@@ -115,23 +106,6 @@ pub(crate) fn read_certificate(pem: &str) -> Result<(String, String, String, Dec
     ))
 }
 
-#[derive(Deserialize)]
-struct AssertionClaims {
-    #[serde(default)]
-    aud: serde_json::Value,
-    iss: Option<String>,
-    sub: Option<String>,
-    exp: Option<i64>,
-    nbf: Option<i64>,
-    jti: Option<String>,
-}
-
-struct Fail(u16, &'static str, u32, String);
-
-fn fail(status: u16, error: &'static str, code: u32, msg: impl Into<String>) -> Fail {
-    Fail(status, error, code, msg.into())
-}
-
 pub(crate) async fn token(shared: Arc<Shared>, tenant_seg: String, req: Request) -> Resp {
     let headers = req.headers().clone();
     let is_post = req.method() == axum::http::Method::POST;
@@ -150,7 +124,12 @@ pub(crate) async fn token(shared: Arc<Shared>, tenant_seg: String, req: Request)
         );
     }
     let form = parse_form(&String::from_utf8_lossy(&body));
-    match issue(&shared, &tenant_seg, &form) {
+    let result = if form_get(&form, "grant_type") == Some("authorization_code") {
+        crate::auth_code::redeem(&shared, &tenant_seg, &form)
+    } else {
+        issue(&shared, &tenant_seg, &form)
+    };
+    match result {
         Ok(json) => {
             let mut r: Response<Body> = json_response(200, json, "application/json; charset=utf-8");
             r.headers_mut().insert(
@@ -190,19 +169,7 @@ fn issue(shared: &Shared, tenant_seg: &str, form: &[(String, String)]) -> Result
             ),
         ));
     };
-    let need = |k: &str| -> Result<String, Fail> {
-        form_get(form, k)
-            .filter(|v| !v.is_empty())
-            .map(str::to_string)
-            .ok_or_else(|| {
-                fail(
-                    400,
-                    "invalid_request",
-                    900144,
-                    format!("The request body must contain the following parameter: '{k}'."),
-                )
-            })
-    };
+    let need = |k: &str| required(form, k);
     let grant = need("grant_type")?;
     if grant != "client_credentials" {
         return Err(fail(
@@ -249,189 +216,14 @@ fn issue(shared: &Shared, tenant_seg: &str, form: &[(String, String)]) -> Result
     }
 
     // Client authentication against the app registration.
-    let app = &st.apps[&client_id];
-    let app_name = app.display_name.clone();
-    let appidacr;
-    if let Some(secret) = form_get(form, "client_secret") {
-        appidacr = "1";
-        match app.secrets.iter().find(|s| s.value == secret) {
-            None => {
-                return Err(fail(
-                    401,
-                    "invalid_client",
-                    7000215,
-                    format!(
-                        "Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '{client_id}'."
-                    ),
-                ));
-            }
-            Some(s) if s.expires_at <= now() => {
-                return Err(fail(
-                    401,
-                    "invalid_client",
-                    7000222,
-                    format!(
-                        "The provided client secret keys for app '{client_id}' are expired. Visit the Azure portal to create new keys for your app: https://aka.ms/NewClientSecret, or consider using certificate credentials for added security: https://aka.ms/certCreds."
-                    ),
-                ));
-            }
-            Some(_) => {}
-        }
-    } else if let Some(assertion) = form_get(form, "client_assertion") {
-        appidacr = "2";
-        let kind = form_get(form, "client_assertion_type").unwrap_or("");
-        if kind != JWT_BEARER {
-            return Err(fail(
-                400,
-                "invalid_request",
-                700026,
-                format!("Client assertion type '{kind}' is not supported; use '{JWT_BEARER}'."),
-            ));
-        }
-        let header = jsonwebtoken::decode_header(assertion).map_err(|_| {
-            fail(
-                400,
-                "invalid_request",
-                50027,
-                "JWT token is invalid or malformed.",
-            )
-        })?;
-        let cert = app.certs.iter().find(|c| {
-            header.x5t_s256.as_deref() == Some(c.x5t_s256.as_str())
-                || header.x5t.as_deref() == Some(c.x5t.as_str())
-        });
-        let Some(cert) = cert else {
-            let shown = header
-                .x5t_s256
-                .clone()
-                .or(header.x5t.clone())
-                .unwrap_or_default();
-            return Err(fail(
-                401,
-                "invalid_client",
-                700027,
-                format!(
-                    "Client assertion failed signature validation. Key was not found: the certificate with thumbprint '{shown}' is not registered on application '{client_id}'."
-                ),
-            ));
-        };
-        if !matches!(
-            header.alg,
-            Algorithm::RS256
-                | Algorithm::RS384
-                | Algorithm::RS512
-                | Algorithm::PS256
-                | Algorithm::PS384
-                | Algorithm::PS512
-        ) {
-            return Err(fail(
-                401,
-                "invalid_client",
-                700027,
-                "Client assertion failed signature validation. Unsupported algorithm.",
-            ));
-        }
-        let mut v = Validation::new(header.alg);
-        v.validate_exp = false;
-        v.validate_nbf = false;
-        v.validate_aud = false;
-        v.required_spec_claims.clear();
-        let claims = jsonwebtoken::decode::<AssertionClaims>(assertion, &cert.key, &v)
-            .map_err(|e| match e.kind() {
-                jsonwebtoken::errors::ErrorKind::InvalidSignature => fail(
-                    401,
-                    "invalid_client",
-                    700027,
-                    "Client assertion failed signature validation.",
-                ),
-                _ => fail(
-                    400,
-                    "invalid_request",
-                    50027,
-                    "JWT token is invalid or malformed.",
-                ),
-            })?
-            .claims;
-        let mut auds: Vec<String> = vec![
-            format!("{}/{}/oauth2/v2.0/token", shared.base_url, tenant_seg),
-            format!("{}/{}/oauth2/v2.0/token", shared.base_url, tid),
-            format!("{}/{}/oauth2/v2.0/token", shared.base_url, tenant_domain),
-        ];
-        auds.dedup();
-        let aud_ok = match &claims.aud {
-            serde_json::Value::String(s) => auds.contains(s),
-            serde_json::Value::Array(a) => a
-                .iter()
-                .any(|x| x.as_str().is_some_and(|s| auds.contains(&s.to_string()))),
-            _ => false,
-        };
-        if !aud_ok {
-            return Err(fail(
-                401,
-                "invalid_client",
-                50013,
-                format!(
-                    "Assertion audience claim does not match the required value. The audience in the assertion was '{}' and the expected audience is '{}'.",
-                    claims.aud, auds[0]
-                ),
-            ));
-        }
-        let cid = client_id.to_string();
-        if claims.iss.as_deref() != Some(cid.as_str())
-            || claims.sub.as_deref() != Some(cid.as_str())
-        {
-            return Err(fail(
-                401,
-                "invalid_client",
-                700021,
-                "Client assertion application identifier doesn't match 'client_id' parameter (the 'iss' and 'sub' claims must both be the client id).",
-            ));
-        }
-        let t = now().unix_timestamp();
-        let exp = claims.exp.ok_or_else(|| {
-            fail(
-                400,
-                "invalid_request",
-                50027,
-                "JWT token is invalid or malformed: missing 'exp'.",
-            )
-        })?;
-        if exp <= t || claims.nbf.is_some_and(|n| n > t + 300) {
-            return Err(fail(
-                401,
-                "invalid_client",
-                700024,
-                "Client assertion is not within its valid time range.",
-            ));
-        }
-        let jti = claims.jti.ok_or_else(|| {
-            fail(
-                400,
-                "invalid_request",
-                50027,
-                "JWT token is invalid or malformed: missing 'jti'.",
-            )
-        })?;
-        if st.used_jti.get(&jti).is_some_and(|&e| e > t) {
-            return Err(fail(
-                401,
-                "invalid_client",
-                50013,
-                "Assertion is invalid: the assertion's 'jti' has already been used (replay).",
-            ));
-        }
-        if st.used_jti.len() > 10_000 {
-            st.used_jti.retain(|_, e| *e > t);
-        }
-        st.used_jti.insert(jti, exp);
-    } else {
-        return Err(fail(
-            401,
-            "invalid_client",
-            7000218,
-            "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.",
-        ));
-    }
+    let app_name = st.apps[&client_id].display_name.clone();
+    let mut auds: Vec<String> = vec![
+        format!("{}/{}/oauth2/v2.0/token", shared.base_url, tenant_seg),
+        format!("{}/{}/oauth2/v2.0/token", shared.base_url, tid),
+        format!("{}/{}/oauth2/v2.0/token", shared.base_url, tenant_domain),
+    ];
+    auds.dedup();
+    let appidacr = authenticate(&mut st, form, client_id, &auds)?;
 
     // The app must be present (consented) in this tenant.
     let tenant = &st.tenants[&tid];
@@ -496,20 +288,13 @@ fn issue(shared: &Shared, tenant_seg: &str, form: &[(String, String)]) -> Result
         tid: tid.to_string(),
         uti: URL_SAFE_NO_PAD.encode(Uuid::new_v4().as_bytes()),
         ver: "1.0".to_string(),
+        scp: None,
+        name: None,
+        upn: None,
+        unique_name: None,
     };
     drop(st);
-    let mut header = Header::new(Algorithm::RS256);
-    header.typ = Some("JWT".into());
-    header.kid = Some(shared.keys.kid.clone());
-    header.x5t = Some(shared.keys.kid.clone());
-    let token = jsonwebtoken::encode(&header, &claims, &shared.keys.enc).map_err(|e| {
-        fail(
-            500,
-            "server_error",
-            90033,
-            format!("A transient error has occurred: {e}"),
-        )
-    })?;
+    let token = sign_access_token(shared, &claims)?;
     Ok(serde_json::json!({
         "token_type": "Bearer",
         "expires_in": lifetime,
@@ -517,4 +302,21 @@ fn issue(shared: &Shared, tenant_seg: &str, form: &[(String, String)]) -> Result
         "access_token": token,
     })
     .to_string())
+}
+
+/// RS256 with the access-token key (`kid` and `x5t` set, as Microsoft does).
+pub(crate) fn sign_access_token(shared: &Shared, claims: &AccessClaims) -> Result<String, Fail> {
+    let key = shared.keys.access();
+    let mut header = Header::new(Algorithm::RS256);
+    header.typ = Some("JWT".into());
+    header.kid = Some(key.kid.clone());
+    header.x5t = Some(key.kid.clone());
+    jsonwebtoken::encode(&header, claims, &key.enc).map_err(|e| {
+        fail(
+            500,
+            "server_error",
+            90033,
+            format!("A transient error has occurred: {e}"),
+        )
+    })
 }

@@ -1,5 +1,6 @@
 //! A faithful, in-process simulator of the Microsoft identity platform (admin consent,
-//! client-credentials tokens) and Microsoft Graph mail (users, message delta), with
+//! client-credentials tokens, OpenID Connect sign-in) and Microsoft Graph (users, mail
+//! delta), with
 //! throttling, fault injection and a ground-truth/violation report for tests.
 //!
 //! ```no_run
@@ -11,10 +12,15 @@
 //! ```
 //! See README.md for the full story.
 
+mod auth_code;
+mod authorize;
+mod client_auth;
 mod config;
 mod consent;
 mod control;
+mod control_oidc;
 mod demo;
+mod directory;
 mod errors;
 pub mod fixtures;
 mod generate;
@@ -23,6 +29,9 @@ mod graph;
 pub mod http_client;
 mod identity;
 mod model;
+mod oidc;
+mod pages;
+mod signing;
 mod state;
 mod throttle;
 mod util;
@@ -36,13 +45,16 @@ use axum::response::IntoResponse;
 use time::OffsetDateTime;
 use tokio::sync::oneshot;
 
+pub use auth_code::{ROLE_GLOBAL_ADMIN, ROLE_MEMBER, ROLE_PRIVILEGED_ROLE_ADMIN};
 pub use config::{
     BodySizes, GoneStyle, NonAdminConsent, PropagationFailure, SimConfig, ThrottleLimits,
     UnconsentedError,
 };
-pub use consent::{ConsentDecision, ConsentOutcome, SESSION_COOKIE};
+pub use consent::ConsentDecision;
 pub use demo::{ConsentedApp, DemoApp, DemoWorld};
 pub use model::*;
+pub use oidc::MSA_TENANT_ID;
+pub use pages::{ConsentOutcome, SESSION_COOKIE};
 pub use throttle::{
     Endpoint, FaultRate, FaultRule, FaultScope, FaultSpec, RequestCount, Violation, ViolationKind,
 };
@@ -50,13 +62,15 @@ pub use throttle::{
 /// Graph's resource id and the scope clients request for app-only tokens.
 pub const GRAPH_RESOURCE: &str = "https://graph.microsoft.com";
 pub const GRAPH_DEFAULT_SCOPE: &str = "https://graph.microsoft.com/.default";
+/// Graph's application id: the `aud` of delegated Graph access tokens.
+pub const GRAPH_APP_ID: &str = "00000003-0000-0000-c000-000000000000";
 
 pub(crate) struct Shared {
     pub cfg: SimConfig,
     pub base_url: String,
     pub anchor: OffsetDateTime,
     pub state: Mutex<state::State>,
-    pub keys: identity::Keys,
+    pub keys: signing::Keys,
     pub mac_key: [u8; 32],
 }
 
@@ -102,7 +116,7 @@ impl Simulator {
                 config.propagation,
                 config.propagation_failure,
             )),
-            keys: identity::Keys::load(),
+            keys: signing::Keys::load(),
             cfg: config,
             base_url,
             anchor,
@@ -208,7 +222,7 @@ impl Drop for Simulator {
 
 fn router(shared: Arc<Shared>) -> Router {
     Router::new()
-        .nest("/_sim", control::router())
+        .nest("/_sim", control::router().merge(control_oidc::router()))
         .fallback(dispatch)
         .with_state(shared)
 }
@@ -221,6 +235,7 @@ async fn dispatch(AxState(shared): AxState<Arc<Shared>>, req: Request) -> axum::
         return graph::handle(shared, req).await;
     }
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let get = req.method() == axum::http::Method::GET;
     match segs.as_slice() {
         [tenant, "oauth2", "v2.0", "token"] => {
             identity::token(shared, util::percent_decode(tenant), req).await
@@ -228,6 +243,16 @@ async fn dispatch(AxState(shared): AxState<Arc<Shared>>, req: Request) -> axum::
         [tenant, "v2.0", "adminconsent"] => {
             consent::handle(shared, util::percent_decode(tenant), req).await
         }
+        [tenant, "oauth2", "v2.0", "authorize"] => {
+            authorize::handle(shared, util::percent_decode(tenant), req).await
+        }
+        [tenant, "v2.0", ".well-known", "openid-configuration"] if get => {
+            oidc::configuration(shared, util::percent_decode(tenant), req).await
+        }
+        [tenant, "discovery", "v2.0", "keys"] if get => {
+            oidc::keys(shared, Some(util::percent_decode(tenant)), req).await
+        }
+        ["discovery", "v2.0", "keys"] if get => oidc::keys(shared, None, req).await,
         _ => (axum::http::StatusCode::NOT_FOUND, "Not Found").into_response(),
     }
 }

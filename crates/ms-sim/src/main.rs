@@ -52,6 +52,11 @@ async fn main() {
         "  authority:  {}   (token: {{authority}}/{{tenant}}/oauth2/v2.0/token)",
         sim.authority()
     );
+    println!(
+        "  sign-in:    {}/organizations/oauth2/v2.0/authorize   (discovery: {})",
+        sim.authority(),
+        sim.openid_configuration_url("organizations")
+    );
     println!("  graph:      {}", sim.graph_url());
     println!("  control:    {}/_sim/...", sim.base_url());
     if demo {

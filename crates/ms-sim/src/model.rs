@@ -81,7 +81,7 @@ pub struct TenantInfo {
     pub display_name: String,
 }
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default)]
 pub struct AppSpec {
     pub display_name: String,
@@ -90,6 +90,21 @@ pub struct AppSpec {
     pub redirect_uris: Vec<String>,
     /// Graph application roles registered on the app, e.g. `["Mail.ReadWrite","User.Read.All"]`.
     pub permissions: Vec<String>,
+    /// ID tokens carry `wids` (the registration's `groupMembershipClaims` includes directory
+    /// roles). Default true.
+    pub id_token_wids: bool,
+}
+
+impl Default for AppSpec {
+    fn default() -> Self {
+        AppSpec {
+            display_name: String::new(),
+            client_id: None,
+            redirect_uris: Vec::new(),
+            permissions: Vec::new(),
+            id_token_wids: true,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -98,6 +113,7 @@ pub struct AppInfo {
     pub display_name: String,
     pub redirect_uris: Vec<String>,
     pub permissions: Vec<String>,
+    pub id_token_wids: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -128,6 +144,8 @@ pub struct UserSpec {
     pub display_name: Option<String>,
     pub id: Option<Uuid>,
     pub global_admin: bool,
+    /// Privileged Role Administrator: may also grant admin consent.
+    pub privileged_role_admin: bool,
     pub licensed: bool,
     /// Mailbox hosted on-premises: Graph answers MailboxNotEnabledForRESTAPI.
     pub on_premises: bool,
@@ -135,6 +153,10 @@ pub struct UserSpec {
     pub access_policy_excluded: bool,
     /// None: no Exchange Online mailbox at all.
     pub mailbox: Option<MailboxSpec>,
+    /// Primary SMTP address; None = the UPN.
+    pub mail: Option<String>,
+    /// Extra addresses, e.g. `smtp:alias@contoso.com` (`SMTP:{mail}` is always added).
+    pub proxy_addresses: Vec<String>,
 }
 
 impl Default for UserSpec {
@@ -144,10 +166,13 @@ impl Default for UserSpec {
             display_name: None,
             id: None,
             global_admin: false,
+            privileged_role_admin: false,
             licensed: true,
             on_premises: false,
             access_policy_excluded: false,
             mailbox: Some(MailboxSpec::default()),
+            mail: None,
+            proxy_addresses: Vec::new(),
         }
     }
 }
@@ -166,8 +191,12 @@ pub struct UserInfo {
     pub tenant_id: Uuid,
     pub user_principal_name: String,
     pub display_name: String,
+    /// Primary SMTP address (Graph shows null when the user has no Exchange Online mailbox).
     pub mail: String,
+    /// All addresses, primary first as `SMTP:{mail}`, aliases as `smtp:...`.
+    pub proxy_addresses: Vec<String>,
     pub global_admin: bool,
+    pub privileged_role_admin: bool,
     pub licensed: bool,
     pub on_premises: bool,
     pub access_policy_excluded: bool,
@@ -179,6 +208,7 @@ pub struct UserInfo {
 #[serde(default)]
 pub struct UserFlags {
     pub global_admin: Option<bool>,
+    pub privileged_role_admin: Option<bool>,
     pub licensed: Option<bool>,
     pub on_premises: Option<bool>,
     pub access_policy_excluded: Option<bool>,
@@ -235,6 +265,29 @@ pub struct ConsentRecord {
     #[serde(with = "time::serde::rfc3339")]
     pub at: OffsetDateTime,
     pub revoked: bool,
+}
+
+/// How every ID token issued while set is broken, for end-to-end tests of a relying party's
+/// validation (`set_id_token_tamper`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IdTokenTamper {
+    /// Header `alg: none`, empty signature.
+    AlgNone,
+    /// HS256, HMAC keyed with the bytes of the current public key PEM (key confusion).
+    Hs256WithPublicKey,
+    /// `aud` is another client id.
+    WrongAudience,
+    /// `iss` names another tenant GUID than `tid`.
+    IssuerTenantMismatch,
+    /// `nonce` differs from the authorize request's.
+    WrongNonce,
+    /// Every time claim two hours earlier: `exp` an hour in the past.
+    Expired,
+    /// RS256 with a key that is never published (its `kid` is in no JWKS).
+    UnknownKey,
+    /// No `wids` claim even if the app registration emits it.
+    MissingWids,
 }
 
 /// Errors of the control API.

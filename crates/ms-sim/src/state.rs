@@ -33,6 +33,13 @@ pub(crate) struct State {
     pub propagation: Duration,
     pub propagation_failure: PropagationFailure,
     pub throttle: ThrottleState,
+    /// Authorization codes, kept until they expire so a second redemption is recognised.
+    pub codes: HashMap<String, crate::authorize::AuthCode>,
+    /// Which ID-token keys are published and which one signs.
+    pub ring: crate::signing::RingState,
+    /// Discovery and JWKS answer 503.
+    pub oidc_down: bool,
+    pub id_token_tamper: Option<IdTokenTamper>,
 }
 
 pub(crate) struct Tenant {
@@ -59,6 +66,7 @@ pub(crate) struct App {
     pub display_name: String,
     pub redirect_uris: Vec<String>,
     pub permissions: Vec<String>,
+    pub id_token_wids: bool,
     pub secrets: Vec<Secret>,
     pub certs: Vec<Cert>,
 }
@@ -82,22 +90,45 @@ pub(crate) struct User {
     pub tenant: Uuid,
     pub upn: String,
     pub display_name: String,
+    /// Primary SMTP address.
+    pub mail: String,
+    /// Proxy addresses besides the primary, e.g. `smtp:alias@contoso.com`.
+    pub aliases: Vec<String>,
+    /// The address seed mail is addressed to/from: a rename must not rewrite old mail.
+    pub seed_address: String,
     pub global_admin: bool,
+    pub privileged_role_admin: bool,
     pub licensed: bool,
     pub on_premises: bool,
     pub access_policy_excluded: bool,
     pub mailbox: Option<u32>,
+    /// Created or last renamed: an eventually consistent index lags behind this.
+    pub changed_at: Instant,
 }
 
 impl User {
+    /// `SMTP:{mail}` first, then the aliases.
+    pub fn proxy_addresses(&self) -> Vec<String> {
+        let mut v = vec![format!("SMTP:{}", self.mail)];
+        v.extend(self.aliases.iter().cloned());
+        v
+    }
+
+    /// Exchange Online hosts the mailbox: only then Graph shows `mail` and `proxyAddresses`.
+    pub fn exchange_online(&self) -> bool {
+        self.mailbox.is_some() && !self.on_premises
+    }
+
     pub fn info(&self) -> UserInfo {
         UserInfo {
             id: self.id,
             tenant_id: self.tenant,
             user_principal_name: self.upn.clone(),
             display_name: self.display_name.clone(),
-            mail: self.upn.clone(),
+            mail: self.mail.clone(),
+            proxy_addresses: self.proxy_addresses(),
             global_admin: self.global_admin,
+            privileged_role_admin: self.privileged_role_admin,
             licensed: self.licensed,
             on_premises: self.on_premises,
             access_policy_excluded: self.access_policy_excluded,
@@ -122,6 +153,10 @@ impl State {
             propagation,
             propagation_failure,
             throttle: ThrottleState::default(),
+            codes: HashMap::new(),
+            ring: crate::signing::RingState::default(),
+            oidc_down: false,
+            id_token_tamper: None,
         }
     }
 

@@ -20,6 +20,14 @@ pub enum Endpoint {
     GraphUser,
     GraphDelta,
     GraphOther,
+    /// `/{tenant}/oauth2/v2.0/authorize`.
+    Authorize,
+    /// `/{tenant}/v2.0/.well-known/openid-configuration`.
+    OpenIdConfig,
+    /// `/{tenant}/discovery/v2.0/keys`.
+    Jwks,
+    /// `GET /v1.0/users` (collection, `$filter`).
+    GraphUsersQuery,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

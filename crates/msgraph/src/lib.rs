@@ -1,5 +1,6 @@
-//! Microsoft identity platform + Graph adapter of the domain's [`GrantVerifier`] and
-//! [`MailSource`] ports.
+//! Microsoft identity platform + Graph adapter of the domain's Microsoft ports: [`GraphClient`]
+//! (app-only: [`Directory`](o365_domain::microsoft::Directory), [`MailSource`]) and
+//! [`EntraSignIn`] (the admin's OpenID Connect sign-in and the admin-consent URL).
 //!
 //! - App-only tokens (client-credentials grant) with a client secret or a certificate
 //!   assertion, cached per (tenant, app) until shortly before expiry; a refused credential is
@@ -12,8 +13,13 @@
 //!   credential or mail content.
 
 mod delta;
+mod directory;
 mod errors;
+mod oidc;
+mod signin;
 mod token;
+
+pub use signin::{EntraSignIn, SignInConfig};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,12 +28,9 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use o365_domain::connection::AppRegistration;
-use o365_domain::ids::{Email, TenantId};
-use o365_domain::microsoft::{
-    DeltaPage, DeltaRequest, DirectoryUser, GrantVerifier, MailSource, MicrosoftError,
-};
+use o365_domain::ids::TenantId;
+use o365_domain::microsoft::{DeltaPage, DeltaRequest, MailSource, MicrosoftError};
 use o365_domain::ports::SecretStore;
-use serde::Deserialize;
 use time::format_description::well_known::Rfc3339;
 use tokio::sync::Semaphore;
 
@@ -188,8 +191,9 @@ impl GraphClient {
         }
     }
 
-    fn gate(&self, tenant: &TenantId, mailbox: &Email) -> Arc<MailboxGate> {
-        let key = format!("{tenant}/{}", mailbox.key());
+    /// `subject`: the mailbox (or directory user) the request is about.
+    fn gate(&self, tenant: &TenantId, subject: &str) -> Arc<MailboxGate> {
+        let key = format!("{tenant}/{subject}");
         let mut gates = self.inner.gates.lock().unwrap_or_else(|p| p.into_inner());
         gates
             .entry(key)
@@ -224,14 +228,13 @@ impl GraphClient {
         url: &str,
         tenant: &TenantId,
         app: AppRegistration,
-        mailbox: &Email,
         prefer: &[String],
         kind: CallKind,
         deadline: Instant,
         log: LogCtx<'_>,
         parse: impl Fn(&[u8]) -> Result<T, String>,
     ) -> Result<T, MicrosoftError> {
-        let gate = self.gate(tenant, mailbox);
+        let gate = self.gate(tenant, log.mailbox);
         let mut transient = 0u32;
         let mut throttles = 0u32;
         let mut renewed_token = false;
@@ -454,56 +457,6 @@ fn encode(s: &str, keep: &[u8]) -> String {
     out
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RawUser {
-    id: String,
-    user_principal_name: Option<String>,
-    display_name: Option<String>,
-}
-
-#[async_trait]
-impl GrantVerifier for GraphClient {
-    async fn verify_grant(
-        &self,
-        tenant: &TenantId,
-        app: AppRegistration,
-        user: &Email,
-    ) -> Result<DirectoryUser, MicrosoftError> {
-        let url = self.graph_url(&format!(
-            "/users/{}?$select=id,userPrincipalName,displayName",
-            encode(user.as_str(), b"")
-        ));
-        let deadline = Instant::now() + self.inner.cfg.default_patience;
-        let log = LogCtx {
-            mailbox: user.key(),
-            folder: "",
-        };
-        self.get(
-            &url,
-            tenant,
-            app,
-            user,
-            &[],
-            CallKind::Directory,
-            deadline,
-            log,
-            |b| {
-                let u: RawUser =
-                    serde_json::from_slice(b).map_err(|e| format!("invalid user JSON: {e}"))?;
-                Ok(DirectoryUser {
-                    user_principal_name: u
-                        .user_principal_name
-                        .unwrap_or_else(|| user.as_str().to_owned()),
-                    id: u.id,
-                    display_name: u.display_name,
-                })
-            },
-        )
-        .await
-    }
-}
-
 #[async_trait]
 impl MailSource for GraphClient {
     async fn delta_page(&self, request: DeltaRequest<'_>) -> Result<DeltaPage, MicrosoftError> {
@@ -518,7 +471,7 @@ impl MailSource for GraphClient {
                 }
                 let mut url = self.graph_url(&format!(
                     "/users/{}/mailFolders/{}/messages/delta?$select={}",
-                    encode(request.mailbox.as_str(), b""),
+                    encode(request.user_id, b""),
                     folder.well_known_name(),
                     encode(&select, b",")
                 ));
@@ -547,7 +500,6 @@ impl MailSource for GraphClient {
             &url,
             request.tenant,
             request.app,
-            request.mailbox,
             &prefer,
             CallKind::Mailbox,
             request.deadline,

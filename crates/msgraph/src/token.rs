@@ -20,7 +20,7 @@ use crate::GraphClient;
 use crate::errors::{TokenRefusal, classify_token_error};
 
 pub(crate) const GRAPH_SCOPE: &str = "https://graph.microsoft.com/.default";
-const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+pub(crate) const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
 struct CachedToken {
     token: Sensitive<String>,

@@ -10,12 +10,35 @@ use o365_domain::connection::AppRegistration;
 use o365_domain::failure::FailureCode;
 use o365_domain::ids::{Email, TenantId};
 use o365_domain::mailbox::{MailFolder, SyncLink};
-use o365_domain::microsoft::{DeltaRequest, GrantVerifier, MailSource, MicrosoftError};
+use o365_domain::microsoft::{DeltaRequest, Directory, DirectoryUser, MailSource, MicrosoftError};
 use o365_domain::ports::SecretStore;
 use o365_domain::secret::{AppCredential, ClientCredential, Freshness, Sensitive};
 use o365_msgraph::{GraphClient, GraphConfig};
 use o365_secrets::LocalSecretStore;
 use time::OffsetDateTime;
+
+/// Reading a user who must exist: what proving a grant does.
+trait ReadsUser {
+    async fn verify_grant(
+        &self,
+        tenant: &TenantId,
+        app: AppRegistration,
+        email: &Email,
+    ) -> Result<DirectoryUser, MicrosoftError>;
+}
+
+impl ReadsUser for GraphClient {
+    async fn verify_grant(
+        &self,
+        tenant: &TenantId,
+        app: AppRegistration,
+        email: &Email,
+    ) -> Result<DirectoryUser, MicrosoftError> {
+        self.find_user(tenant, app, email).await?.ok_or_else(|| {
+            MicrosoftError::refused(FailureCode::UserNotFound, "not_found", "no such user")
+        })
+    }
+}
 
 const CERT: &str = include_str!("fixtures/client.cert.pem");
 const KEY: &str = include_str!("fixtures/client.key.pem");
@@ -122,6 +145,8 @@ fn request<'a>(
         tenant,
         app: AppRegistration::Default,
         mailbox,
+        // The simulator, like Graph, also accepts the UPN where the object id goes.
+        user_id: mailbox.as_str(),
         folder,
         from,
         page_size: 10,

@@ -9,9 +9,10 @@ use aws_config::{BehaviorVersion, SdkConfig};
 
 use o365_domain::ids::OrgId;
 use o365_domain::ports::{SecretStore, SyncTrigger};
+use o365_domain::service::grant::Grants;
 use o365_domain::service::{ServiceConfig, Services, Store};
 use o365_http_api::{ApiState, AuthConfig, Authenticator, FrontendConfig, KeySource};
-use o365_msgraph::{GraphClient, GraphConfig};
+use o365_msgraph::{EntraSignIn, GraphClient, GraphConfig, SignInConfig};
 use o365_secrets::{SecretIds, SecretsManagerStore};
 use o365_store_dynamodb::{DynamoStore, TableNames};
 use o365_sync_engine::sqs::SqsJobQueue;
@@ -107,12 +108,12 @@ pub fn dynamo_store(env: &Env, sdk: &SdkConfig) -> DynamoStore {
 }
 
 pub fn service_config(env: &Env) -> Result<ServiceConfig, ConfigError> {
-    let mut config = ServiceConfig::new(
-        env.or("O365_AUTHORITY_URL", o365_msgraph::DEFAULT_AUTHORITY_URL),
-        env.required("O365_CONSENT_REDIRECT_URI")?,
-    );
+    let mut config = ServiceConfig::default();
     config.verify_budget = env.seconds("O365_CONSENT_VERIFY_BUDGET_SECS", 20)?;
-    let grace = env.seconds("O365_CONSENT_PROPAGATION_GRACE_SECS", 600)?;
+    let grace = env.seconds(
+        "O365_CONSENT_PROPAGATION_GRACE_SECS",
+        config.propagation_grace.whole_seconds().max(0) as u64,
+    )?;
     config.propagation_grace = time::Duration::try_from(grace)
         .map_err(|_| ConfigError("O365_CONSENT_PROPAGATION_GRACE_SECS is too large".into()))?;
     Ok(config)
@@ -196,13 +197,31 @@ pub fn sqs_sync_engine(
         aws_sdk_sqs::Client::new(sdk),
         env.required("O365_SYNC_QUEUE_URL")?,
     );
-    let mail = Arc::new(GraphClient::new(graph_config(env), secrets));
+    let graph = Arc::new(GraphClient::new(graph_config(env), secrets));
     Ok(Arc::new(SyncEngine::new(
         Stores::single(store),
-        mail,
+        graph.clone(),
+        graph,
         Arc::new(queue),
         sync_config(env)?,
     )))
+}
+
+/// What the scheduled fan-out needs to settle connections still "verifying": the store and
+/// app-only directory reads (with the short per-attempt patience of the callback).
+pub fn grants(
+    env: &Env,
+    store: Arc<dyn Store>,
+    secrets: Arc<dyn SecretStore>,
+) -> Result<Grants, ConfigError> {
+    let graph = GraphClient::new(
+        GraphConfig {
+            default_patience: VERIFY_ATTEMPT_PATIENCE,
+            ..graph_config(env)
+        },
+        secrets,
+    );
+    Ok(Grants::new(store, Arc::new(graph), service_config(env)?))
 }
 
 /// Everything the two HTTP functions serve, built from the Lambda environment.
@@ -239,13 +258,21 @@ pub fn api_state(env: &Env, parts: Parts, graph: GraphConfig) -> Result<ApiState
         },
         parts.secrets.clone(),
     );
-    let services = Services {
-        store: parts.store,
-        secrets: parts.secrets,
-        verifier: Arc::new(graph),
-        sync: parts.sync,
-        config: service_config(env)?,
-    };
+    let sign_in = EntraSignIn::new(
+        SignInConfig {
+            authority_url: env.or("O365_AUTHORITY_URL", o365_msgraph::DEFAULT_AUTHORITY_URL),
+            redirect_uri: env.required("O365_CONSENT_REDIRECT_URI")?,
+        },
+        parts.secrets.clone(),
+    );
+    let services = Services::new(
+        parts.store,
+        parts.secrets,
+        Arc::new(graph),
+        Arc::new(sign_in),
+        parts.sync,
+        service_config(env)?,
+    );
     Ok(ApiState {
         services,
         auth: authenticator(env)?,

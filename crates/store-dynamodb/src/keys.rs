@@ -6,6 +6,7 @@
 //! | connection         | `ORG#{org}`            | `CONNECTION`      | `CONN#{status}`             | org    |
 //! | user               | `ORG#{org}`            | `USER#{email}`    | `USTATE#{org}#{state}`      | email  |
 //! | consent request    | `CONSENT#{nonce}`      | `CONSENT`         |                             |        |
+//! | tenant claim       | `TENANT#{tenant id}`   | `TENANT`          |                             |        |
 //! | audit event        | `AUDIT#{org}`          | `{event id}`      |                             |        |
 //! | cursor             | `MBX#{org}#{email}`    | `CURSOR#{folder}` |                             |        |
 //! | lease              | `MBX#{org}#{email}`    | `LEASE`           |                             |        |
@@ -14,7 +15,7 @@
 //! Emails in keys are the canonical lower-case form. Mailbox items sit in their own partition
 //! so a large org's sync writes spread over many partitions.
 
-use o365_domain::ids::{Email, OrgId};
+use o365_domain::ids::{Email, OrgId, TenantId};
 use o365_domain::mailbox::MailFolder;
 
 use crate::tables::{PK, SK};
@@ -45,6 +46,12 @@ pub fn consent_pk(nonce: &str) -> String {
 }
 
 pub const CONSENT_SK: &str = "CONSENT";
+
+pub fn tenant_pk(tenant: &TenantId) -> String {
+    format!("TENANT#{tenant}")
+}
+
+pub const TENANT_SK: &str = "TENANT";
 
 pub fn audit_pk(org: &OrgId) -> String {
     format!("AUDIT#{org}")

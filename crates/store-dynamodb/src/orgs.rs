@@ -100,7 +100,11 @@ impl DynamoStore {
         Ok(TransactWriteItem::builder().condition_check(check).build())
     }
 
-    fn connection_put(&self, org: &OrgId, connection: &Connection) -> Result<TransactWriteItem> {
+    pub(crate) fn connection_put(
+        &self,
+        org: &OrgId,
+        connection: &Connection,
+    ) -> Result<TransactWriteItem> {
         let record = ConnectionRecord {
             pk: org_pk(org),
             sk: CONNECTION_SK.into(),

@@ -10,7 +10,7 @@ use o365_domain::ids::{DisplayName, Email, OrgId};
 use o365_domain::page::{Page, PageRequest};
 use o365_domain::ports::{MAX_BULK_CHANGES, UserStore};
 use o365_domain::user::{
-    ConnectionMode, MessageCounters, NewUser, Role, SyncState, SyncStateKind, User,
+    ConnectionMode, DirectoryLink, MessageCounters, NewUser, Role, SyncState, SyncStateKind, User,
 };
 use o365_domain::{DomainError, Entity, FieldError, Result, RuleViolation};
 
@@ -43,6 +43,8 @@ struct UserRecord {
     updated: u64,
     #[serde(default)]
     deleted: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    directory: Option<DirectoryLink>,
     version: u64,
 }
 
@@ -62,6 +64,7 @@ impl UserRecord {
                 updated: self.updated,
                 deleted: self.deleted,
             },
+            directory: self.directory,
             version: self.version,
         }
     }
@@ -97,6 +100,7 @@ impl DynamoStore {
             captured: 0,
             updated: 0,
             deleted: 0,
+            directory: None,
             version: 1,
         };
         self.put_item(to_item(&record)?, Some("attribute_not_exists(pk)"), None)
@@ -518,6 +522,36 @@ impl UserStore for DynamoStore {
             items,
             next: raw.next,
         })
+    }
+
+    async fn set_directory_link(
+        &self,
+        org: &OrgId,
+        email: &Email,
+        link: Option<&DirectoryLink>,
+    ) -> Result<()> {
+        let update = self
+            .client
+            .update_item()
+            .table_name(&self.tables.state)
+            .set_key(Some(keys::key(org_pk(org), user_sk(email))))
+            .condition_expression("attribute_exists(pk)");
+        let update = match link {
+            Some(link) => update
+                .update_expression("SET directory = :d")
+                .expression_attribute_values(
+                    ":d",
+                    serde_dynamo::to_attribute_value(link).map_err(unavailable)?,
+                ),
+            None => update.update_expression("REMOVE directory"),
+        };
+        match update.send().await {
+            Ok(_) => Ok(()),
+            Err(e) if crate::sdk_error::is_conditional_failure(&e) => {
+                Err(DomainError::NotFound(Entity::User))
+            }
+            Err(e) => Err(unavailable(e)),
+        }
     }
 
     async fn record_sync(

@@ -332,7 +332,8 @@ async fn main() {
         status: ConnectionStatus::Connected,
         tenant_id: Some(TenantId::parse(&tenant.id.to_string()).unwrap()),
         app: Some(AppRegistration::Default),
-        granted_by: Some(Email::parse("root@contoso.com").unwrap()),
+        activated_by: Some(Email::parse("root@contoso.com").unwrap()),
+        granted_by: None,
         granted_at: Some(OffsetDateTime::now_utc()),
         last_verified_at: Some(OffsetDateTime::now_utc()),
         last_error: None,
@@ -410,9 +411,11 @@ async fn main() {
         runs: store.clone(),
     };
     let queue = Arc::new(MemQueue::default());
+    let graph = Arc::new(graph);
     let engine = Arc::new(SyncEngine::new(
         stores,
-        Arc::new(graph),
+        graph.clone(),
+        graph,
         queue.clone(),
         SyncConfig {
             backfill_days: None,

@@ -14,6 +14,7 @@
 //! No AWS types here except in [`sqs`], the queue adapter.
 
 pub mod metrics;
+mod resolve;
 pub mod sqs;
 
 use std::collections::{BTreeMap, HashSet};
@@ -28,7 +29,7 @@ use o365_domain::failure::{Failure, FailureCode, FailureScope};
 use o365_domain::ids::{Email, OrgId};
 use o365_domain::mailbox::{MailFolder, MailboxCursor, SyncLink};
 use o365_domain::message::{RemovalReason, StoredMessage};
-use o365_domain::microsoft::{DeltaRequest, MailSource, MicrosoftError};
+use o365_domain::microsoft::{DeltaRequest, Directory, MailSource, MicrosoftError};
 use o365_domain::page::PageRequest;
 use o365_domain::ports::{MailboxStateStore, MessageArchive, OrgStore, SyncRunLog, UserStore};
 use o365_domain::sync_run::{RunOutcome, SyncRun};
@@ -187,6 +188,7 @@ impl From<DomainError> for Stop {
 pub struct SyncEngine {
     stores: Stores,
     mail: Arc<dyn MailSource>,
+    directory: Arc<dyn Directory>,
     queue: Arc<dyn JobQueue>,
     cfg: SyncConfig,
 }
@@ -203,12 +205,14 @@ impl SyncEngine {
     pub fn new(
         stores: Stores,
         mail: Arc<dyn MailSource>,
+        directory: Arc<dyn Directory>,
         queue: Arc<dyn JobQueue>,
         cfg: SyncConfig,
     ) -> Self {
         Self {
             stores,
             mail,
+            directory,
             queue,
             cfg,
         }
@@ -523,14 +527,14 @@ impl SyncEngine {
             let _ = s.state.release_lease(org, mailbox, &job.job_id).await;
             return JobOutcome::Skipped("org not connected");
         };
-        match s.users.user(org, mailbox).await {
-            Ok(u) if u.sync_enabled => {}
+        let user = match s.users.user(org, mailbox).await {
+            Ok(u) if u.sync_enabled => u,
             Ok(_) | Err(DomainError::NotFound(_)) => {
                 let _ = s.state.release_lease(org, mailbox, &job.job_id).await;
                 return JobOutcome::Skipped("user removed or sync switched off");
             }
             Err(e) => return JobOutcome::Failed(e.to_string()),
-        }
+        };
         let t = now();
         match s
             .state
@@ -545,18 +549,46 @@ impl SyncEngine {
             .cfg
             .backfill_days
             .map(|d| t - time::Duration::days(i64::from(d)));
-        for folder in MailFolder::ALL {
+        let mut resolved_now = user.directory.is_none();
+        let mut link = match user.directory {
+            Some(link) => link,
+            None => match self.resolve(job, tenant, app).await {
+                Ok(link) => link,
+                Err(stop) => return self.stop(job, &connection, stop, report, failure).await,
+            },
+        };
+        let mut folders = MailFolder::ALL.iter();
+        while let Some(&folder) = folders.next() {
             let result = self
-                .sync_folder(job, tenant, app, folder, backfill_since, deadline, report)
+                .sync_folder(
+                    job,
+                    tenant,
+                    app,
+                    &link.object_id,
+                    folder,
+                    backfill_since,
+                    deadline,
+                    report,
+                )
                 .await;
             match result {
                 Ok(()) => {}
-                Err(Stop::Store(e)) => return JobOutcome::Failed(e.to_string()),
-                Err(Stop::Microsoft(e)) => {
-                    return self
-                        .microsoft_stop(job, &connection, e, report, failure)
-                        .await;
+                // Graph does not know the id (any more): look the email up again, once, and
+                // start the folders over if it now names another directory user.
+                Err(e) if resolve::is_user_not_found(&e) && !resolved_now => {
+                    resolved_now = true;
+                    match self.resolve(job, tenant, app).await {
+                        Ok(found) if found.object_id != link.object_id => {
+                            link = found;
+                            folders = MailFolder::ALL.iter();
+                        }
+                        Ok(_) => return self.stop(job, &connection, e, report, failure).await,
+                        Err(stop) => {
+                            return self.stop(job, &connection, stop, report, failure).await;
+                        }
+                    }
                 }
+                Err(stop) => return self.stop(job, &connection, stop, report, failure).await,
             }
         }
         if let Err(e) = s
@@ -576,6 +608,7 @@ impl SyncEngine {
         job: &SyncJob,
         tenant: o365_domain::ids::TenantId,
         app: o365_domain::connection::AppRegistration,
+        user_id: &str,
         folder: MailFolder,
         backfill_since: Option<OffsetDateTime>,
         deadline: Instant,
@@ -599,6 +632,7 @@ impl SyncEngine {
                 tenant: &tenant,
                 app,
                 mailbox,
+                user_id,
                 folder,
                 from: link.as_ref(),
                 page_size: self.cfg.page_size,
@@ -747,6 +781,23 @@ impl SyncEngine {
                 .await?;
         }
         Ok(())
+    }
+
+    async fn stop(
+        &self,
+        job: &SyncJob,
+        connection: &Connection,
+        stop: Stop,
+        report: &MailboxReport,
+        failure: &mut Option<Failure>,
+    ) -> JobOutcome {
+        match stop {
+            Stop::Store(e) => JobOutcome::Failed(e.to_string()),
+            Stop::Microsoft(e) => {
+                self.microsoft_stop(job, connection, e, report, failure)
+                    .await
+            }
+        }
     }
 
     async fn microsoft_stop(

@@ -1,5 +1,6 @@
 //! mailbox-sync: the scheduled fan-out (EventBridge). Glue only: tracing, configuration,
-//! adapters, then the engine's `enqueue_all`, and one EMF metrics line.
+//! adapters, then settling connections still "verifying" (a slow consent propagation ends
+//! without anyone reading the status), the engine's `enqueue_all`, and one EMF metrics line.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -7,10 +8,12 @@ use std::time::Instant;
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use o365_domain::ports::SecretStore;
+use o365_domain::service::grant::Grants;
 use o365_runtime::Env;
 use o365_sync_engine::{SyncEngine, metrics};
 
 async fn handle(
+    grants: &Grants,
     engine: &SyncEngine,
     event: LambdaEvent<EventBridgeEvent<serde_json::Value>>,
 ) -> Result<serde_json::Value, Error> {
@@ -20,6 +23,7 @@ async fn handle(
         source = event.payload.source,
         "scheduled fan-out"
     );
+    let settled = grants.settle_verifying_connections().await?;
     let report = engine.enqueue_all().await?;
     println!(
         "{}",
@@ -30,6 +34,7 @@ async fn handle(
         )
     );
     Ok(serde_json::json!({
+        "verifying_checked": settled,
         "orgs": report.orgs,
         "enqueued": report.enqueued,
         "skipped_leased": report.skipped_leased,
@@ -45,10 +50,11 @@ async fn main() -> Result<(), Error> {
     let sdk = o365_runtime::aws_sdk_config().await;
     let store = Arc::new(o365_runtime::dynamo_store(&env, &sdk));
     let secrets: Arc<dyn SecretStore> = Arc::new(o365_runtime::secrets_manager(&env, &sdk)?);
+    let grants = Arc::new(o365_runtime::grants(&env, store.clone(), secrets.clone())?);
     let engine = o365_runtime::sqs_sync_engine(&env, &sdk, store, secrets)?;
     lambda_runtime::run(service_fn(|event| {
-        let engine = engine.clone();
-        async move { handle(&engine, event).await }
+        let (grants, engine) = (grants.clone(), engine.clone());
+        async move { handle(&grants, &engine, event).await }
     }))
     .await
 }

@@ -81,6 +81,7 @@ async fn main() -> Result<(), Error> {
     let engine = Arc::new(SyncEngine::new(
         Stores::single(store),
         Arc::new(graph.clone()),
+        Arc::new(graph.clone()),
         Arc::new(queue),
         o365_runtime::sync_config(&env)?,
     ));

@@ -43,7 +43,7 @@ impl Services {
         authorize(p, Action::ReadIntegration)?;
         let settings = self.store.settings(&p.org).await?;
         // A status read settles a connection still waiting for Microsoft to propagate consent.
-        let connection = self.settle_connection(&p.org).await?;
+        let connection = self.grants.settle_connection(&p.org).await?;
         let (users_in_error, users_total) = self.count_users(p).await?;
         Ok(IntegrationView {
             settings,
@@ -97,6 +97,7 @@ impl Services {
             ConnectionStatus::Connected
                 | ConnectionStatus::Verifying
                 | ConnectionStatus::PendingConsent
+                | ConnectionStatus::PendingSignIn
         );
         let new_connection =
             if !next.use_service_account && connection.status != ConnectionStatus::None {

@@ -3,11 +3,14 @@
 
 pub mod access;
 pub mod admin;
+pub mod callback;
 pub mod connection;
+pub mod grant;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
-use crate::microsoft::GrantVerifier;
+use crate::microsoft::{AdminSignIn, Directory};
 use crate::ports::{
     AuditLog, ConsentStore, OrgStore, SecretStore, SyncRunLog, SyncTrigger, UserStore,
 };
@@ -18,11 +21,7 @@ impl<T: OrgStore + UserStore + AuditLog + ConsentStore + SyncRunLog> Store for T
 
 #[derive(Debug, Clone)]
 pub struct ServiceConfig {
-    /// Microsoft identity authority, e.g. `https://login.microsoftonline.com`.
-    pub authority_url: String,
-    /// Our registered redirect URI: the consent callback's public URL.
-    pub consent_redirect_uri: String,
-    /// How long a consent round trip may take (nonce TTL).
+    /// How long one leg of a round trip to Microsoft may take (nonce TTL).
     pub consent_ttl: time::Duration,
     /// How long the callback keeps retrying while Microsoft propagates a fresh grant; stays
     /// well inside API Gateway's 29 s.
@@ -32,17 +31,22 @@ pub struct ServiceConfig {
     pub propagation_grace: time::Duration,
     /// First wait between verification attempts; doubles up to 4 s.
     pub verify_first_backoff: std::time::Duration,
+    /// A state whose signature fails may mean the key was rotated, so the key is read again,
+    /// but at most this often: forged states must not turn into a Secrets Manager flood.
+    pub state_key_min_refresh: std::time::Duration,
+    /// Security refusals are audited at most once per org, reason and window.
+    pub refusal_audit_window: time::Duration,
 }
 
-impl ServiceConfig {
-    pub fn new(authority_url: impl Into<String>, consent_redirect_uri: impl Into<String>) -> Self {
+impl Default for ServiceConfig {
+    fn default() -> Self {
         Self {
-            authority_url: authority_url.into(),
-            consent_redirect_uri: consent_redirect_uri.into(),
             consent_ttl: time::Duration::minutes(15),
             verify_budget: std::time::Duration::from_secs(20),
-            propagation_grace: time::Duration::minutes(10),
+            propagation_grace: time::Duration::minutes(30),
             verify_first_backoff: std::time::Duration::from_millis(500),
+            state_key_min_refresh: std::time::Duration::from_secs(30),
+            refusal_audit_window: time::Duration::minutes(10),
         }
     }
 }
@@ -51,12 +55,36 @@ impl ServiceConfig {
 pub struct Services {
     pub store: Arc<dyn Store>,
     pub secrets: Arc<dyn SecretStore>,
-    pub verifier: Arc<dyn GrantVerifier>,
+    /// Proving grants (directory reads by the app).
+    pub grants: grant::Grants,
+    /// The two legs of connecting.
+    pub sign_in: Arc<dyn AdminSignIn>,
     pub sync: Arc<dyn SyncTrigger>,
     pub config: ServiceConfig,
+    /// When the state-signing key was last read again because a signature failed.
+    pub(crate) key_refreshed_at: Arc<Mutex<Option<Instant>>>,
 }
 
 impl Services {
+    pub fn new(
+        store: Arc<dyn Store>,
+        secrets: Arc<dyn SecretStore>,
+        directory: Arc<dyn Directory>,
+        sign_in: Arc<dyn AdminSignIn>,
+        sync: Arc<dyn SyncTrigger>,
+        config: ServiceConfig,
+    ) -> Self {
+        Self {
+            grants: grant::Grants::new(store.clone(), directory, config.clone()),
+            store,
+            secrets,
+            sign_in,
+            sync,
+            config,
+            key_refreshed_at: Arc::default(),
+        }
+    }
+
     /// "Sync now" (admins): only a connected service account has anything to sync.
     pub async fn sync_now(&self, p: &access::Principal) -> crate::error::Result<usize> {
         access::authorize(p, access::Action::TriggerSync)?;

@@ -218,3 +218,131 @@ pub async fn full_round(
         }
     }
 }
+
+// ---- sign-in (OpenID Connect) helpers ------------------------------------------------------
+
+pub const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk-sim-verifier";
+
+/// base64url SHA-256 of the verifier (`code_challenge_method=S256`).
+pub fn s256(verifier: &str) -> String {
+    use base64::Engine;
+    use sha2::Digest;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier))
+}
+
+/// An authorize URL as a product builds it (auth code + PKCE S256, query response mode).
+pub fn authorize_url(sim: &Simulator, tenant: &str, client_id: Uuid, nonce: &str) -> String {
+    sim.authorize_url(
+        tenant,
+        &[
+            ("client_id", &client_id.to_string()),
+            ("response_type", "code"),
+            ("redirect_uri", REDIRECT),
+            ("response_mode", "query"),
+            ("scope", "openid profile email"),
+            ("state", "st-123"),
+            ("nonce", nonce),
+            ("code_challenge", &s256(VERIFIER)),
+            ("code_challenge_method", "S256"),
+        ],
+    )
+}
+
+/// A client that does not follow redirects (to look at each 302).
+pub fn no_redirect_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+impl World {
+    /// Sign `upn` in and return the code (asserting the redirect back to the app).
+    pub async fn sign_in_code(&self, tenant: &str, upn: &str, nonce: &str) -> String {
+        let url = authorize_url(&self.sim, tenant, self.app.client_id, nonce);
+        let out = self.sim.browser_sign_in(&url, upn).await.unwrap();
+        match &out {
+            ConsentOutcome::Redirect { location, params } => {
+                assert!(location.starts_with(REDIRECT), "{location}");
+                assert_eq!(params["state"], "st-123");
+                params["code"].clone()
+            }
+            other => panic!("no redirect: {other:?}"),
+        }
+    }
+
+    /// Redeem a code with the app's secret at `/{tenant}/oauth2/v2.0/token`.
+    pub async fn redeem(
+        &self,
+        tenant: &str,
+        code: &str,
+        verifier: Option<&str>,
+    ) -> reqwest::Response {
+        let cid = self.app.client_id.to_string();
+        let mut form = vec![
+            ("grant_type", "authorization_code"),
+            ("client_id", cid.as_str()),
+            ("code", code),
+            ("redirect_uri", REDIRECT),
+            ("scope", "openid profile email"),
+            ("client_secret", self.secret.value.as_str()),
+        ];
+        if let Some(v) = verifier {
+            form.push(("code_verifier", v));
+        }
+        self.token_form(tenant, &form).await
+    }
+
+    /// Sign in and redeem: the token response JSON.
+    pub async fn sign_in_tokens(&self, tenant: &str, upn: &str, nonce: &str) -> Value {
+        let code = self.sign_in_code(tenant, upn, nonce).await;
+        let r = self.redeem(tenant, &code, Some(VERIFIER)).await;
+        assert_eq!(r.status(), 200);
+        r.json().await.unwrap()
+    }
+}
+
+/// Header and claims of a JWT, unverified.
+pub fn jwt_parts(token: &str) -> (Value, Value) {
+    use base64::Engine;
+    let mut it = token.split('.');
+    let mut part = || -> Value {
+        let b = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(it.next().unwrap())
+            .unwrap();
+        serde_json::from_slice(&b).unwrap()
+    };
+    let h = part();
+    (h, part())
+}
+
+pub async fn get_json(w: &World, url: &str) -> (u16, Value) {
+    let r = w.http.get(url).send().await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+/// Verify an ID token the way a relying party does: the tenant's discovery document →
+/// `jwks_uri` → key by `kid`, RS256, `aud` = our client id, `iss` = the document's issuer.
+pub async fn verify_id_token(w: &World, token: &str) -> Result<Value, String> {
+    let (_, doc) = get_json(w, &w.sim.openid_configuration_url(&w.tenant.id.to_string())).await;
+    let (_, jwks) = get_json(w, doc["jwks_uri"].as_str().unwrap()).await;
+    let header = jsonwebtoken::decode_header(token).map_err(|e| e.to_string())?;
+    let kid = header.kid.ok_or("no kid")?;
+    let k = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kid"] == kid.as_str())
+        .ok_or("unknown kid")?;
+    let key = jsonwebtoken::DecodingKey::from_rsa_components(
+        k["n"].as_str().unwrap(),
+        k["e"].as_str().unwrap(),
+    )
+    .map_err(|e| e.to_string())?;
+    let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+    v.set_audience(&[w.app.client_id.to_string()]);
+    v.set_issuer(&[doc["issuer"].as_str().unwrap()]);
+    jsonwebtoken::decode::<Value>(token, &key, &v)
+        .map(|d| d.claims)
+        .map_err(|e| e.to_string())
+}
