@@ -123,6 +123,43 @@ async fn bad_input_is_a_clear_4xx_and_writes_nothing() {
         .as_user("acme", PRIMARY, "GET", "/v1/users?status=happy", None)
         .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    // A query value of the wrong type is problem+json, not axum's plain text.
+    let r = h
+        .as_user("acme", PRIMARY, "GET", "/v1/audit?limit=-1", None)
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.headers["content-type"], "application/problem+json");
+    // A crafted page token naming the right partition but not a key DynamoDB accepts is the
+    // caller's bad input, never an outage.
+    for token in [
+        r#"{"pk":"ORG#acme"}"#,
+        r#"{"pk":"ORG#acme","sk":"USER#x","extra":"y"}"#,
+    ] {
+        use base64::Engine;
+        let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(token);
+        let r = h
+            .as_user(
+                "acme",
+                PRIMARY,
+                "GET",
+                &format!("/v1/users?after={token}"),
+                None,
+            )
+            .await;
+        assert!(
+            r.status.is_client_error(),
+            "{token}: {} {:?}",
+            r.status,
+            r.body
+        );
+        problem(&r.body, "validation-failed");
+    }
+    // A method the route does not take is problem+json too.
+    let r = h
+        .as_user("acme", PRIMARY, "PUT", "/v1/integration", None)
+        .await;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+    problem(&r.body, "method-not-allowed");
     let r = h
         .as_user("acme", PRIMARY, "GET", "/v1/users/nobody@contoso.com", None)
         .await;
@@ -195,8 +232,21 @@ async fn versions_travel_as_etags_and_stale_ones_conflict() {
             &[("if-match", "\"1\"")],
         )
         .await;
-    assert_eq!(stale.status, StatusCode::CONFLICT);
+    // A conditional request whose If-Match no longer matches: 412 (RFC 9110).
+    assert_eq!(stale.status, StatusCode::PRECONDITION_FAILED);
     problem(&stale.body, "version-conflict");
+    // The same stale version sent in the body is a plain conflict.
+    let stale_body = h
+        .call(
+            "PATCH",
+            "/v1/integration/settings",
+            Some(&t),
+            Some(json!({"read_only": true, "version": 1})),
+            &[],
+        )
+        .await;
+    assert_eq!(stale_body.status, StatusCode::CONFLICT);
+    problem(&stale_body.body, "version-conflict");
 
     let user = h
         .as_user("acme", PRIMARY, "GET", "/v1/users/adele@contoso.com", None)
@@ -224,7 +274,7 @@ async fn versions_travel_as_etags_and_stale_ones_conflict() {
         .await;
     assert_eq!(
         r.status,
-        StatusCode::CONFLICT,
+        StatusCode::PRECONDITION_FAILED,
         "the delete carries the version before the role change"
     );
     let r = h

@@ -21,6 +21,27 @@ async fn harness(config: SimConfig) -> ApiHarness {
     ApiHarness::start(config, Arc::new(NoQueue)).await
 }
 
+/// The org's connection as `email` (an admin of it) reads it.
+async fn connection_as(h: &ApiHarness, org: &str, email: &str) -> serde_json::Value {
+    let r = h.as_user(org, email, "GET", "/v1/integration", None).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    r.body["connection"].clone()
+}
+
+/// Sends a sign-in answer by hand: `code` with the `state` of a fresh activation of `org`.
+async fn sign_in_answer(h: &ApiHarness, org: &str, primary: &str, code: &str) -> Reply {
+    let url = h.activate_as(org, primary).await;
+    let state = query_param(&url, "state");
+    h.call(
+        "GET",
+        &format!("/consent/callback?code={code}&state={state}"),
+        None,
+        None,
+        &[],
+    )
+    .await
+}
+
 async fn integration(h: &ApiHarness, org: &str) -> serde_json::Value {
     let r = h
         .as_user(org, PRIMARY, "GET", "/v1/integration", None)
@@ -158,11 +179,7 @@ async fn a_non_admin_of_a_tenant_cannot_bind_it_to_another_org_whatever_it_sends
     let url = h.activate_as("evil", evil).await;
     let r = h.sign_in(&url, evil).await;
     expect_front_end(&r, "not_global_administrator");
-    let c = h
-        .as_user("evil", evil, "GET", "/v1/integration", None)
-        .await
-        .body["connection"]
-        .clone();
+    let c = connection_as(&h, "evil", evil).await;
     assert_eq!(c["status"], "error");
     assert!(c["tenant_id"].is_null(), "{c}");
     assert!(
@@ -200,23 +217,9 @@ async fn a_non_admin_of_a_tenant_cannot_bind_it_to_another_org_whatever_it_sends
     let code = out.param("code").unwrap().to_owned();
     let first = h.follow(out).await;
     expect_front_end(&first, "not_global_administrator");
-    let url = h.activate_as("evil", evil).await;
-    let state = query_param(&url, "state");
-    let replay = h
-        .call(
-            "GET",
-            &format!("/consent/callback?code={code}&state={state}"),
-            None,
-            None,
-            &[],
-        )
-        .await;
+    let replay = sign_in_answer(&h, "evil", evil, &code).await;
     expect_front_end(&replay, "sign_in_failed");
-    let c = h
-        .as_user("evil", evil, "GET", "/v1/integration", None)
-        .await
-        .body["connection"]
-        .clone();
+    let c = connection_as(&h, "evil", evil).await;
     assert_eq!(c["error"]["microsoft_code"], "AADSTS54005", "{c}");
 
     // 4. Someone else's code (the victim admin's sign-in for its own org) with evil's state:
@@ -225,23 +228,9 @@ async fn a_non_admin_of_a_tenant_cannot_bind_it_to_another_org_whatever_it_sends
     let acme_url = h.activate("acme").await;
     let acme_out = h.sim.browser_sign_in(&acme_url, PRIMARY).await.unwrap();
     let acme_code = acme_out.param("code").unwrap().to_owned();
-    let url = h.activate_as("evil", evil).await;
-    let state = query_param(&url, "state");
-    let stolen = h
-        .call(
-            "GET",
-            &format!("/consent/callback?code={acme_code}&state={state}"),
-            None,
-            None,
-            &[],
-        )
-        .await;
+    let stolen = sign_in_answer(&h, "evil", evil, &acme_code).await;
     expect_front_end(&stolen, "sign_in_failed");
-    let c = h
-        .as_user("evil", evil, "GET", "/v1/integration", None)
-        .await
-        .body["connection"]
-        .clone();
+    let c = connection_as(&h, "evil", evil).await;
     assert_eq!(c["error"]["microsoft_code"], "AADSTS501481", "{c}");
 
     // Nothing of the tenant was ever bound to evil, nor can it sync.
@@ -320,11 +309,7 @@ async fn a_tenant_serves_one_org_and_its_global_admin_must_be_the_primary() {
     let url = h.activate("second").await;
     let r = h.sign_in(&url, PRIMARY).await;
     expect_front_end(&r, "tenant_in_use");
-    let c = h
-        .as_user("second", PRIMARY, "GET", "/v1/integration", None)
-        .await
-        .body["connection"]
-        .clone();
+    let c = connection_as(&h, "second", PRIMARY).await;
     assert!(
         c["error"]["remediation"]
             .as_str()
@@ -1048,4 +1033,98 @@ async fn activation_needs_the_service_account_switched_on() {
         0,
         "a refused activation writes nothing"
     );
+}
+
+/// Switching users on resolves each email to its directory user at once (alias, mail, `$` UPN),
+/// and the user list shows the UPN the mailbox is read as.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switching_users_on_shows_the_directory_user_each_email_reaches() {
+    let h = harness(SimConfig::default()).await;
+    h.org("acme").await;
+    expect_front_end(
+        &h.connect("acme", ConsentDecision::Accept).await,
+        "connected",
+    );
+    let t = h.tenant.id;
+    let nestor = h
+        .sim
+        .create_user(
+            t,
+            ms_sim::UserSpec {
+                user_name: "nestor.wilke".into(),
+                proxy_addresses: vec!["smtp:nestor@contoso.com".into()],
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let diego = h
+        .sim
+        .create_user(
+            t,
+            ms_sim::UserSpec {
+                user_name: "diego.siciliani".into(),
+                mail: Some("diego@contoso.com".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let svc = h
+        .sim
+        .create_user(
+            t,
+            ms_sim::UserSpec {
+                user_name: "$svc@contoso.com".into(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let wanted = [
+        ("nestor@contoso.com", &nestor),
+        ("diego@contoso.com", &diego),
+        ("$svc@contoso.com", &svc),
+    ];
+    for (email, _) in wanted {
+        let r = h
+            .as_user(
+                "acme",
+                PRIMARY,
+                "POST",
+                "/v1/users",
+                Some(json!({"email": email, "display_name": "Someone", "role": "member"})),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    }
+    let mut changes: Vec<_> = wanted
+        .iter()
+        .map(|(e, _)| json!({"email": e, "sync_enabled": true}))
+        .collect();
+    changes.push(json!({"email": "adele@contoso.com", "sync_enabled": true}));
+    let r = h
+        .as_user(
+            "acme",
+            PRIMARY,
+            "POST",
+            "/v1/users/sync",
+            Some(json!({ "changes": changes })),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    for (email, info) in wanted {
+        let row = r.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["email"] == email)
+            .unwrap();
+        assert_eq!(row["directory"]["object_id"], info.id.to_string(), "{row}");
+        assert_eq!(
+            row["directory"]["user_principal_name"], info.user_principal_name,
+            "{row}"
+        );
+        let read = h
+            .as_user("acme", PRIMARY, "GET", &format!("/v1/users/{email}"), None)
+            .await;
+        assert_eq!(read.body["directory"], row["directory"], "{:?}", read.body);
+    }
 }

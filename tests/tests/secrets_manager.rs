@@ -20,7 +20,7 @@ async fn secrets() -> Secrets {
     let ids = SecretIds {
         default_app: format!("{run}/default-app"),
         read_only_app: format!("{run}/read-only-app"),
-        state_signing_key: format!("{run}/state-key"),
+        state_signing_key: Some(format!("{run}/state-key")),
     };
     for (id, value) in [
         (
@@ -32,7 +32,7 @@ async fn secrets() -> Secrets {
             r#"{"client_id":"22222222-2222-2222-2222-222222222222","certificate_pem":"-----BEGIN CERTIFICATE-----","private_key_pem":"-----BEGIN PRIVATE KEY-----"}"#,
         ),
         (
-            &ids.state_signing_key,
+            ids.state_signing_key.as_ref().unwrap(),
             r#"{"state_signing_key":"0123456789abcdef0123456789abcdef-key"}"#,
         ),
     ] {
@@ -152,7 +152,7 @@ async fn a_missing_or_broken_secret_is_an_operator_error_not_a_panic() {
         "{err:?}"
     );
     let mut ids = s.ids.clone();
-    ids.state_signing_key = "does-not-exist".into();
+    ids.state_signing_key = Some("does-not-exist".into());
     let store = SecretsManagerStore::new(s.client.clone(), ids, Duration::from_secs(300));
     assert!(matches!(
         store.state_signing_key(Freshness::Cached).await,

@@ -1202,7 +1202,7 @@ async fn message_pages_are_idempotent_and_moves_converge(store: &DynamoStore) {
         reason: RemovalReason::Changed,
     };
     let s = store
-        .write_page(&o, &mbx, &[], &[removal.clone()], now())
+        .write_page(&o, &mbx, &[], std::slice::from_ref(&removal), now())
         .await
         .unwrap();
     assert_eq!(
@@ -1236,7 +1236,7 @@ async fn message_pages_are_idempotent_and_moves_converge(store: &DynamoStore) {
         reason: RemovalReason::Deleted,
     };
     store
-        .write_page(&o, &mbx, &[], &[deleted.clone()], now())
+        .write_page(&o, &mbx, &[], std::slice::from_ref(&deleted), now())
         .await
         .unwrap();
     store

@@ -84,7 +84,7 @@ impl AuditEvent {
         reason: &str,
         detail: serde_json::Value,
     ) -> Self {
-        let millis = (at.unix_timestamp_nanos() / 1_000_000).max(0) as i128;
+        let millis = (at.unix_timestamp_nanos() / 1_000_000).max(0);
         let window_ms = window.whole_milliseconds().max(1);
         let bucket = millis - millis % window_ms;
         Self {

@@ -13,6 +13,7 @@ pub mod error;
 pub mod failure;
 pub mod ids;
 pub mod mailbox;
+pub mod mailbox_directory;
 pub mod message;
 pub mod microsoft;
 pub mod page;

@@ -69,6 +69,9 @@ pub struct MessageRemoval {
 }
 
 /// A message as the archive holds it.
+// Nearly every item is live; boxing it would cost an allocation per message to shrink the rare
+// tombstone.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum StoredMessage {

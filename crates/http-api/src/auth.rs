@@ -104,6 +104,8 @@ impl Authenticator {
         validation.set_issuer(&[&self.config.issuer]);
         validation.set_audience(&[&self.config.audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+        // A token not valid yet is refused like an expired one.
+        validation.validate_nbf = true;
         validation.leeway = 30;
         let claims = decode::<Value>(token, &key, &validation)
             .map_err(|e| {

@@ -339,7 +339,16 @@ pub struct AuditPageDto {
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
-pub struct ListQuery {
+pub struct PageQuery {
+    /// 1 to 200 (default 50).
+    pub limit: Option<u32>,
+    /// The `next` token of the previous page.
+    pub after: Option<String>,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct UsersQuery {
     /// 1 to 200 (default 50).
     pub limit: Option<u32>,
     /// The `next` token of the previous page.

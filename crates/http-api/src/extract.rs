@@ -33,6 +33,20 @@ impl FromRequestParts<ApiState> for Caller {
     }
 }
 
+/// Query parameters; values of the wrong shape (e.g. `limit=-1`) are a problem+json 400.
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(v)| ApiQuery(v))
+            .map_err(|e| ApiError::malformed(e.body_text()))
+    }
+}
+
 /// A JSON body; malformed JSON is a 400, a body of the wrong shape a 422, too large a 413.
 pub struct ApiJson<T>(pub T);
 
@@ -65,13 +79,41 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     }
 }
 
+/// The version a change is based on, and how the caller sent it.
+#[derive(Debug, Clone, Copy)]
+pub struct Expected {
+    pub version: u64,
+    via_if_match: bool,
+}
+
+impl Expected {
+    /// A change refused because the version is stale is 412 when the caller made it
+    /// conditional with `If-Match` (RFC 9110 §13.1.1), 409 when the version came in the body.
+    pub fn refusal(&self, e: o365_domain::DomainError) -> ApiError {
+        match e {
+            o365_domain::DomainError::Conflict(entity) if self.via_if_match => ApiError::new(
+                StatusCode::PRECONDITION_FAILED,
+                "version-conflict",
+                "Changed by someone else",
+                format!(
+                    "the {entity} was changed since you read it (If-Match no longer matches its ETag); reload it and apply your change again"
+                ),
+            ),
+            e => ApiError::from(e),
+        }
+    }
+}
+
 /// The version a change is based on: the body's `version`, or `If-Match: "<version>"`.
 pub fn expected_version(
     headers: &axum::http::HeaderMap,
     body_version: Option<u64>,
-) -> Result<u64, ApiError> {
+) -> Result<Expected, ApiError> {
     if let Some(v) = body_version {
-        return Ok(v);
+        return Ok(Expected {
+            version: v,
+            via_if_match: false,
+        });
     }
     let Some(value) = headers.get(header::IF_MATCH) else {
         return Err(ApiError::new(
@@ -86,6 +128,10 @@ pub fn expected_version(
         .ok()
         .map(|s| s.trim().trim_start_matches("W/").trim_matches('"'))
         .and_then(|s| s.parse().ok())
+        .map(|version| Expected {
+            version,
+            via_if_match: true,
+        })
         .ok_or_else(|| ApiError::malformed("If-Match must be the quoted version, e.g. \"3\""))
 }
 

@@ -166,6 +166,14 @@ pub fn user_api(state: ApiState) -> Router {
                 "no such route",
             )
         })
+        .method_not_allowed_fallback(|| async {
+            problem::ApiError::new(
+                axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "Method not allowed",
+                "this route does not take that method; /openapi.json lists the ones it does",
+            )
+        })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(cors)
         .with_state(state)

@@ -1,7 +1,7 @@
 //! The user-management API's handlers: parse, call one use case, shape the answer.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use time::OffsetDateTime;
@@ -14,7 +14,7 @@ use o365_domain::{DomainError, FieldError};
 
 use crate::ApiState;
 use crate::dto::*;
-use crate::extract::{ApiJson, Caller, etag, expected_version};
+use crate::extract::{ApiJson, ApiQuery, Caller, etag, expected_version};
 use crate::problem::{ApiResult, Problem};
 
 fn now() -> OffsetDateTime {
@@ -25,8 +25,8 @@ fn email_in_path(raw: &str) -> Result<Email, DomainError> {
     Email::parse(raw).map_err(DomainError::from)
 }
 
-fn page(q: &ListQuery) -> Result<PageRequest, DomainError> {
-    PageRequest::new(q.limit, q.after.clone()).map_err(DomainError::from)
+fn page(limit: Option<u32>, after: Option<String>) -> Result<PageRequest, DomainError> {
+    PageRequest::new(limit, after).map_err(DomainError::from)
 }
 
 async fn service_account_on(state: &ApiState, caller: &Caller) -> ApiResult<bool> {
@@ -55,7 +55,7 @@ pub async fn get_integration(
 #[utoipa::path(patch, path = "/v1/integration/settings", tag = "integration", request_body = SettingsPatch,
     params(("If-Match" = Option<String>, Header, description = "the settings version you read, quoted")),
     responses((status = 200, body = SettingsDto), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 409, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json"), (status = 428, body = Problem, content_type = "application/problem+json")),
+        (status = 409, body = Problem, content_type = "application/problem+json"), (status = 412, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json"), (status = 428, body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub async fn patch_settings(
     State(state): State<ApiState>,
@@ -63,15 +63,16 @@ pub async fn patch_settings(
     headers: HeaderMap,
     ApiJson(patch): ApiJson<SettingsPatch>,
 ) -> ApiResult<impl IntoResponse> {
-    let version = expected_version(&headers, patch.version)?;
+    let expected = expected_version(&headers, patch.version)?;
     let change = SettingsChange {
         use_service_account: patch.use_service_account,
         read_only: patch.read_only,
     };
     let settings = state
         .services
-        .change_settings(&caller.0, change, version, now())
-        .await?;
+        .change_settings(&caller.0, change, expected.version, now())
+        .await
+        .map_err(|e| expected.refusal(e))?;
     Ok((etag(settings.version), Json(SettingsDto::from(&settings))))
 }
 
@@ -115,13 +116,13 @@ pub async fn delete_connection(
     ))
 }
 
-#[utoipa::path(get, path = "/v1/users", tag = "users", params(ListQuery),
+#[utoipa::path(get, path = "/v1/users", tag = "users", params(UsersQuery),
     responses((status = 200, body = UserPageDto), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub async fn list_users(
     State(state): State<ApiState>,
     caller: Caller,
-    Query(q): Query<ListQuery>,
+    ApiQuery(q): ApiQuery<UsersQuery>,
 ) -> ApiResult<Json<UserPageDto>> {
     let status = match q.status.as_deref() {
         None => None,
@@ -135,7 +136,7 @@ pub async fn list_users(
     };
     let users = state
         .services
-        .list_users(&caller.0, status, page(&q)?)
+        .list_users(&caller.0, status, page(q.limit, q.after.clone())?)
         .await?;
     let sa = service_account_on(&state, &caller).await?;
     Ok(Json(UserPageDto {
@@ -191,7 +192,7 @@ pub async fn get_me(State(state): State<ApiState>, caller: Caller) -> ApiResult<
 #[utoipa::path(patch, path = "/v1/users/{email}", tag = "users", request_body = ChangeRoleRequest,
     params(("email" = String, Path), ("If-Match" = Option<String>, Header)),
     responses((status = 200, body = UserDto), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 409, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json"), (status = 428, body = Problem, content_type = "application/problem+json")),
+        (status = 409, body = Problem, content_type = "application/problem+json"), (status = 412, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json"), (status = 428, body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub async fn change_role(
     State(state): State<ApiState>,
@@ -202,11 +203,12 @@ pub async fn change_role(
 ) -> ApiResult<impl IntoResponse> {
     let email = email_in_path(&email)?;
     let role = Role::parse(&body.role).map_err(DomainError::from)?;
-    let version = expected_version(&headers, body.version)?;
+    let expected = expected_version(&headers, body.version)?;
     let user = state
         .services
-        .change_role(&caller.0, &email, role, version, now())
-        .await?;
+        .change_role(&caller.0, &email, role, expected.version, now())
+        .await
+        .map_err(|e| expected.refusal(e))?;
     let sa = service_account_on(&state, &caller).await?;
     Ok((etag(user.version), Json(UserDto::of(&user, sa))))
 }
@@ -214,7 +216,7 @@ pub async fn change_role(
 #[utoipa::path(delete, path = "/v1/users/{email}", tag = "users",
     params(("email" = String, Path), ("If-Match" = String, Header, description = "the user's version, quoted")),
     responses((status = 204), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 409, body = Problem, content_type = "application/problem+json"), (status = 428, body = Problem, content_type = "application/problem+json")),
+        (status = 409, body = Problem, content_type = "application/problem+json"), (status = 412, body = Problem, content_type = "application/problem+json"), (status = 428, body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub async fn remove_user(
     State(state): State<ApiState>,
@@ -223,11 +225,12 @@ pub async fn remove_user(
     headers: HeaderMap,
 ) -> ApiResult<StatusCode> {
     let email = email_in_path(&email)?;
-    let version = expected_version(&headers, None)?;
+    let expected = expected_version(&headers, None)?;
     state
         .services
-        .remove_user(&caller.0, &email, version, now())
-        .await?;
+        .remove_user(&caller.0, &email, expected.version, now())
+        .await
+        .map_err(|e| expected.refusal(e))?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -284,31 +287,37 @@ pub async fn sync_now(
     Ok((StatusCode::ACCEPTED, Json(SyncTriggeredDto { queued })))
 }
 
-#[utoipa::path(get, path = "/v1/sync/runs", tag = "sync", params(ListQuery),
+#[utoipa::path(get, path = "/v1/sync/runs", tag = "sync", params(PageQuery),
     responses((status = 200, body = SyncRunPageDto), (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 403, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub async fn sync_runs(
     State(state): State<ApiState>,
     caller: Caller,
-    Query(q): Query<ListQuery>,
+    ApiQuery(q): ApiQuery<PageQuery>,
 ) -> ApiResult<Json<SyncRunPageDto>> {
-    let runs = state.services.sync_runs(&caller.0, page(&q)?).await?;
+    let runs = state
+        .services
+        .sync_runs(&caller.0, page(q.limit, q.after.clone())?)
+        .await?;
     Ok(Json(SyncRunPageDto {
         items: runs.items.iter().map(SyncRunDto::from).collect(),
         next: runs.next,
     }))
 }
 
-#[utoipa::path(get, path = "/v1/audit", tag = "audit", params(ListQuery),
+#[utoipa::path(get, path = "/v1/audit", tag = "audit", params(PageQuery),
     responses((status = 200, body = AuditPageDto), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub async fn audit_log(
     State(state): State<ApiState>,
     caller: Caller,
-    Query(q): Query<ListQuery>,
+    ApiQuery(q): ApiQuery<PageQuery>,
 ) -> ApiResult<Json<AuditPageDto>> {
-    let events = state.services.audit_log(&caller.0, page(&q)?).await?;
+    let events = state
+        .services
+        .audit_log(&caller.0, page(q.limit, q.after.clone())?)
+        .await?;
     Ok(Json(AuditPageDto {
         items: events.items.iter().map(AuditEventDto::from).collect(),
         next: events.next,

@@ -20,8 +20,13 @@ fn jwk(kid: &str) -> Jwk {
 }
 
 fn token(kid: &str, audience: &str, ttl: i64) -> String {
+    token_from(kid, audience, ttl, 0)
+}
+
+/// `nbf` is `not_before` seconds from now.
+fn token_from(kid: &str, audience: &str, ttl: i64, not_before: i64) -> String {
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let claims = json!({"iss": DEV_JWT_ISSUER, "aud": audience, "exp": now + ttl, "iat": now, "org_id": "acme", "email": "Admin@Contoso.com"});
+    let claims = json!({"iss": DEV_JWT_ISSUER, "aud": audience, "exp": now + ttl, "iat": now, "nbf": now + not_before, "org_id": "acme", "email": "Admin@Contoso.com"});
     let mut header = Header::new(Algorithm::RS256);
     header.kid = Some(kid.into());
     jsonwebtoken::encode(
@@ -98,6 +103,10 @@ async fn keys_are_fetched_once_cached_and_refetched_for_a_new_key_id() {
         (token("key-9", DEV_JWT_AUDIENCE, 300), "unknown key"),
         (token("key-1", "someone-else", 300), "wrong audience"),
         (token("key-1", DEV_JWT_AUDIENCE, -300), "expired"),
+        (
+            token_from("key-1", DEV_JWT_AUDIENCE, 3600, 600),
+            "not valid for ten minutes",
+        ),
     ] {
         let err = auth
             .verify(Some(&format!("Bearer {bad}")))

@@ -10,7 +10,10 @@ use sha2::Digest as _;
 use uuid::Uuid;
 
 use crate::client_auth::{Fail, authenticate, fail, required};
-use crate::identity::{AccessClaims, sign_access_token};
+use crate::errors::{app_not_found, tenant_not_found};
+use crate::identity::{
+    AccessClaims, conditional_access_blocked, sign_access_token, token_response,
+};
 use crate::util::{form_get, now};
 use crate::{GRAPH_APP_ID, Shared};
 
@@ -60,16 +63,10 @@ pub(crate) fn redeem(
     let path_tenant = if lower == "organizations" || lower == "common" {
         None
     } else {
-        Some(st.find_tenant(tenant_seg).ok_or_else(|| {
-            fail(
-                400,
-                "invalid_request",
-                90002,
-                format!(
-                    "Tenant '{tenant_seg}' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud."
-                ),
-            )
-        })?)
+        Some(
+            st.find_tenant(tenant_seg)
+                .ok_or_else(|| fail(400, "invalid_request", 90002, tenant_not_found(tenant_seg)))?,
+        )
     };
     let client_id_s = required(form, "client_id")?;
     let Some(client_id) = Uuid::parse_str(&client_id_s)
@@ -83,9 +80,7 @@ pub(crate) fn redeem(
             400,
             "unauthorized_client",
             700016,
-            format!(
-                "Application with identifier '{client_id_s}' was not found in the directory '{dir}'. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You may have sent your authentication request to the wrong tenant."
-            ),
+            app_not_found(&client_id_s, &dir),
         ));
     };
     let code_s = required(form, "code")?;
@@ -149,10 +144,7 @@ pub(crate) fn redeem(
     }
     let tid = code.tenant;
     if st.tenants[&tid].conditional_access_block {
-        return Err(invalid_grant(
-            53003,
-            "Access has been blocked by Conditional Access policies. The access policy does not allow token issuance.",
-        ));
+        return Err(conditional_access_blocked());
     }
 
     // Redeem: the code stays stored (redeemed) until it expires, to recognise a replay.
@@ -203,38 +195,29 @@ pub(crate) fn redeem(
         id["wids"] = Value::from(wids);
     }
     let access = AccessClaims {
-        aud: GRAPH_APP_ID.to_string(),
-        iss: format!("https://sts.windows.net/{tid}/"),
-        iat,
-        nbf: iat,
-        exp: iat + lifetime,
-        app_displayname: app.display_name.clone(),
-        appid: client_id.to_string(),
-        appidacr: appidacr.to_string(),
-        idp: format!("https://sts.windows.net/{tid}/"),
         idtyp: "user".to_string(),
         oid: user.id.to_string(),
-        roles: Vec::new(),
         sub: pairwise_sub(shared.cfg.seed, client_id, user.id),
-        tid: tid.to_string(),
-        uti: URL_SAFE_NO_PAD.encode(Uuid::new_v4().as_bytes()),
-        ver: "1.0".to_string(),
         scp: Some(scope.clone()),
         name: Some(user.display_name.clone()),
         upn: Some(user.upn.clone()),
         unique_name: Some(user.upn.clone()),
+        ..AccessClaims::issued(
+            GRAPH_APP_ID,
+            tid,
+            client_id,
+            app.display_name.clone(),
+            appidacr,
+            iat,
+            iat + lifetime,
+        )
     };
     let id_token =
         crate::signing::sign_id_token(&shared.keys, &st.ring, id, st.id_token_tamper, base);
     drop(st);
     let access_token = sign_access_token(shared, &access)?;
-    Ok(json!({
-        "token_type": "Bearer",
-        "scope": scope,
-        "expires_in": lifetime,
-        "ext_expires_in": lifetime,
-        "access_token": access_token,
-        "id_token": id_token,
-    })
-    .to_string())
+    let mut body = token_response(lifetime, access_token);
+    body["scope"] = scope.into();
+    body["id_token"] = id_token.into();
+    Ok(body.to_string())
 }

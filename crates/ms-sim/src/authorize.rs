@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::Request;
-use axum::http::Method;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use uuid::Uuid;
@@ -15,11 +14,12 @@ use crate::Shared;
 use crate::errors::Resp;
 use crate::model::SimError;
 use crate::pages::{
-    ConsentOutcome, account_picker, append_query, cookie_header, cookie_user, error_page,
-    error_redirect, find_form, find_forms, outcome, redirect, self_path, session_cookie, submit,
+    ConsentOutcome, account_picker, append_query, cookie_header, error_page, error_redirect,
+    find_form, find_forms, outcome, path_tenant, redirect, registered_app, self_path, sign_in,
+    signed_in_user, submit,
 };
 use crate::throttle::Endpoint;
-use crate::util::{encode_form, form_get, parse_form};
+use crate::util::{encode_form, form_get};
 
 /// How long an authorization code can be redeemed.
 const CODE_LIFETIME: Duration = Duration::from_secs(600);
@@ -62,22 +62,12 @@ fn new_code() -> String {
 
 pub(crate) async fn handle(shared: Arc<Shared>, tenant_seg: String, req: Request) -> Resp {
     shared.lock().throttle.count(Endpoint::Authorize, None);
-    let headers = req.headers().clone();
-    let method = req.method().clone();
-    let query = req.uri().query().unwrap_or("").to_string();
-    let body = axum::body::to_bytes(req.into_body(), 1 << 20)
-        .await
-        .unwrap_or_default();
-    let params = if method == Method::POST {
-        parse_form(&String::from_utf8_lossy(&body))
-    } else {
-        parse_form(&query)
-    };
+    let (headers, is_post, params) = crate::pages::read_form_request(req).await;
     let p = |k: &str| form_get(&params, k).filter(|v| !v.is_empty());
     let client_id = p("client_id").unwrap_or("").to_string();
     let redirect_uri = p("redirect_uri").unwrap_or("").to_string();
     let state = p("state").map(str::to_string);
-    let action = if method == Method::POST {
+    let action = if is_post {
         p("action").unwrap_or("")
     } else {
         ""
@@ -98,43 +88,14 @@ pub(crate) async fn handle(shared: Arc<Shared>, tenant_seg: String, req: Request
         );
     }
     let mut st = shared.lock();
-    let path_tenant = if lower == "organizations" || lower == "common" {
-        None
-    } else {
-        match st.find_tenant(&tenant_seg) {
-            Some(t) => Some(t),
-            None => {
-                return error_page(
-                    90002,
-                    &format!(
-                        "Tenant '{tenant_seg}' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud."
-                    ),
-                );
-            }
-        }
+    let path_tenant = match path_tenant(&st, &tenant_seg, &["organizations", "common"]) {
+        Ok(t) => t,
+        Err(page) => return *page,
     };
-    let Some(app) = Uuid::parse_str(&client_id)
-        .ok()
-        .and_then(|c| st.apps.get(&c))
-    else {
-        let dir = path_tenant
-            .map(|t| st.tenants[&t].domain.clone())
-            .unwrap_or_else(|| lower.clone());
-        return error_page(
-            700016,
-            &format!(
-                "Application with identifier '{client_id}' was not found in the directory '{dir}'. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You may have sent your authentication request to the wrong tenant."
-            ),
-        );
+    let app = match registered_app(&st, &client_id, &redirect_uri, path_tenant, &tenant_seg) {
+        Ok(app) => app,
+        Err(page) => return *page,
     };
-    if !app.redirect_uris.contains(&redirect_uri) {
-        return error_page(
-            50011,
-            &format!(
-                "The redirect URI '{redirect_uri}' specified in the request does not match the redirect URIs configured for the application '{client_id}'. Make sure the redirect URI sent in the request matches one added to your application in the Azure portal."
-            ),
-        );
-    }
     let (app_id, app_name) = (app.client_id, app.display_name.clone());
     if let Some(m) = p("response_mode").filter(|m| *m != "query") {
         return error_page(
@@ -196,30 +157,10 @@ pub(crate) async fn handle(shared: Arc<Shared>, tenant_seg: String, req: Request
 
     // 3. Sign-in.
     if action == "signin" {
-        let upn = p("login_hint").unwrap_or("");
-        if st.find_user(upn).is_none() {
-            return error_page(
-                50034,
-                &format!(
-                    "The user account {upn} does not exist in the directory. To sign into this application, the account must be added to the directory."
-                ),
-            );
-        }
-        return redirect(
-            &format!("{self_path}?{}", encode_form(&carried)),
-            Some(session_cookie(upn)),
-        );
+        let back = format!("{self_path}?{}", encode_form(&carried));
+        return sign_in(&st, p("login_hint").unwrap_or(""), &back);
     }
-    let force_pick = p("prompt") == Some("select_account");
-    let who = p("login_hint")
-        .map(str::to_string)
-        .or_else(|| cookie_user(&headers));
-    let user = if force_pick {
-        None
-    } else {
-        who.as_deref().and_then(|u| st.find_user(u))
-    };
-    let Some(uid) = user else {
+    let Some(uid) = signed_in_user(&st, &headers, &params) else {
         return account_picker(&st, path_tenant, &self_path, &carried, &app_name, true);
     };
     let user = &st.users[&uid];

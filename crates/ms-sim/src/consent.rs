@@ -8,7 +8,6 @@
 use std::sync::Arc;
 
 use axum::extract::Request;
-use axum::http::Method;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -17,12 +16,13 @@ use crate::config::NonAdminConsent;
 use crate::errors::Resp;
 use crate::model::{ConsentRecord, SimError};
 use crate::pages::{
-    ConsentOutcome, account_picker, append_query, cookie_header, cookie_user, error_page,
-    error_redirect, find_form, hidden, outcome, page, redirect, self_path, session_cookie, submit,
+    ConsentOutcome, account_picker, append_query, cookie_header, error_page, error_redirect,
+    find_form, hidden, outcome, page, path_tenant, redirect, registered_app, self_path, sign_in,
+    signed_in_user, submit,
 };
 use crate::state::ServicePrincipal;
 use crate::throttle::Endpoint;
-use crate::util::{encode_form, form_get, html_escape, now, parse_form};
+use crate::util::{encode_form, form_get, html_escape, now};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -44,25 +44,11 @@ fn role_description(role: &str) -> &'static str {
 
 pub(crate) async fn handle(shared: Arc<Shared>, tenant_seg: String, req: Request) -> Resp {
     shared.lock().throttle.count(Endpoint::AdminConsent, None);
-    let headers = req.headers().clone();
-    let method = req.method().clone();
-    let query = req.uri().query().unwrap_or("").to_string();
-    let body = axum::body::to_bytes(req.into_body(), 1 << 20)
-        .await
-        .unwrap_or_default();
-    let params = if method == Method::POST {
-        parse_form(&String::from_utf8_lossy(&body))
-    } else {
-        parse_form(&query)
-    };
+    let (headers, is_post, params) = crate::pages::read_form_request(req).await;
     let p = |k: &str| form_get(&params, k).unwrap_or("").to_string();
     let (client_id, scope, redirect_uri, state) =
         (p("client_id"), p("scope"), p("redirect_uri"), p("state"));
-    let action = if method == Method::POST {
-        p("action")
-    } else {
-        String::new()
-    };
+    let action = if is_post { p("action") } else { String::new() };
     let base = &shared.base_url;
     let self_path = self_path(&tenant_seg, "v2.0/adminconsent");
     let flow = |login_hint: Option<&str>| {
@@ -87,74 +73,27 @@ pub(crate) async fn handle(shared: Arc<Shared>, tenant_seg: String, req: Request
         );
     }
     let mut st = shared.lock();
-    let path_tenant = if lower == "organizations" {
-        None
-    } else {
-        match st.find_tenant(&tenant_seg) {
-            Some(t) => Some(t),
-            None => {
-                return error_page(
-                    90002,
-                    &format!(
-                        "Tenant '{tenant_seg}' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud."
-                    ),
-                );
-            }
-        }
+    let path_tenant = match path_tenant(&st, &tenant_seg, &["organizations"]) {
+        Ok(t) => t,
+        Err(page) => return *page,
     };
-    let app = Uuid::parse_str(&client_id)
-        .ok()
-        .and_then(|c| st.apps.get(&c));
-    let Some(app) = app else {
-        let dir = path_tenant
-            .map(|t| st.tenants[&t].domain.clone())
-            .unwrap_or_else(|| "organizations".into());
-        return error_page(
-            700016,
-            &format!(
-                "Application with identifier '{client_id}' was not found in the directory '{dir}'. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You may have sent your authentication request to the wrong tenant."
-            ),
-        );
+    let app = match registered_app(&st, &client_id, &redirect_uri, path_tenant, &tenant_seg) {
+        Ok(app) => app,
+        Err(page) => return *page,
     };
-    if !app.redirect_uris.contains(&redirect_uri) {
-        return error_page(
-            50011,
-            &format!(
-                "The redirect URI '{redirect_uri}' specified in the request does not match the redirect URIs configured for the application '{client_id}'. Make sure the redirect URI sent in the request matches one added to your application in the Azure portal."
-            ),
-        );
-    }
     let app_id = app.client_id;
     let app_name = app.display_name.clone();
     let permissions = app.permissions.clone();
 
     // 2. Sign-in.
     if action == "signin" {
-        let upn = p("login_hint");
-        if st.find_user(&upn).is_none() {
-            return error_page(
-                50034,
-                &format!(
-                    "The user account {upn} does not exist in the directory. To sign into this application, the account must be added to the directory."
-                ),
-            );
-        }
-        return redirect(
+        return sign_in(
+            &st,
+            &p("login_hint"),
             &format!("{self_path}?{}", flow(None)),
-            Some(session_cookie(&upn)),
         );
     }
-    let force_pick = form_get(&params, "prompt") == Some("select_account");
-    let who = form_get(&params, "login_hint")
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .or_else(|| cookie_user(&headers));
-    let user = if force_pick {
-        None
-    } else {
-        who.as_deref().and_then(|u| st.find_user(u))
-    };
-    let Some(uid) = user else {
+    let Some(uid) = signed_in_user(&st, &headers, &params) else {
         let fields = [
             ("client_id", client_id.as_str()),
             ("scope", scope.as_str()),

@@ -43,36 +43,35 @@ struct RenameReq {
     user_principal_name: String,
 }
 
+/// Key-ring actions: `POST /signing-keys/{action}` does it and answers with the ring's state.
+type KeyAction = fn(&SimHandle);
+
+const KEY_ACTIONS: [(&str, KeyAction); 3] = [
+    ("/signing-keys/publish", |hd| {
+        hd.publish_next_signing_key();
+    }),
+    ("/signing-keys/rotate", |hd| {
+        hd.rotate_signing_key();
+    }),
+    ("/signing-keys/retire", SimHandle::retire_old_signing_keys),
+];
+
 pub(crate) fn router() -> Router<Arc<Shared>> {
-    Router::new()
-        .route(
-            "/signing-keys",
-            get(|State(s): S| async move { keys_report(&h(&s)) }),
-        )
-        .route(
-            "/signing-keys/publish",
-            post(|State(s): S| async move {
+    let mut router = Router::new().route(
+        "/signing-keys",
+        get(|State(s): S| async move { keys_report(&h(&s)) }),
+    );
+    for (path, act) in KEY_ACTIONS {
+        router = router.route(
+            path,
+            post(move |State(s): S| async move {
                 let hd = h(&s);
-                hd.publish_next_signing_key();
+                act(&hd);
                 keys_report(&hd)
             }),
-        )
-        .route(
-            "/signing-keys/rotate",
-            post(|State(s): S| async move {
-                let hd = h(&s);
-                hd.rotate_signing_key();
-                keys_report(&hd)
-            }),
-        )
-        .route(
-            "/signing-keys/retire",
-            post(|State(s): S| async move {
-                let hd = h(&s);
-                hd.retire_old_signing_keys();
-                keys_report(&hd)
-            }),
-        )
+        );
+    }
+    router
         .route(
             "/oidc/down",
             put(|State(s): S, Json(b): Json<DownReq>| async move {

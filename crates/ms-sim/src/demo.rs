@@ -68,101 +68,71 @@ impl SimHandle {
             inbox: messages_per_folder,
             sentitems: messages_per_folder / 2,
         });
+        // A mail user; the special cases override its defaults.
+        let user = |user_name: &str| UserSpec {
+            user_name: user_name.into(),
+            mailbox: mb,
+            ..Default::default()
+        };
         let specs = [
             UserSpec {
-                user_name: "admin".into(),
                 display_name: Some("MOD Administrator".into()),
                 global_admin: true,
-                mailbox: mb,
-                ..Default::default()
+                ..user("admin")
             },
+            user("adele.vance"),
+            user("alex.wilber"),
+            user("megan.bowen"),
             UserSpec {
-                user_name: "adele.vance".into(),
-                mailbox: mb,
-                ..Default::default()
-            },
-            UserSpec {
-                user_name: "alex.wilber".into(),
-                mailbox: mb,
-                ..Default::default()
-            },
-            UserSpec {
-                user_name: "megan.bowen".into(),
-                mailbox: mb,
-                ..Default::default()
-            },
-            UserSpec {
-                user_name: "patti.fernandez".into(),
                 licensed: false,
-                mailbox: mb,
-                ..Default::default()
+                ..user("patti.fernandez")
             },
             UserSpec {
-                user_name: "lee.gu".into(),
                 on_premises: true,
-                mailbox: mb,
-                ..Default::default()
+                ..user("lee.gu")
             },
             UserSpec {
-                user_name: "grady.archie".into(),
                 access_policy_excluded: true,
-                mailbox: mb,
-                ..Default::default()
+                ..user("grady.archie")
             },
             UserSpec {
-                user_name: "diego.siciliani".into(),
                 mail: Some("diego@contoso.com".into()),
-                mailbox: mb,
-                ..Default::default()
+                ..user("diego.siciliani")
             },
             UserSpec {
-                user_name: "nestor.wilke".into(),
                 proxy_addresses: vec!["smtp:nestor@contoso.com".into()],
-                mailbox: mb,
-                ..Default::default()
+                ..user("nestor.wilke")
             },
             UserSpec {
-                user_name: "$svc-sales".into(),
                 display_name: Some("Sales Service".into()),
-                mailbox: mb,
-                ..Default::default()
+                ..user("$svc-sales")
             },
             UserSpec {
-                user_name: "pradeep.gupta".into(),
                 privileged_role_admin: true,
-                mailbox: mb,
-                ..Default::default()
+                ..user("pradeep.gupta")
             },
         ];
-        let mut users = Vec::new();
-        for s in specs {
-            users.push(self.create_user(tenant.id, s)?);
-        }
+        let users = specs
+            .into_iter()
+            .map(|s| self.create_user(tenant.id, s))
+            .collect::<Result<Vec<_>, _>>()?;
         let other_tenant = self.create_tenant(TenantSpec {
             domain: "fabrikam.com".into(),
             display_name: Some("Fabrikam".into()),
             ..Default::default()
         })?;
-        let other_users = vec![
-            self.create_user(
-                other_tenant.id,
-                UserSpec {
-                    user_name: "admin".into(),
-                    display_name: Some("Fabrikam Administrator".into()),
-                    global_admin: true,
-                    mailbox: mb,
-                    ..Default::default()
-                },
-            )?,
-            self.create_user(
-                other_tenant.id,
-                UserSpec {
-                    user_name: "alan.steiner".into(),
-                    mailbox: mb,
-                    ..Default::default()
-                },
-            )?,
+        let other_specs = [
+            UserSpec {
+                display_name: Some("Fabrikam Administrator".into()),
+                global_admin: true,
+                ..user("admin")
+            },
+            user("alan.steiner"),
         ];
+        let other_users = other_specs
+            .into_iter()
+            .map(|s| self.create_user(other_tenant.id, s))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(DemoWorld {
             tenant,
             default_app,

@@ -125,3 +125,21 @@ pub(crate) fn graph_error(ids: &GraphIds, status: u16, code: &str, message: &str
     }
     r
 }
+
+/// AADSTS90002's message (the interactive endpoints' and the authorization-code grant's
+/// wording; the others append `TENANT_NOT_FOUND_HINT`).
+pub(crate) fn tenant_not_found(tenant_seg: &str) -> String {
+    format!(
+        "Tenant '{tenant_seg}' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud."
+    )
+}
+
+/// What the client-credentials grant and the metadata endpoints add to `tenant_not_found`.
+pub(crate) const TENANT_NOT_FOUND_HINT: &str = " Check with your subscription administrator, this may happen if there are no active subscriptions for the tenant.";
+
+/// AADSTS700016's message: no app registration `client_id` (as the request spelled it).
+pub(crate) fn app_not_found(client_id: &str, directory: &str) -> String {
+    format!(
+        "Application with identifier '{client_id}' was not found in the directory '{directory}'. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You may have sent your authentication request to the wrong tenant."
+    )
+}

@@ -16,7 +16,9 @@ use uuid::Uuid;
 
 use crate::client_auth::{Fail, authenticate, fail, required};
 use crate::config::{PropagationFailure, UnconsentedError};
-use crate::errors::{Resp, aad_error, json_response};
+use crate::errors::{
+    Resp, TENANT_NOT_FOUND_HINT, aad_error, app_not_found, json_response, tenant_not_found,
+};
 use crate::throttle::Endpoint;
 use crate::util::{form_get, now, parse_form};
 use crate::{GRAPH_RESOURCE, Shared};
@@ -50,6 +52,64 @@ pub(crate) struct AccessClaims {
     pub upn: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unique_name: Option<String>,
+}
+
+impl AccessClaims {
+    /// An access token for Graph (`aud`) issued now (`iat`) until `exp` by tenant `tid` to the
+    /// app `client_id`, authenticated as `appidacr`. The caller fills in who it is for
+    /// (`idtyp`, `oid`, `sub`) and what it grants (`roles`, or `scp` and the user's names).
+    pub(crate) fn issued(
+        aud: &str,
+        tid: Uuid,
+        client_id: Uuid,
+        app_displayname: String,
+        appidacr: &str,
+        iat: i64,
+        exp: i64,
+    ) -> Self {
+        AccessClaims {
+            aud: aud.to_string(),
+            iss: format!("https://sts.windows.net/{tid}/"),
+            iat,
+            nbf: iat,
+            exp,
+            app_displayname,
+            appid: client_id.to_string(),
+            appidacr: appidacr.to_string(),
+            idp: format!("https://sts.windows.net/{tid}/"),
+            idtyp: String::new(),
+            oid: String::new(),
+            roles: Vec::new(),
+            sub: String::new(),
+            tid: tid.to_string(),
+            uti: URL_SAFE_NO_PAD.encode(Uuid::new_v4().as_bytes()),
+            ver: "1.0".to_string(),
+            scp: None,
+            name: None,
+            upn: None,
+            unique_name: None,
+        }
+    }
+}
+
+/// AADSTS53003, for any grant in a tenant that blocks token issuance.
+pub(crate) fn conditional_access_blocked() -> Fail {
+    fail(
+        400,
+        "invalid_grant",
+        53003,
+        "Access has been blocked by Conditional Access policies. The access policy does not allow token issuance.",
+    )
+}
+
+/// The token endpoint's success body (`auth_code` adds `scope` and `id_token`).
+pub(crate) fn token_response(lifetime: i64, access_token: String) -> serde_json::Value {
+    serde_json::json!({
+        "token_type": "Bearer",
+        "expires_in": lifetime,
+        "ext_expires_in": lifetime,
+        "access_token": access_token,
+    })
 }
 
 /// Why a bearer token was refused (Graph answers 401 InvalidAuthenticationToken).
@@ -164,9 +224,7 @@ fn issue(shared: &Shared, tenant_seg: &str, form: &[(String, String)]) -> Result
             400,
             "invalid_request",
             90002,
-            format!(
-                "Tenant '{tenant_seg}' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud. Check with your subscription administrator, this may happen if there are no active subscriptions for the tenant."
-            ),
+            tenant_not_found(tenant_seg) + TENANT_NOT_FOUND_HINT,
         ));
     };
     let need = |k: &str| required(form, k);
@@ -186,9 +244,7 @@ fn issue(shared: &Shared, tenant_seg: &str, form: &[(String, String)]) -> Result
             400,
             "unauthorized_client",
             700016,
-            format!(
-                "Application with identifier '{client_id_s}' was not found in the directory '{tenant_domain}'. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You may have sent your authentication request to the wrong tenant."
-            ),
+            app_not_found(&client_id_s, &tenant_domain),
         )
     };
     let Some(client_id) = Uuid::parse_str(&client_id_s)
@@ -261,47 +317,29 @@ fn issue(shared: &Shared, tenant_seg: &str, form: &[(String, String)]) -> Result
         return Err(consent_missing());
     }
     if tenant.conditional_access_block {
-        return Err(fail(
-            400,
-            "invalid_grant",
-            53003,
-            "Access has been blocked by Conditional Access policies. The access policy does not allow token issuance.",
-        ));
+        return Err(conditional_access_blocked());
     }
 
-    let iat = now().unix_timestamp();
     let lifetime = i64::from(shared.cfg.token_lifetime_secs);
+    let iat = now().unix_timestamp();
     let claims = AccessClaims {
-        aud: GRAPH_RESOURCE.to_string(),
-        iss: format!("https://sts.windows.net/{tid}/"),
-        iat,
-        nbf: iat,
-        exp: iat + lifetime,
-        app_displayname: app_name,
-        appid: client_id.to_string(),
-        appidacr: appidacr.to_string(),
-        idp: format!("https://sts.windows.net/{tid}/"),
         idtyp: "app".to_string(),
         oid: sp.object_id.to_string(),
         roles: sp.roles.clone(),
         sub: sp.object_id.to_string(),
-        tid: tid.to_string(),
-        uti: URL_SAFE_NO_PAD.encode(Uuid::new_v4().as_bytes()),
-        ver: "1.0".to_string(),
-        scp: None,
-        name: None,
-        upn: None,
-        unique_name: None,
+        ..AccessClaims::issued(
+            GRAPH_RESOURCE,
+            tid,
+            client_id,
+            app_name,
+            appidacr,
+            iat,
+            iat + lifetime,
+        )
     };
     drop(st);
     let token = sign_access_token(shared, &claims)?;
-    Ok(serde_json::json!({
-        "token_type": "Bearer",
-        "expires_in": lifetime,
-        "ext_expires_in": lifetime,
-        "access_token": token,
-    })
-    .to_string())
+    Ok(token_response(lifetime, token).to_string())
 }
 
 /// RS256 with the access-token key (`kid` and `x5t` set, as Microsoft does).

@@ -30,9 +30,7 @@ fn unknown_tenant(shared: &Shared, seg: &str, req: &Request) -> Resp {
         400,
         "invalid_tenant",
         90002,
-        &format!(
-            "Tenant '{seg}' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud. Check with your subscription administrator, this may happen if there are no active subscriptions for the tenant."
-        ),
+        &(crate::errors::tenant_not_found(seg) + crate::errors::TENANT_NOT_FOUND_HINT),
         req.headers(),
     )
 }

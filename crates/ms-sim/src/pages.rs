@@ -321,3 +321,100 @@ pub(crate) fn cookie_header(upn: &str) -> String {
         percent_encoding::utf8_percent_encode(upn, percent_encoding::NON_ALPHANUMERIC)
     )
 }
+
+/// The account picker's `action=signin`: sign `upn` in (the session cookie) and send the
+/// browser `back` to the flow; an unknown account is the 50034 error page.
+pub(crate) fn sign_in(st: &State, upn: &str, back: &str) -> Resp {
+    if st.find_user(upn).is_none() {
+        return error_page(
+            50034,
+            &format!(
+                "The user account {upn} does not exist in the directory. To sign into this application, the account must be added to the directory."
+            ),
+        );
+    }
+    redirect(back, Some(session_cookie(upn)))
+}
+
+/// Who is signed in, by the convention above: the `login_hint` parameter, else the session
+/// cookie; nobody when `prompt=select_account` asks for the account picker.
+pub(crate) fn signed_in_user(
+    st: &State,
+    headers: &HeaderMap,
+    params: &[(String, String)],
+) -> Option<Uuid> {
+    let p = |k: &str| crate::util::form_get(params, k).filter(|v| !v.is_empty());
+    if p("prompt") == Some("select_account") {
+        return None;
+    }
+    let who = p("login_hint")
+        .map(str::to_string)
+        .or_else(|| cookie_user(headers))?;
+    st.find_user(&who)
+}
+
+/// A browser's request to a page: its headers, whether it was a form POST, and its parameters
+/// (the form body for a POST, the query otherwise).
+pub(crate) async fn read_form_request(
+    req: axum::extract::Request,
+) -> (axum::http::HeaderMap, bool, Vec<(String, String)>) {
+    let headers = req.headers().clone();
+    let is_post = req.method() == axum::http::Method::POST;
+    let query = req.uri().query().unwrap_or("").to_string();
+    let body = axum::body::to_bytes(req.into_body(), 1 << 20)
+        .await
+        .unwrap_or_default();
+    let params = if is_post {
+        crate::util::parse_form(&String::from_utf8_lossy(&body))
+    } else {
+        crate::util::parse_form(&query)
+    };
+    (headers, is_post, params)
+}
+
+/// The tenant an interactive endpoint's path names: `None` for the multi-tenant segments it
+/// accepts (`multi`, lower case), or the 90002 error page for an unknown tenant.
+pub(crate) fn path_tenant(
+    st: &State,
+    tenant_seg: &str,
+    multi: &[&str],
+) -> Result<Option<Uuid>, Box<Resp>> {
+    if multi.contains(&tenant_seg.to_ascii_lowercase().as_str()) {
+        return Ok(None);
+    }
+    st.find_tenant(tenant_seg).map(Some).ok_or_else(|| {
+        Box::new(error_page(
+            90002,
+            &crate::errors::tenant_not_found(tenant_seg),
+        ))
+    })
+}
+
+/// The app registration a request names by `client_id`, provided `redirect_uri` is one of its
+/// redirect URIs. Otherwise the error page: 700016 naming the directory (the path tenant's
+/// domain, else the segment as spelled in lower case), or 50011.
+pub(crate) fn registered_app<'a>(
+    st: &'a State,
+    client_id: &str,
+    redirect_uri: &str,
+    path_tenant: Option<Uuid>,
+    tenant_seg: &str,
+) -> Result<&'a crate::state::App, Box<Resp>> {
+    let Some(app) = Uuid::parse_str(client_id)
+        .ok()
+        .and_then(|c| st.apps.get(&c))
+    else {
+        let dir = path_tenant
+            .map(|t| st.tenants[&t].domain.clone())
+            .unwrap_or_else(|| tenant_seg.to_ascii_lowercase());
+        let msg = crate::errors::app_not_found(client_id, &dir);
+        return Err(Box::new(error_page(700016, &msg)));
+    };
+    if !app.redirect_uris.iter().any(|u| u == redirect_uri) {
+        let msg = format!(
+            "The redirect URI '{redirect_uri}' specified in the request does not match the redirect URIs configured for the application '{client_id}'. Make sure the redirect URI sent in the request matches one added to your application in the Azure portal."
+        );
+        return Err(Box::new(error_page(50011, &msg)));
+    }
+    Ok(app)
+}

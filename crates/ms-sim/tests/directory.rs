@@ -20,7 +20,7 @@ async fn demo(cfg: SimConfig) -> Demo {
     sim.grant_consent(world.tenant.id, world.default_app.app.client_id)
         .unwrap();
     let http = reqwest::Client::new();
-    let token = app_token(&sim, &http, &world.tenant, &world.default_app).await;
+    let token = demo_token(&sim, &http, &world.tenant, &world.default_app).await;
     Demo {
         sim,
         world,
@@ -29,27 +29,14 @@ async fn demo(cfg: SimConfig) -> Demo {
     }
 }
 
-async fn app_token(
+async fn demo_token(
     sim: &Simulator,
     http: &reqwest::Client,
     tenant: &TenantInfo,
     app: &DemoApp,
 ) -> String {
-    let v: Value = http
-        .post(sim.token_url(&tenant.id.to_string()))
-        .form(&[
-            ("client_id", app.app.client_id.to_string().as_str()),
-            ("scope", GRAPH_DEFAULT_SCOPE),
-            ("grant_type", "client_credentials"),
-            ("client_secret", &app.secret.value),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    v["access_token"].as_str().unwrap().to_string()
+    let url = sim.token_url(&tenant.id.to_string());
+    app_token(http, &url, app.app.client_id, &app.secret.value).await
 }
 
 impl Demo {
@@ -61,8 +48,7 @@ impl Demo {
         for (k, v) in headers {
             rb = rb.header(*k, *v);
         }
-        let r = rb.send().await.unwrap();
-        (r.status().as_u16(), r.json().await.unwrap())
+        fetch(rb).await
     }
 
     /// `GET /users?$filter=..` (value percent-encoded) → the UPNs found.
@@ -236,21 +222,14 @@ async fn filter_by_mail_and_by_alias_within_the_tenant() {
 #[tokio::test]
 async fn filter_needs_a_user_role_and_an_established_identity() {
     let d = demo(SimConfig::default()).await;
-    let app = d
-        .sim
-        .create_app(AppSpec {
+    let (app, secret) = app_with_secret(
+        &d.sim,
+        AppSpec {
             display_name: "mail only".into(),
             permissions: vec!["Mail.Read".into()],
             ..Default::default()
-        })
-        .unwrap();
-    let secret = d
-        .sim
-        .add_secret(
-            app.client_id,
-            time::OffsetDateTime::now_utc() + time::Duration::days(1),
-        )
-        .unwrap();
+        },
+    );
     d.sim
         .grant_consent(d.world.tenant.id, app.client_id)
         .unwrap();
@@ -260,20 +239,18 @@ async fn filter_needs_a_user_role_and_an_established_identity() {
         secret,
         certificate: cert,
     };
-    let token = app_token(&d.sim, &d.http, &d.world.tenant, &mail_only).await;
-    let r = d
-        .http
-        .get(format!(
-            "{}/users?{}",
-            d.sim.graph_url(),
-            form_urlencoded_pair("$filter", "mail eq 'diego@contoso.com'")
-        ))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 403);
-    let v: Value = r.json().await.unwrap();
+    let token = demo_token(&d.sim, &d.http, &d.world.tenant, &mail_only).await;
+    let (s, v) = fetch(
+        d.http
+            .get(format!(
+                "{}/users?{}",
+                d.sim.graph_url(),
+                form_urlencoded_pair("$filter", "mail eq 'diego@contoso.com'")
+            ))
+            .bearer_auth(&token),
+    )
+    .await;
+    assert_eq!(s, 403);
     assert_eq!(v["error"]["code"], "Authorization_RequestDenied");
 
     // During the propagation window in Graph mode the app's identity is not established yet.
@@ -446,19 +423,17 @@ async fn rename_keeps_id_mailbox_and_old_address() {
     );
 
     // Over HTTP; taken addresses are refused.
-    let r = d
-        .http
-        .post(format!(
-            "{}/_sim/users/{}/rename",
-            d.sim.base_url(),
-            "megan.bowen@contoso.com"
-        ))
-        .json(&serde_json::json!({"user_principal_name": "megan.jones@contoso.com"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let v: Value = r.json().await.unwrap();
+    let (s, v) = fetch(
+        d.http
+            .post(format!(
+                "{}/_sim/users/{}/rename",
+                d.sim.base_url(),
+                "megan.bowen@contoso.com"
+            ))
+            .json(&serde_json::json!({"user_principal_name": "megan.jones@contoso.com"})),
+    )
+    .await;
+    assert_eq!(s, 200);
     assert_eq!(v["user_principal_name"], "megan.jones@contoso.com");
     assert_eq!(
         v["proxy_addresses"],

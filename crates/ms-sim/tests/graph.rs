@@ -182,62 +182,22 @@ async fn graph_errors() {
     assert_graph_error(&v, "InvalidAuthenticationToken");
 
     // An app without Mail roles, and without User.Read.All.
-    let app2 = w
-        .sim
-        .create_app(AppSpec {
-            display_name: "users-only".into(),
-            permissions: vec!["User.Read.All".into()],
-            ..Default::default()
-        })
-        .unwrap();
-    let app3 = w
-        .sim
-        .create_app(AppSpec {
-            display_name: "mail-only".into(),
-            permissions: vec!["Mail.Read".into()],
-            ..Default::default()
-        })
-        .unwrap();
+    let [(app2, s2), (app3, s3)] = [("users-only", "User.Read.All"), ("mail-only", "Mail.Read")]
+        .map(|(name, permission)| {
+            app_with_secret(
+                &w.sim,
+                AppSpec {
+                    display_name: name.into(),
+                    permissions: vec![permission.into()],
+                    ..Default::default()
+                },
+            )
+        });
     for a in [&app2, &app3] {
         w.sim.grant_consent(w.tenant.id, a.client_id).unwrap();
     }
-    let s2 = w
-        .sim
-        .add_secret(
-            app2.client_id,
-            time::OffsetDateTime::now_utc() + time::Duration::days(1),
-        )
-        .unwrap();
-    let s3 = w
-        .sim
-        .add_secret(
-            app3.client_id,
-            time::OffsetDateTime::now_utc() + time::Duration::days(1),
-        )
-        .unwrap();
-    let tok_for = |cid: uuid::Uuid, secret: String| {
-        let w = &w;
-        async move {
-            let c = cid.to_string();
-            let v: Value = w
-                .token_form(
-                    &w.tenant.id.to_string(),
-                    &[
-                        ("client_id", &c),
-                        ("scope", GRAPH_DEFAULT_SCOPE),
-                        ("grant_type", "client_credentials"),
-                        ("client_secret", &secret),
-                    ],
-                )
-                .await
-                .json()
-                .await
-                .unwrap();
-            v["access_token"].as_str().unwrap().to_string()
-        }
-    };
-    let t2 = tok_for(app2.client_id, s2.value).await;
-    let t3 = tok_for(app3.client_id, s3.value).await;
+    let t2 = w.app_token(app2.client_id, &s2.value).await;
+    let t3 = w.app_token(app3.client_id, &s3.value).await;
     let (s, v) = error_code(w.graph(&t2, &w.delta_path("inbox"), &[]).await).await;
     assert_eq!(s, 403);
     assert_eq!(
@@ -267,22 +227,7 @@ async fn graph_errors() {
 #[tokio::test]
 async fn wrong_tenant_token_is_refused_and_recorded() {
     let w = world().await;
-    let other = w
-        .sim
-        .create_tenant(TenantSpec {
-            domain: "fabrikam.com".into(),
-            ..Default::default()
-        })
-        .unwrap();
-    w.sim
-        .create_user(
-            other.id,
-            UserSpec {
-                user_name: "bob".into(),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    w.other_tenant("fabrikam.com", &["bob"]);
     let tok = w.token().await; // contoso token
     let (s, v) = error_code(
         w.graph(
@@ -375,7 +320,7 @@ async fn delta_full_round_paging_links_and_shapes() {
 
 #[tokio::test]
 async fn delta_max_page_size_is_capped() {
-    let w = world_with(
+    let w = consented_world(
         SimConfig {
             max_page_size: 7,
             ..Default::default()
@@ -384,7 +329,6 @@ async fn delta_max_page_size_is_capped() {
         0,
     )
     .await;
-    w.sim.grant_consent(w.tenant.id, w.app.client_id).unwrap();
     let tok = w.token().await;
     let r = w
         .graph(&tok, &w.delta_path("inbox"), &["odata.maxpagesize=100"])
@@ -426,8 +370,7 @@ async fn delta_select_and_bad_select() {
 
 #[tokio::test]
 async fn delta_filter_caps_at_5000() {
-    let w = world_with(SimConfig::default(), 6000, 0).await;
-    w.sim.grant_consent(w.tenant.id, w.app.client_id).unwrap();
+    let w = consented_world(SimConfig::default(), 6000, 0).await;
     let tok = w.token().await;
     let url = format!(
         "{}?$select=receivedDateTime&$filter=receivedDateTime+ge+2000-01-01T00:00:00Z",
@@ -674,7 +617,7 @@ async fn gone_styles_location_and_resync_required() {
         (GoneStyle::Location, "SyncStateNotFound"),
         (GoneStyle::ResyncRequired, "resyncRequired"),
     ] {
-        let w = world_with(
+        let w = consented_world(
             SimConfig {
                 gone_style: style,
                 ..Default::default()
@@ -683,7 +626,6 @@ async fn gone_styles_location_and_resync_required() {
             0,
         )
         .await;
-        w.sim.grant_consent(w.tenant.id, w.app.client_id).unwrap();
         let tok = w.token().await;
         let (_, delta, _) = full_round(&w, &tok, &w.delta_path("inbox"), &[]).await;
         w.sim.expire_delta_tokens(None, None).unwrap();

@@ -7,15 +7,7 @@ use serde_json::Value;
 use std::time::Duration;
 
 fn assert_aad_error(v: &Value, error: &str, code: u64) {
-    assert_eq!(v["error"], error, "{v}");
-    assert_eq!(v["error_codes"], serde_json::json!([code]), "{v}");
-    assert!(
-        v["error_description"]
-            .as_str()
-            .unwrap()
-            .starts_with(&format!("AADSTS{code}: ")),
-        "{v}"
-    );
+    assert_aadsts(v, error, code);
     for k in ["timestamp", "trace_id", "correlation_id", "error_uri"] {
         assert!(v[k].is_string(), "missing {k} in {v}");
     }
@@ -73,19 +65,7 @@ async fn token_by_domain_and_extra_fields_accepted() {
 }
 
 async fn secret_err(w: &World, tenant: &str, client_id: &str, secret: &str) -> (u16, Value) {
-    error_code(
-        w.token_form(
-            tenant,
-            &[
-                ("client_id", client_id),
-                ("scope", "https://graph.microsoft.com/.default"),
-                ("grant_type", "client_credentials"),
-                ("client_secret", secret),
-            ],
-        )
-        .await,
-    )
-    .await
+    error_code(w.secret_token_resp_for(tenant, client_id, secret).await).await
 }
 
 #[tokio::test]
@@ -343,17 +323,9 @@ async fn propagation_window_graph_mode() {
 #[tokio::test]
 async fn consent_accept_redirects_and_records() {
     let w = world_with(SimConfig::default(), 1, 1).await;
-    let url = w.sim.admin_consent_url(
-        "organizations",
-        &w.app.client_id.to_string(),
-        REDIRECT,
-        "st-123",
-    );
     let out = w
-        .sim
-        .browser_consent(&url, "admin@contoso.com", ConsentDecision::Accept)
-        .await
-        .unwrap();
+        .consent("st-123", "admin@contoso.com", ConsentDecision::Accept)
+        .await;
     let ConsentOutcome::Redirect { location, .. } = &out else {
         panic!("{out:?}")
     };
@@ -388,10 +360,7 @@ async fn consent_page_is_html_with_forms_and_signin() {
         REDIRECT,
         "s",
     );
-    let no_redirect = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
+    let no_redirect = no_redirect_client();
     // Not signed in: account picker listing the tenant's users.
     let r = no_redirect.get(&url).send().await.unwrap();
     assert_eq!(r.status(), 200);
@@ -418,46 +387,26 @@ async fn consent_page_is_html_with_forms_and_signin() {
             && html.contains("<form method=\"post\"")
     );
     // Sign-in form POST sets the session cookie and returns to the consent URL.
-    let r = no_redirect
-        .post(format!(
-            "{}/{}/v2.0/adminconsent",
-            w.sim.base_url(),
-            w.tenant.id
-        ))
-        .form(&[
-            ("action", "signin"),
-            ("login_hint", "admin@contoso.com"),
+    post_signin(
+        &no_redirect,
+        &format!("{}/{}/v2.0/adminconsent", w.sim.base_url(), w.tenant.id),
+        "admin@contoso.com",
+        &[
             ("client_id", &w.app.client_id.to_string()),
             ("scope", GRAPH_DEFAULT_SCOPE),
             ("redirect_uri", REDIRECT),
             ("state", "s"),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 302);
-    assert!(
-        r.headers()["set-cookie"]
-            .to_str()
-            .unwrap()
-            .starts_with("ms_sim_user=")
-    );
+        ],
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn consent_cancel_redirects_with_access_denied() {
     let w = world_with(SimConfig::default(), 1, 1).await;
-    let url = w.sim.admin_consent_url(
-        "organizations",
-        &w.app.client_id.to_string(),
-        REDIRECT,
-        "st-9",
-    );
     let out = w
-        .sim
-        .browser_consent(&url, "admin@contoso.com", ConsentDecision::Cancel)
-        .await
-        .unwrap();
+        .consent("st-9", "admin@contoso.com", ConsentDecision::Cancel)
+        .await;
     assert!(matches!(out, ConsentOutcome::Redirect { .. }));
     assert_eq!(out.param("error"), Some("access_denied"));
     assert_eq!(out.aadsts(), Some(65004));
@@ -470,14 +419,9 @@ async fn consent_cancel_redirects_with_access_denied() {
 #[tokio::test]
 async fn consent_non_admin_page_or_redirect() {
     let w = world_with(SimConfig::default(), 1, 1).await;
-    let url = w
-        .sim
-        .admin_consent_url("organizations", &w.app.client_id.to_string(), REDIRECT, "s");
     let out = w
-        .sim
-        .browser_consent(&url, "adele.vance@contoso.com", ConsentDecision::Accept)
-        .await
-        .unwrap();
+        .consent("s", "adele.vance@contoso.com", ConsentDecision::Accept)
+        .await;
     let ConsentOutcome::Page { html, .. } = &out else {
         panic!("{out:?}")
     };
@@ -494,17 +438,9 @@ async fn consent_non_admin_page_or_redirect() {
         1,
     )
     .await;
-    let url = w2.sim.admin_consent_url(
-        "organizations",
-        &w2.app.client_id.to_string(),
-        REDIRECT,
-        "s2",
-    );
     let out = w2
-        .sim
-        .browser_consent(&url, "adele.vance@contoso.com", ConsentDecision::Accept)
-        .await
-        .unwrap();
+        .consent("s2", "adele.vance@contoso.com", ConsentDecision::Accept)
+        .await;
     assert!(matches!(out, ConsentOutcome::Redirect { .. }));
     assert_eq!(out.aadsts(), Some(90094));
     assert_eq!(out.param("state"), Some("s2"));

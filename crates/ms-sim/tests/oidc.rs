@@ -83,18 +83,10 @@ async fn discovery_documents_and_jwks() {
     // Outage: both answer 503, then recover.
     w.sim.set_oidc_down(true);
     for url in [w.sim.openid_configuration_url(&tid), w.sim.jwks_url(&tid)] {
-        assert_eq!(w.http.get(&url).send().await.unwrap().status(), 503);
+        assert_eq!(get_status(&w, &url).await, 503);
     }
     w.sim.set_oidc_down(false);
-    assert_eq!(
-        w.http
-            .get(w.sim.jwks_url(&tid))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(get_status(&w, &w.sim.jwks_url(&tid)).await, 200);
     assert_eq!(w.sim.request_count(Endpoint::OpenIdConfig, None), 6);
     assert_eq!(w.sim.request_count(Endpoint::Jwks, None), 4);
 }
@@ -147,36 +139,12 @@ async fn signing_key_publish_rotate_retire() {
 
     // The same through the HTTP control API; the ring wraps around to the first key.
     let base = w.sim.base_url();
-    let r: Value = w
-        .http
-        .post(format!("{base}/_sim/signing-keys/rotate"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r = post_empty(&w, &format!("{base}/_sim/signing-keys/rotate")).await;
     assert_eq!(r["current"], first.as_str());
     assert_eq!(r["published"], serde_json::json!([third, first]));
-    let r: Value = w
-        .http
-        .post(format!("{base}/_sim/signing-keys/retire"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r = post_empty(&w, &format!("{base}/_sim/signing-keys/retire")).await;
     assert_eq!(r["published"], serde_json::json!([first]));
-    let r: Value = w
-        .http
-        .post(format!("{base}/_sim/signing-keys/publish"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r = post_empty(&w, &format!("{base}/_sim/signing-keys/publish")).await;
     assert_eq!(r["published"], serde_json::json!([first, next]));
     assert_eq!(r["current"], first.as_str());
 }
@@ -252,26 +220,21 @@ async fn tampered_id_tokens_fail_validation_each_its_way() {
     }
     // Off again over HTTP; and PUT with a name sets it.
     let base = w.sim.base_url();
-    let r = w
-        .http
-        .put(format!("{base}/_sim/oidc/id-token-tamper"))
-        .json(&serde_json::json!({"tamper": "wrong_audience"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    let tamper = format!("{base}/_sim/oidc/id-token-tamper");
+    let s = put_status(
+        &w,
+        &tamper,
+        &serde_json::json!({"tamper": "wrong_audience"}),
+    )
+    .await;
+    assert_eq!(s, 200);
     let v = w.sign_in_tokens("organizations", upn, "n").await;
     assert!(
         verify_id_token(&w, v["id_token"].as_str().unwrap())
             .await
             .is_err()
     );
-    w.http
-        .put(format!("{base}/_sim/oidc/id-token-tamper"))
-        .json(&serde_json::json!({"tamper": null}))
-        .send()
-        .await
-        .unwrap();
+    put_status(&w, &tamper, &serde_json::json!({"tamper": null})).await;
     let v = w.sign_in_tokens("organizations", upn, "n").await;
     verify_id_token(&w, v["id_token"].as_str().unwrap())
         .await
@@ -288,19 +251,7 @@ async fn tampered_id_tokens_fail_validation_each_its_way() {
     assert_eq!(verified["custom"], 7);
 
     // oidc down over HTTP.
-    w.http
-        .put(format!("{base}/_sim/oidc/down"))
-        .json(&serde_json::json!({"down": true}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        w.http
-            .get(w.sim.jwks_url("common"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        503
-    );
+    let down = serde_json::json!({"down": true});
+    put_status(&w, &format!("{base}/_sim/oidc/down"), &down).await;
+    assert_eq!(get_status(&w, &w.sim.jwks_url("common")).await, 503);
 }

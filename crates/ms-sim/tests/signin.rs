@@ -6,15 +6,26 @@ use ms_sim::*;
 use serde_json::Value;
 
 fn assert_invalid_grant(v: &Value, code: u64) {
-    assert_eq!(v["error"], "invalid_grant", "{v}");
-    assert_eq!(v["error_codes"], serde_json::json!([code]), "{v}");
-    assert!(
-        v["error_description"]
-            .as_str()
-            .unwrap()
-            .starts_with(&format!("AADSTS{code}: ")),
-        "{v}"
-    );
+    assert_aadsts(v, "invalid_grant", code);
+}
+
+/// Redeem `code` at `/organizations` as `client_id` with `redirect_uri`; `rest` carries the
+/// verifier and the client's credentials.
+async fn redeem_as(
+    w: &World,
+    client_id: &str,
+    code: &str,
+    redirect_uri: &str,
+    rest: &[(&str, &str)],
+) -> reqwest::Response {
+    let mut form = vec![
+        ("grant_type", "authorization_code"),
+        ("client_id", client_id),
+        ("code", code),
+        ("redirect_uri", redirect_uri),
+    ];
+    form.extend_from_slice(rest);
+    w.token_form("organizations", &form).await
 }
 
 #[tokio::test]
@@ -154,13 +165,12 @@ async fn code_redemption_errors() {
         .add_redirect_uri(w.app.client_id, "https://app.example.com/other")
         .unwrap();
     let (s, e) = error_code(
-        w.token_form(
-            "organizations",
+        redeem_as(
+            &w,
+            &cid,
+            &code,
+            "https://app.example.com/other",
             &[
-                ("grant_type", "authorization_code"),
-                ("client_id", &cid),
-                ("code", &code),
-                ("redirect_uri", "https://app.example.com/other"),
                 ("code_verifier", VERIFIER),
                 ("client_secret", &w.secret.value),
             ],
@@ -172,30 +182,22 @@ async fn code_redemption_errors() {
     assert_invalid_grant(&e, 500112);
 
     // Redeemed by another app.
-    let other = w
-        .sim
-        .create_app(AppSpec {
+    let (other, other_secret) = app_with_secret(
+        &w.sim,
+        AppSpec {
             display_name: "other".into(),
             redirect_uris: vec![REDIRECT.into()],
             ..Default::default()
-        })
-        .unwrap();
-    let other_secret = w
-        .sim
-        .add_secret(
-            other.client_id,
-            time::OffsetDateTime::now_utc() + time::Duration::days(1),
-        )
-        .unwrap();
+        },
+    );
     let ocid = other.client_id.to_string();
     let (_, e) = error_code(
-        w.token_form(
-            "organizations",
+        redeem_as(
+            &w,
+            &ocid,
+            &code,
+            REDIRECT,
             &[
-                ("grant_type", "authorization_code"),
-                ("client_id", &ocid),
-                ("code", &code),
-                ("redirect_uri", REDIRECT),
                 ("code_verifier", VERIFIER),
                 ("client_secret", &other_secret.value),
             ],
@@ -206,43 +208,30 @@ async fn code_redemption_errors() {
     assert_invalid_grant(&e, 70000);
 
     // A tenant path other than the user's tenant.
-    let fab = w
-        .sim
-        .create_tenant(TenantSpec {
-            domain: "fabrikam.com".into(),
-            ..Default::default()
-        })
-        .unwrap();
+    let fab = w.other_tenant("fabrikam.com", &[]);
     let (_, e) = error_code(w.redeem(&fab.id.to_string(), &code, Some(VERIFIER)).await).await;
     assert_invalid_grant(&e, 700005);
 
     // Client authentication is the same as for client credentials.
     let (s, e) = error_code(
-        w.token_form(
-            "organizations",
-            &[
-                ("grant_type", "authorization_code"),
-                ("client_id", &cid),
-                ("code", &code),
-                ("redirect_uri", REDIRECT),
-                ("code_verifier", VERIFIER),
-                ("client_secret", "wrong"),
-            ],
+        redeem_as(
+            &w,
+            &cid,
+            &code,
+            REDIRECT,
+            &[("code_verifier", VERIFIER), ("client_secret", "wrong")],
         )
         .await,
     )
     .await;
     assert_eq!((s, e["error_codes"][0].as_u64()), (401, Some(7000215)));
     let (s, e) = error_code(
-        w.token_form(
-            "organizations",
-            &[
-                ("grant_type", "authorization_code"),
-                ("client_id", "6b0d7c2e-0000-4000-8000-000000000000"),
-                ("code", &code),
-                ("redirect_uri", REDIRECT),
-                ("client_secret", "x"),
-            ],
+        redeem_as(
+            &w,
+            "6b0d7c2e-0000-4000-8000-000000000000",
+            &code,
+            REDIRECT,
+            &[("client_secret", "x")],
         )
         .await,
     )
@@ -260,23 +249,21 @@ async fn code_redemption_errors() {
         true,
         "jti-code-1",
     );
-    let r = w
-        .token_form(
-            "organizations",
-            &[
-                ("grant_type", "authorization_code"),
-                ("client_id", &cid),
-                ("code", &code),
-                ("redirect_uri", REDIRECT),
-                ("code_verifier", VERIFIER),
-                (
-                    "client_assertion_type",
-                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-                ),
-                ("client_assertion", &jwt),
-            ],
-        )
-        .await;
+    let r = redeem_as(
+        &w,
+        &cid,
+        &code,
+        REDIRECT,
+        &[
+            ("code_verifier", VERIFIER),
+            (
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            ),
+            ("client_assertion", &jwt),
+        ],
+    )
+    .await;
     assert_eq!(r.status(), 200);
 
     // client_credentials still refuses the multi-tenant segments.
@@ -367,61 +354,29 @@ async fn authorize_request_errors_picker_and_cancel() {
     }
 
     // No session: the account picker, listing the path tenant's users (all for organizations).
-    let other = w
-        .sim
-        .create_tenant(TenantSpec {
-            domain: "fabrikam.com".into(),
-            ..Default::default()
-        })
-        .unwrap();
-    w.sim
-        .create_user(
-            other.id,
-            UserSpec {
-                user_name: "alan.steiner".into(),
-                ..Default::default()
-            },
-        )
-        .unwrap();
-    let html = get(authorize_url(&w.sim, "organizations", cid, "n"))
-        .await
-        .text()
-        .await
-        .unwrap();
+    w.other_tenant("fabrikam.com", &["alan.steiner"]);
+    let html = fetch_text(http.get(authorize_url(&w.sim, "organizations", cid, "n"))).await;
     assert!(html.contains("Pick an account"));
     assert!(html.contains("alan.steiner@fabrikam.com") && html.contains("adele.vance@contoso.com"));
     assert!(html.contains("data-action=\"signin\"") && html.contains("data-action=\"cancel\""));
-    let html = get(authorize_url(&w.sim, "contoso.com", cid, "n"))
-        .await
-        .text()
-        .await
-        .unwrap();
+    let html = fetch_text(http.get(authorize_url(&w.sim, "contoso.com", cid, "n"))).await;
     assert!(!html.contains("alan.steiner@fabrikam.com"));
 
     // Picking an account sets the cookie and comes back to the same URL.
-    let r = http
-        .post(format!(
-            "{}/organizations/oauth2/v2.0/authorize",
-            w.sim.base_url()
-        ))
-        .form(&[
-            ("action", "signin"),
-            ("login_hint", "adele.vance@contoso.com"),
-            ("client_id", &cid.to_string()),
-            ("response_type", "code"),
-            ("redirect_uri", REDIRECT),
-            ("scope", "openid"),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 302);
-    assert!(
-        r.headers()["set-cookie"]
-            .to_str()
-            .unwrap()
-            .starts_with("ms_sim_user=")
-    );
+    let cid_s = cid.to_string();
+    let minimal = [
+        ("client_id", cid_s.as_str()),
+        ("response_type", "code"),
+        ("redirect_uri", REDIRECT),
+        ("scope", "openid"),
+    ];
+    let r = post_signin(
+        &http,
+        &format!("{}/organizations/oauth2/v2.0/authorize", w.sim.base_url()),
+        "adele.vance@contoso.com",
+        &minimal,
+    )
+    .await;
     assert!(
         r.headers()["location"]
             .to_str()
@@ -432,13 +387,7 @@ async fn authorize_request_errors_picker_and_cancel() {
     // login_hint signs in directly; prompt=select_account forces the picker.
     let hinted = w.sim.authorize_url(
         "organizations",
-        &[
-            ("client_id", &cid.to_string()),
-            ("response_type", "code"),
-            ("redirect_uri", REDIRECT),
-            ("scope", "openid"),
-            ("login_hint", "adele.vance@contoso.com"),
-        ],
+        &[&minimal[..], &[("login_hint", "adele.vance@contoso.com")]].concat(),
     );
     let r = get(hinted).await;
     assert_eq!(r.status(), 302);
@@ -447,13 +396,12 @@ async fn authorize_request_errors_picker_and_cancel() {
         "{}&prompt=select_account",
         authorize_url(&w.sim, "organizations", cid, "n")
     );
-    let r = http
-        .get(&picked)
-        .header("cookie", "ms_sim_user=adele.vance%40contoso.com")
-        .send()
-        .await
-        .unwrap();
-    assert!(r.text().await.unwrap().contains("Pick an account"));
+    let html = fetch_text(
+        http.get(&picked)
+            .header("cookie", "ms_sim_user=adele.vance%40contoso.com"),
+    )
+    .await;
+    assert!(html.contains("Pick an account"));
     let out = w
         .sim
         .browser_sign_in(&picked, "adele.vance@contoso.com")
@@ -527,20 +475,13 @@ async fn wids_follow_roles_and_the_app_setting() {
     assert_eq!(wids(&none), None);
 
     // A Privileged Role Administrator may grant admin consent; a member may not.
-    let url = w
-        .sim
-        .admin_consent_url("organizations", &w.app.client_id.to_string(), REDIRECT, "s");
     let out = w
-        .sim
-        .browser_consent(&url, "adele.vance@contoso.com", ConsentDecision::Accept)
-        .await
-        .unwrap();
+        .consent("s", "adele.vance@contoso.com", ConsentDecision::Accept)
+        .await;
     assert_eq!(out.aadsts(), Some(90094));
     let out = w
-        .sim
-        .browser_consent(&url, "pradeep.gupta@contoso.com", ConsentDecision::Accept)
-        .await
-        .unwrap();
+        .consent("s", "pradeep.gupta@contoso.com", ConsentDecision::Accept)
+        .await;
     assert_eq!(out.param("admin_consent"), Some("True"));
     let consents = w.sim.consents();
     assert_eq!(

@@ -14,8 +14,7 @@ async fn rate_limit_429_retry_after_and_violation() {
         },
         ..Default::default()
     };
-    let w = world_with(cfg, 5, 0).await;
-    w.sim.grant_consent(w.tenant.id, w.app.client_id).unwrap();
+    let w = consented_world(cfg, 5, 0).await;
     let tok = w.token().await;
     for _ in 0..3 {
         assert_eq!(
@@ -99,10 +98,7 @@ async fn concurrency_over_4_is_throttled_and_reported() {
         let tok = tok.clone();
         handles.push(tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(i * 30)).await;
-            let r = http.get(url).bearer_auth(tok).send().await.unwrap();
-            let s = r.status().as_u16();
-            let v: Value = r.json().await.unwrap();
-            (s, v)
+            fetch(http.get(url).bearer_auth(tok)).await
         }));
     }
     let mut statuses = Vec::new();
@@ -221,100 +217,55 @@ async fn probability_faults_are_deterministic_per_seed() {
 async fn control_api_over_http() {
     let w = world().await;
     let base = format!("{}/_sim", w.sim.base_url());
-    let t: Value = w
-        .http
-        .post(format!("{base}/tenants"))
-        .json(&serde_json::json!({"domain": "northwind.com"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let t: Value = post_json(
+        &w,
+        &format!("{base}/tenants"),
+        &serde_json::json!({"domain": "northwind.com"}),
+    )
+    .await;
     let tid = t["id"].as_str().unwrap().to_string();
-    let u: Value = w
-        .http
-        .post(format!("{base}/tenants/{tid}/users"))
-        .json(&serde_json::json!({"user_name": "nina", "global_admin": true, "mailbox": {"inbox": 3, "sentitems": 2}}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let u: Value = post_json(
+        &w,
+        &format!("{base}/tenants/{tid}/users"),
+        &serde_json::json!({"user_name": "nina", "global_admin": true, "mailbox": {"inbox": 3, "sentitems": 2}}),
+    )
+    .await;
     assert_eq!(u["user_principal_name"], "nina@northwind.com");
-    let ids: Vec<String> = w
-        .http
-        .post(format!("{base}/users/nina@northwind.com/messages"))
-        .json(&serde_json::json!({"folder": "inbox", "count": 2}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ids: Vec<String> = post_json(
+        &w,
+        &format!("{base}/users/nina@northwind.com/messages"),
+        &serde_json::json!({"folder": "inbox", "count": 2}),
+    )
+    .await;
     assert_eq!(ids.len(), 2);
-    let r = w
-        .http
-        .post(format!("{base}/messages/{}/move", ids[0]))
-        .json(&serde_json::json!({"folder": "archive"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let truth: Vec<Value> = w
-        .http
-        .get(format!("{base}/users/nina@northwind.com/truth/inbox"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let s = post_status(
+        &w,
+        &format!("{base}/messages/{}/move", ids[0]),
+        &serde_json::json!({"folder": "archive"}),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let truth: Vec<Value> = fetch_json(
+        w.http
+            .get(format!("{base}/users/nina@northwind.com/truth/inbox")),
+    )
+    .await;
     assert_eq!(truth.len(), 4);
-    let r = w
-        .http
-        .put(format!("{base}/faults"))
-        .json(&serde_json::json!({"scope": {"scope": "mailbox", "mailbox": "nina@northwind.com"}, "spec": {"throttle": {"rate": {"every_nth": 3}, "retry_after": 0.5}}}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let v: Vec<Value> = w
-        .http
-        .get(format!("{base}/violations"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let s = put_status(
+        &w,
+        &format!("{base}/faults"),
+        &serde_json::json!({"scope": {"scope": "mailbox", "mailbox": "nina@northwind.com"}, "spec": {"throttle": {"rate": {"every_nth": 3}, "retry_after": 0.5}}}),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let v: Vec<Value> = fetch_json(w.http.get(format!("{base}/violations"))).await;
     assert!(v.is_empty());
-    let c: Vec<Value> = w
-        .http
-        .get(format!("{base}/counters"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let c: Vec<Value> = fetch_json(w.http.get(format!("{base}/counters"))).await;
     assert!(c.is_empty() || c[0]["endpoint"].is_string());
-    let r = w
-        .http
-        .post(format!("{base}/delta/expire"))
-        .json(&serde_json::json!({}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let r = w
-        .http
-        .get(format!("{base}/users/nobody@x.com"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 404);
+    let s = post_status(&w, &format!("{base}/delta/expire"), &serde_json::json!({})).await;
+    assert_eq!(s, 200);
+    let s = get_status(&w, &format!("{base}/users/nobody@x.com")).await;
+    assert_eq!(s, 404);
 }
 
 #[tokio::test]

@@ -81,7 +81,7 @@ pub fn secrets_manager(env: &Env, sdk: &SdkConfig) -> Result<SecretsManagerStore
     let ids = SecretIds {
         default_app: env.required("O365_DEFAULT_APP_SECRET_ID")?,
         read_only_app: env.required("O365_READ_ONLY_APP_SECRET_ID")?,
-        state_signing_key: env.required("O365_STATE_KEY_SECRET_ID")?,
+        state_signing_key: env.get("O365_STATE_KEY_SECRET_ID"),
     };
     let ttl = env.seconds(
         "O365_SECRET_CACHE_SECS",
@@ -108,15 +108,17 @@ pub fn dynamo_store(env: &Env, sdk: &SdkConfig) -> DynamoStore {
 }
 
 pub fn service_config(env: &Env) -> Result<ServiceConfig, ConfigError> {
-    let mut config = ServiceConfig::default();
-    config.verify_budget = env.seconds("O365_CONSENT_VERIFY_BUDGET_SECS", 20)?;
+    let defaults = ServiceConfig::default();
     let grace = env.seconds(
         "O365_CONSENT_PROPAGATION_GRACE_SECS",
-        config.propagation_grace.whole_seconds().max(0) as u64,
+        defaults.propagation_grace.whole_seconds().max(0) as u64,
     )?;
-    config.propagation_grace = time::Duration::try_from(grace)
-        .map_err(|_| ConfigError("O365_CONSENT_PROPAGATION_GRACE_SECS is too large".into()))?;
-    Ok(config)
+    Ok(ServiceConfig {
+        verify_budget: env.seconds("O365_CONSENT_VERIFY_BUDGET_SECS", 20)?,
+        propagation_grace: time::Duration::try_from(grace)
+            .map_err(|_| ConfigError("O365_CONSENT_PROPAGATION_GRACE_SECS is too large".into()))?,
+        ..defaults
+    })
 }
 
 pub fn frontend(env: &Env) -> Result<FrontendConfig, ConfigError> {
@@ -227,6 +229,8 @@ pub fn grants(
 /// Everything the two HTTP functions serve, built from the Lambda environment.
 pub async fn aws_api_state() -> Result<ApiState, ConfigError> {
     let env = Env::process();
+    // The HTTP functions sign and verify consent state: refuse to start without the key.
+    env.required("O365_STATE_KEY_SECRET_ID")?;
     let sdk = aws_sdk_config().await;
     let store = Arc::new(dynamo_store(&env, &sdk));
     let secrets: Arc<dyn SecretStore> = Arc::new(secrets_manager(&env, &sdk)?);

@@ -19,7 +19,9 @@ use o365_domain::{DomainError, Result};
 pub struct SecretIds {
     pub default_app: String,
     pub read_only_app: String,
-    pub state_signing_key: String,
+    /// Only the functions that sign or verify consent state (user-api, consent-callback) have
+    /// one; the sync functions never read it.
+    pub state_signing_key: Option<String>,
 }
 
 pub struct SecretsManagerStore {
@@ -82,9 +84,12 @@ impl SecretStore for SecretsManagerStore {
     }
 
     async fn state_signing_key(&self, freshness: Freshness) -> Result<Sensitive<Vec<u8>>> {
-        let json = self
-            .secret_string(&self.ids.state_signing_key, freshness)
-            .await?;
+        let id = self.ids.state_signing_key.as_deref().ok_or_else(|| {
+            DomainError::Unavailable(
+                "this function has no consent-state signing key (O365_STATE_KEY_SECRET_ID)".into(),
+            )
+        })?;
+        let json = self.secret_string(id, freshness).await?;
         crate::parse_signing_key(json.expose())
     }
 }

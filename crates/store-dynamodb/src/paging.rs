@@ -19,6 +19,15 @@ pub fn encode(last_key: Option<&Item>) -> Option<String> {
     Some(URL_SAFE_NO_PAD.encode(serde_json::to_vec(&plain).ok()?))
 }
 
+/// The refusal of a page token that is not one of ours for this listing.
+pub fn invalid_token() -> DomainError {
+    DomainError::invalid(
+        "after",
+        "invalid_page_token",
+        "the page token is not valid for this listing",
+    )
+}
+
 /// Decodes a token, refusing one whose `partition_attribute` is not `partition`.
 pub fn decode(
     token: Option<&str>,
@@ -26,13 +35,7 @@ pub fn decode(
     partition: &str,
 ) -> Result<Option<Item>> {
     let Some(token) = token else { return Ok(None) };
-    let bad = || {
-        DomainError::invalid(
-            "after",
-            "invalid_page_token",
-            "the page token is not valid for this listing",
-        )
-    };
+    let bad = invalid_token;
     let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| bad())?;
     let plain: BTreeMap<String, String> = serde_json::from_slice(&bytes).map_err(|_| bad())?;
     if plain.get(partition_attribute).map(String::as_str) != Some(partition) {

@@ -24,16 +24,25 @@ impl DynamoStore {
         partition: &str,
         page: &PageRequest,
     ) -> Result<Page<Item>> {
+        let start = paging::decode(page.after.as_deref(), partition_attribute, partition)?;
+        let crafted = start.is_some();
         let out = query
             .limit(page.limit as i32)
-            .set_exclusive_start_key(paging::decode(
-                page.after.as_deref(),
-                partition_attribute,
-                partition,
-            )?)
+            .set_exclusive_start_key(start)
             .send()
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| {
+                // Our own tokens always fit the key schema: a start key DynamoDB rejects came
+                // from the caller, so it is their bad input, not an outage.
+                if crafted
+                    && e.as_service_error().and_then(|s| s.meta().code())
+                        == Some("ValidationException")
+                {
+                    paging::invalid_token()
+                } else {
+                    unavailable(e)
+                }
+            })?;
         let next = paging::encode(out.last_evaluated_key());
         Ok(Page {
             items: out.items.unwrap_or_default(),

@@ -8,7 +8,8 @@ use super::access::{Action, Principal, authorize};
 use crate::audit::{Actor, AuditAction, AuditEvent, AuditEvent as Event};
 use crate::connection::{Connection, ConnectionStatus};
 use crate::error::{DomainError, Entity, Result};
-use crate::ids::Email;
+use crate::ids::{Email, OrgId};
+use crate::mailbox_directory::{ResolveError, resolve_mailbox};
 use crate::page::{Page, PageRequest};
 use crate::settings::{IntegrationSettings, SettingsChange};
 use crate::user::{NewUser, Role, SyncStateKind, User};
@@ -37,6 +38,9 @@ impl IntegrationView {
         self.users_total > 0 && self.users_in_error * 5 >= self.users_total
     }
 }
+
+/// How long switching users on may spend resolving them before answering.
+const RESOLVE_BUDGET: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Services {
     pub async fn integration(&self, p: &Principal) -> Result<IntegrationView> {
@@ -223,7 +227,46 @@ impl Services {
             .map(|(e, on)| serde_json::json!({"email": e, "sync_enabled": on}))
             .collect();
         let audit = event(p, now, AuditAction::SyncToggled, "users").change(None, Some(&after));
-        self.store.set_sync_enabled(&p.org, changes, audit).await
+        let mut users = self.store.set_sync_enabled(&p.org, changes, audit).await?;
+        self.resolve_switched_on(&p.org, &mut users).await?;
+        Ok(users)
+    }
+
+    /// Resolves the users just switched on to their directory users, so the admin sees at once
+    /// which mailbox each email reaches. Best effort within a few seconds: whatever is left (or
+    /// fails) the worker resolves before its first delta call.
+    async fn resolve_switched_on(&self, org: &OrgId, users: &mut [User]) -> Result<()> {
+        let connection = self.store.connection(org).await?;
+        let (ConnectionStatus::Connected, Some(tenant), Some(app)) =
+            (connection.status, connection.tenant_id, connection.app)
+        else {
+            return Ok(());
+        };
+        let deadline = std::time::Instant::now() + RESOLVE_BUDGET;
+        for user in users
+            .iter_mut()
+            .filter(|u| u.sync_enabled && u.directory.is_none())
+        {
+            if std::time::Instant::now() >= deadline {
+                break;
+            }
+            let resolved = resolve_mailbox(
+                self.grants.directory(),
+                self.store.as_ref(),
+                org,
+                &tenant,
+                app,
+                &user.email,
+            )
+            .await;
+            match resolved {
+                Ok(link) => user.directory = Some(link),
+                Err(ResolveError::Store(e)) => return Err(e),
+                // A miss or a Microsoft refusal is the worker's to report on the user.
+                Err(ResolveError::Microsoft(_)) => {}
+            }
+        }
+        Ok(())
     }
 
     pub async fn audit_log(&self, p: &Principal, page: PageRequest) -> Result<Page<AuditEvent>> {

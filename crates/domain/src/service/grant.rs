@@ -92,6 +92,10 @@ impl Grants {
         }
     }
 
+    pub(crate) fn directory(&self) -> &dyn Directory {
+        self.directory.as_ref()
+    }
+
     /// Writes `next` over `seen` with a system audit event. If someone else changed the
     /// connection meanwhile, their change stands and is returned.
     pub(crate) async fn replace_connection(

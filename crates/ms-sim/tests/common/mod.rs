@@ -2,6 +2,7 @@
 //! Shared fixtures for the simulator's tests.
 
 use ms_sim::*;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -82,10 +83,15 @@ pub async fn world_with(cfg: SimConfig, inbox: u32, sent: u32) -> World {
     }
 }
 
-pub async fn world() -> World {
-    let w = world_with(SimConfig::default(), 25, 12).await;
+/// `world_with`, and the app holds consent in the tenant.
+pub async fn consented_world(cfg: SimConfig, inbox: u32, sent: u32) -> World {
+    let w = world_with(cfg, inbox, sent).await;
     w.sim.grant_consent(w.tenant.id, w.app.client_id).unwrap();
     w
+}
+
+pub async fn world() -> World {
+    consented_world(SimConfig::default(), 25, 12).await
 }
 
 impl World {
@@ -99,18 +105,79 @@ impl World {
     }
 
     pub async fn secret_token_resp(&self) -> reqwest::Response {
-        let cid = self.app.client_id.to_string();
-        let tid = self.tenant.id.to_string();
-        self.token_form(
-            &tid,
-            &[
-                ("client_id", &cid),
-                ("scope", "https://graph.microsoft.com/.default"),
-                ("grant_type", "client_credentials"),
-                ("client_secret", &self.secret.value),
-            ],
+        self.secret_token_resp_for(
+            &self.tenant.id.to_string(),
+            &self.app.client_id.to_string(),
+            &self.secret.value,
         )
         .await
+    }
+
+    /// Client credentials with a secret at `/{tenant}/oauth2/v2.0/token`.
+    pub async fn secret_token_resp_for(
+        &self,
+        tenant: &str,
+        client_id: &str,
+        secret: &str,
+    ) -> reqwest::Response {
+        secret_token_resp(&self.http, &self.sim.token_url(tenant), client_id, secret).await
+    }
+
+    /// An app-only token for another app of the world's tenant.
+    pub async fn app_token(&self, client_id: Uuid, secret: &str) -> String {
+        app_token(
+            &self.http,
+            &self.sim.token_url(&self.tenant.id.to_string()),
+            client_id,
+            secret,
+        )
+        .await
+    }
+
+    /// The app's admin-consent URL at `/organizations` (back to `REDIRECT` with `state`).
+    pub fn consent_url(&self, state: &str) -> String {
+        self.sim.admin_consent_url(
+            "organizations",
+            &self.app.client_id.to_string(),
+            REDIRECT,
+            state,
+        )
+    }
+
+    /// Walk the app's admin consent at `/organizations` as `upn` and press `decision`.
+    pub async fn consent(
+        &self,
+        state: &str,
+        upn: &str,
+        decision: ConsentDecision,
+    ) -> ConsentOutcome {
+        self.sim
+            .browser_consent(&self.consent_url(state), upn, decision)
+            .await
+            .unwrap()
+    }
+
+    /// Another tenant `domain` with users `user_names` (default specs).
+    pub fn other_tenant(&self, domain: &str, user_names: &[&str]) -> TenantInfo {
+        let t = self
+            .sim
+            .create_tenant(TenantSpec {
+                domain: domain.into(),
+                ..Default::default()
+            })
+            .unwrap();
+        for name in user_names {
+            self.sim
+                .create_user(
+                    t.id,
+                    UserSpec {
+                        user_name: (*name).into(),
+                        ..Default::default()
+                    },
+                )
+                .unwrap();
+        }
+        t
     }
 
     pub async fn token(&self) -> String {
@@ -139,6 +206,49 @@ impl World {
             self.user.id
         )
     }
+}
+
+/// Client credentials with a secret (`scope` = Graph's `.default`) at `token_url`.
+pub async fn secret_token_resp(
+    http: &reqwest::Client,
+    token_url: &str,
+    client_id: &str,
+    secret: &str,
+) -> reqwest::Response {
+    http.post(token_url)
+        .form(&[
+            ("client_id", client_id),
+            ("scope", GRAPH_DEFAULT_SCOPE),
+            ("grant_type", "client_credentials"),
+            ("client_secret", secret),
+        ])
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The access token of a client-credentials request (the status is not checked).
+pub async fn app_token(
+    http: &reqwest::Client,
+    token_url: &str,
+    client_id: Uuid,
+    secret: &str,
+) -> String {
+    let r = secret_token_resp(http, token_url, &client_id.to_string(), secret).await;
+    let v: Value = r.json().await.unwrap();
+    v["access_token"].as_str().unwrap().to_string()
+}
+
+/// Register an app from `spec` and give it a client secret valid for a day.
+pub fn app_with_secret(sim: &Simulator, spec: AppSpec) -> (AppInfo, SecretInfo) {
+    let app = sim.create_app(spec).unwrap();
+    let secret = sim
+        .add_secret(
+            app.client_id,
+            OffsetDateTime::now_utc() + time::Duration::days(1),
+        )
+        .unwrap();
+    (app, secret)
 }
 
 /// A client assertion as Microsoft's docs describe it, signed with the fixture key.
@@ -183,9 +293,73 @@ pub fn assertion(
     .unwrap()
 }
 
+/// An identity-platform error body: `error`, the one code in `error_codes`, and the
+/// description starting `AADSTS{code}: `.
+pub fn assert_aadsts(v: &Value, error: &str, code: u64) {
+    assert_eq!(v["error"], error, "{v}");
+    assert_eq!(v["error_codes"], serde_json::json!([code]), "{v}");
+    assert!(
+        v["error_description"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("AADSTS{code}: ")),
+        "{v}"
+    );
+}
+
 pub async fn error_code(r: reqwest::Response) -> (u16, Value) {
     let s = r.status().as_u16();
     (s, r.json().await.unwrap())
+}
+
+// ---- plain HTTP calls ------------------------------------------------------------------------
+
+/// Send a request: its status and JSON body.
+pub async fn fetch(rb: reqwest::RequestBuilder) -> (u16, Value) {
+    error_code(rb.send().await.unwrap()).await
+}
+
+/// Send a request: its JSON body (the status is not checked).
+pub async fn fetch_json<T: DeserializeOwned>(rb: reqwest::RequestBuilder) -> T {
+    rb.send().await.unwrap().json().await.unwrap()
+}
+
+/// Send a request: its body as text (the status is not checked).
+pub async fn fetch_text(rb: reqwest::RequestBuilder) -> String {
+    rb.send().await.unwrap().text().await.unwrap()
+}
+
+/// Send a request: its status (the body is not read).
+pub async fn fetch_status(rb: reqwest::RequestBuilder) -> u16 {
+    rb.send().await.unwrap().status().as_u16()
+}
+
+pub async fn get_json(w: &World, url: &str) -> (u16, Value) {
+    fetch(w.http.get(url)).await
+}
+
+pub async fn get_status(w: &World, url: &str) -> u16 {
+    fetch_status(w.http.get(url)).await
+}
+
+/// `POST url` with a JSON body: the JSON answer.
+pub async fn post_json<T: DeserializeOwned>(w: &World, url: &str, body: &Value) -> T {
+    fetch_json(w.http.post(url).json(body)).await
+}
+
+/// `POST url` without a body: the JSON answer.
+pub async fn post_empty(w: &World, url: &str) -> Value {
+    fetch_json(w.http.post(url)).await
+}
+
+/// `POST url` with a JSON body: the status.
+pub async fn post_status(w: &World, url: &str, body: &Value) -> u16 {
+    fetch_status(w.http.post(url).json(body)).await
+}
+
+/// `PUT url` with a JSON body: the status.
+pub async fn put_status(w: &World, url: &str, body: &Value) -> u16 {
+    fetch_status(w.http.put(url).json(body)).await
 }
 
 /// Follow a delta round to its deltaLink, returning all items and the deltaLink.
@@ -302,6 +476,28 @@ impl World {
     }
 }
 
+/// Submit the account picker's sign-in form (`action=signin`, `login_hint`, then `fields`) to
+/// `url` with a client that does not follow redirects, and check that the answer is the 302
+/// that sets the session cookie.
+pub async fn post_signin(
+    http: &reqwest::Client,
+    url: &str,
+    login_hint: &str,
+    fields: &[(&str, &str)],
+) -> reqwest::Response {
+    let mut form = vec![("action", "signin"), ("login_hint", login_hint)];
+    form.extend_from_slice(fields);
+    let r = http.post(url).form(&form).send().await.unwrap();
+    assert_eq!(r.status(), 302);
+    assert!(
+        r.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .starts_with("ms_sim_user=")
+    );
+    r
+}
+
 /// Header and claims of a JWT, unverified.
 pub fn jwt_parts(token: &str) -> (Value, Value) {
     use base64::Engine;
@@ -314,11 +510,6 @@ pub fn jwt_parts(token: &str) -> (Value, Value) {
     };
     let h = part();
     (h, part())
-}
-
-pub async fn get_json(w: &World, url: &str) -> (u16, Value) {
-    let r = w.http.get(url).send().await.unwrap();
-    (r.status().as_u16(), r.json().await.unwrap())
 }
 
 /// Verify an ID token the way a relying party does: the tenant's discovery document →
