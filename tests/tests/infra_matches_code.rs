@@ -126,3 +126,46 @@ fn every_table_in_code_is_in_the_template_with_the_same_keys_indexes_and_ttl() {
         }
     }
 }
+
+/// `sam build` runs `cargo lambda build --bin <Binary>` inside each function's `CodeUri`. At the
+/// workspace root only the default member (the embedded runner) is in reach, so each function
+/// must point at its own crate, whose package builds exactly that binary.
+#[test]
+fn every_function_builds_from_its_own_crate() {
+    let doc = template();
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../infra");
+    let workspace = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml"))
+        .expect("the workspace manifest");
+    let mut functions = 0;
+    for (name, resource) in doc["Resources"].as_hash().expect("Resources") {
+        if resource["Type"].as_str() != Some("AWS::Serverless::Function") {
+            continue;
+        }
+        functions += 1;
+        let name = name.as_str().unwrap();
+        let binary = resource["Metadata"]["BuildProperties"]["Binary"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{name}: BuildProperties.Binary"));
+        let code_uri = resource["Properties"]["CodeUri"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{name}: CodeUri"));
+        let manifest = std::path::Path::new(root).join(code_uri).join("Cargo.toml");
+        let text = std::fs::read_to_string(&manifest)
+            .unwrap_or_else(|e| panic!("{name}: {}: {e}", manifest.display()));
+        let package = text
+            .lines()
+            .find_map(|l| l.strip_prefix("name = "))
+            .map(|n| n.trim_matches('"'))
+            .unwrap_or_else(|| panic!("{name}: no package name"));
+        assert_eq!(
+            package, binary,
+            "{name}: the crate at {code_uri} builds {package}"
+        );
+        let member = code_uri.trim_start_matches("../");
+        assert!(
+            workspace.contains(&format!("\"{member}\"")),
+            "{name}: {member} is a workspace member"
+        );
+    }
+    assert_eq!(functions, 4);
+}

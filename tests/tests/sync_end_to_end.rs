@@ -1113,3 +1113,30 @@ async fn mailboxes_are_resolved_to_directory_ids_and_survive_renames() {
     );
     assert!(w.sim.violations().is_empty(), "{:?}", w.sim.violations());
 }
+
+/// A record nobody can read is reported failed, so SQS's redrive policy moves it to the
+/// dead-letter queue instead of it vanishing; the readable records of the batch still run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_job_is_left_for_the_dead_letter_queue() {
+    let w = world(1, 2, 1).await;
+    let engine = w.engine();
+    engine.enqueue_all().await.unwrap();
+    let mut batch = records(&w.queue.take());
+    batch.push(QueueRecord {
+        message_id: "poison".into(),
+        receipt_handle: "poison".into(),
+        body: "{not a job".into(),
+    });
+    let report = engine
+        .handle_batch(batch, Instant::now() + Duration::from_secs(60))
+        .await;
+    assert_eq!(report.failed, vec!["poison".to_owned()]);
+    assert!(
+        report
+            .outcomes
+            .iter()
+            .all(|(_, o)| *o == JobOutcome::Synced),
+        "{:?}",
+        report.outcomes
+    );
+}

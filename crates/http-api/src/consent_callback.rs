@@ -96,14 +96,19 @@ pub async fn consent_callback(
 }
 
 /// One CloudWatch embedded-metric line per refused callback, by reason (no org: a flood of
-/// forged requests must not mint a metric dimension per value an attacker chooses).
+/// forged requests must not mint a metric dimension per value an attacker chooses), in the
+/// stage's namespace like the sync functions' metrics.
 mod metrics {
     pub fn callback_refused(reason: &str) {
+        let namespace = std::env::var("O365_METRICS_NAMESPACE")
+            .ok()
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| "o365-sync".to_owned());
         let line = serde_json::json!({
             "_aws": {
                 "Timestamp": time::OffsetDateTime::now_utc().unix_timestamp() * 1000,
                 "CloudWatchMetrics": [{
-                    "Namespace": "o365-sync",
+                    "Namespace": namespace,
                     "Dimensions": [["Reason"]],
                     "Metrics": [{"Name": "ConsentCallbackRefused", "Unit": "Count"}]
                 }]

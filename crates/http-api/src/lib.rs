@@ -175,6 +175,7 @@ pub fn user_api(state: ApiState) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(access_log))
         .layer(cors)
         .with_state(state)
 }
@@ -183,7 +184,40 @@ pub fn user_api(state: ApiState) -> Router {
 pub fn consent_callback(state: ApiState) -> Router {
     Router::new()
         .route("/consent/callback", get(consent_callback::consent_callback))
+        .layer(axum::middleware::from_fn(access_log))
         .with_state(state)
+}
+
+/// One line per request: method, route (the pattern, never the raw path or query: those can
+/// carry codes, states and emails), status, latency and API Gateway's trace id. No headers, no
+/// bodies.
+async fn access_log(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let started = std::time::Instant::now();
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "(unmatched)".into());
+    let trace = request
+        .headers()
+        .get("x-amzn-trace-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let response = next.run(request).await;
+    tracing::info!(
+        target: "access",
+        method = %method,
+        route,
+        status = response.status().as_u16(),
+        latency_ms = started.elapsed().as_millis() as u64,
+        trace_id = trace.as_deref(),
+        "request"
+    );
+    response
 }
 
 #[cfg(test)]

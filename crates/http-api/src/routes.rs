@@ -39,7 +39,7 @@ async fn service_account_on(state: &ApiState, caller: &Caller) -> ApiResult<bool
 }
 
 #[utoipa::path(get, path = "/v1/integration", tag = "integration",
-    responses((status = 200, body = IntegrationDto), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json")),
+    responses((status = 200, description = "Success", body = IntegrationDto, headers(("ETag" = String, description = "the resource\'s version, quoted: send it back as If-Match"))), (status = 401, description = "Missing or invalid bearer token (problem+json)", body = Problem, content_type = "application/problem+json"), (status = 403, description = "The caller may not do this (problem+json)", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub async fn get_integration(
     State(state): State<ApiState>,
@@ -54,8 +54,8 @@ pub async fn get_integration(
 
 #[utoipa::path(patch, path = "/v1/integration/settings", tag = "integration", request_body = SettingsPatch,
     params(("If-Match" = Option<String>, Header, description = "the settings version you read, quoted")),
-    responses((status = 200, body = SettingsDto), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 409, body = Problem, content_type = "application/problem+json"), (status = 412, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json"), (status = 428, body = Problem, content_type = "application/problem+json")),
+    responses((status = 200, description = "Success", body = SettingsDto, headers(("ETag" = String, description = "the resource\'s version, quoted: send it back as If-Match"))), (status = 401, description = "Missing or invalid bearer token (problem+json)", body = Problem, content_type = "application/problem+json"), (status = 403, description = "The caller may not do this (problem+json)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Conflicts with the current state (problem+json)", body = Problem, content_type = "application/problem+json"), (status = 412, description = "If-Match no longer matches the resource's ETag (problem+json)", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Some fields are invalid (problem+json)", body = Problem, content_type = "application/problem+json"), (status = 428, description = "Send the version you read (problem+json)", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub async fn patch_settings(
     State(state): State<ApiState>,
@@ -77,7 +77,7 @@ pub async fn patch_settings(
 }
 
 #[utoipa::path(post, path = "/v1/integration/connection/activate", tag = "connection",
-    responses((status = 200, body = ConsentLinkDto), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem, content_type = "application/problem+json")),
+    responses((status = 200, description = "Success", body = ConsentLinkDto), (status = 401, description = "Missing or invalid bearer token (problem+json)", body = Problem, content_type = "application/problem+json"), (status = 403, description = "The caller may not do this (problem+json)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Conflicts with the current state (problem+json)", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub async fn activate_connection(
     State(state): State<ApiState>,
@@ -93,7 +93,7 @@ pub async fn activate_connection(
 }
 
 #[utoipa::path(post, path = "/v1/integration/connection/verify", tag = "connection",
-    responses((status = 200, body = ConnectionDto), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem, content_type = "application/problem+json")),
+    responses((status = 200, description = "Success", body = ConnectionDto), (status = 401, description = "Missing or invalid bearer token (problem+json)", body = Problem, content_type = "application/problem+json"), (status = 403, description = "The caller may not do this (problem+json)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Conflicts with the current state (problem+json)", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub async fn verify_connection(
     State(state): State<ApiState>,
@@ -105,7 +105,7 @@ pub async fn verify_connection(
 }
 
 #[utoipa::path(delete, path = "/v1/integration/connection", tag = "connection",
-    responses((status = 200, body = ConnectionDto), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json")),
+    responses((status = 200, description = "Success", body = ConnectionDto), (status = 401, description = "Missing or invalid bearer token (problem+json)", body = Problem, content_type = "application/problem+json"), (status = 403, description = "The caller may not do this (problem+json)", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub async fn delete_connection(
     State(state): State<ApiState>,
@@ -117,7 +117,7 @@ pub async fn delete_connection(
 }
 
 #[utoipa::path(get, path = "/v1/users", tag = "users", params(UsersQuery),
-    responses((status = 200, body = UserPageDto), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")),
+    responses((status = 200, description = "Success", body = UserPageDto), (status = 401, description = "Missing or invalid bearer token (problem+json)", body = Problem, content_type = "application/problem+json"), (status = 403, description = "The caller may not do this (problem+json)", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Some fields are invalid (problem+json)", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub async fn list_users(
     State(state): State<ApiState>,
@@ -146,8 +146,8 @@ pub async fn list_users(
 }
 
 #[utoipa::path(post, path = "/v1/users", tag = "users", request_body = AddUserRequest,
-    responses((status = 201, body = UserDto), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 409, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")),
+    responses((status = 201, description = "Created", body = UserDto, headers(("ETag" = String, description = "the resource\'s version, quoted: send it back as If-Match"))), (status = 401, description = "Missing or invalid bearer token (problem+json)", body = Problem, content_type = "application/problem+json"), (status = 403, description = "The caller may not do this (problem+json)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Conflicts with the current state (problem+json)", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Some fields are invalid (problem+json)", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub async fn add_user(
     State(state): State<ApiState>,
@@ -165,7 +165,7 @@ pub async fn add_user(
 }
 
 #[utoipa::path(get, path = "/v1/users/{email}", tag = "users", params(("email" = String, Path)),
-    responses((status = 200, body = UserDto), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json")),
+    responses((status = 200, description = "Success", body = UserDto, headers(("ETag" = String, description = "the resource\'s version, quoted: send it back as If-Match"))), (status = 401, description = "Missing or invalid bearer token (problem+json)", body = Problem, content_type = "application/problem+json"), (status = 403, description = "The caller may not do this (problem+json)", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such resource in the caller's org (problem+json)", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub async fn get_user(
     State(state): State<ApiState>,
@@ -181,7 +181,7 @@ pub async fn get_user(
 }
 
 #[utoipa::path(get, path = "/v1/me", tag = "users",
-    responses((status = 200, body = UserDto), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json")),
+    responses((status = 200, description = "Success", body = UserDto, headers(("ETag" = String, description = "the resource\'s version, quoted: send it back as If-Match"))), (status = 401, description = "Missing or invalid bearer token (problem+json)", body = Problem, content_type = "application/problem+json"), (status = 403, description = "The caller may not do this (problem+json)", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub async fn get_me(State(state): State<ApiState>, caller: Caller) -> ApiResult<impl IntoResponse> {
     let user = state.services.user(&caller.0, &caller.0.email).await?;
@@ -191,8 +191,8 @@ pub async fn get_me(State(state): State<ApiState>, caller: Caller) -> ApiResult<
 
 #[utoipa::path(patch, path = "/v1/users/{email}", tag = "users", request_body = ChangeRoleRequest,
     params(("email" = String, Path), ("If-Match" = Option<String>, Header)),
-    responses((status = 200, body = UserDto), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 409, body = Problem, content_type = "application/problem+json"), (status = 412, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json"), (status = 428, body = Problem, content_type = "application/problem+json")),
+    responses((status = 200, description = "Success", body = UserDto, headers(("ETag" = String, description = "the resource\'s version, quoted: send it back as If-Match"))), (status = 401, description = "Missing or invalid bearer token (problem+json)", body = Problem, content_type = "application/problem+json"), (status = 403, description = "The caller may not do this (problem+json)", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such resource in the caller's org (problem+json)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Conflicts with the current state (problem+json)", body = Problem, content_type = "application/problem+json"), (status = 412, description = "If-Match no longer matches the resource's ETag (problem+json)", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Some fields are invalid (problem+json)", body = Problem, content_type = "application/problem+json"), (status = 428, description = "Send the version you read (problem+json)", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub async fn change_role(
     State(state): State<ApiState>,
@@ -215,8 +215,8 @@ pub async fn change_role(
 
 #[utoipa::path(delete, path = "/v1/users/{email}", tag = "users",
     params(("email" = String, Path), ("If-Match" = String, Header, description = "the user's version, quoted")),
-    responses((status = 204), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 409, body = Problem, content_type = "application/problem+json"), (status = 412, body = Problem, content_type = "application/problem+json"), (status = 428, body = Problem, content_type = "application/problem+json")),
+    responses((status = 204, description = "Done; nothing to return"), (status = 401, description = "Missing or invalid bearer token (problem+json)", body = Problem, content_type = "application/problem+json"), (status = 403, description = "The caller may not do this (problem+json)", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such resource in the caller's org (problem+json)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Conflicts with the current state (problem+json)", body = Problem, content_type = "application/problem+json"), (status = 412, description = "If-Match no longer matches the resource's ETag (problem+json)", body = Problem, content_type = "application/problem+json"), (status = 428, description = "Send the version you read (problem+json)", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub async fn remove_user(
     State(state): State<ApiState>,
@@ -235,8 +235,8 @@ pub async fn remove_user(
 }
 
 #[utoipa::path(put, path = "/v1/primary", tag = "users", request_body = SetPrimaryRequest,
-    responses((status = 200, body = UserDto), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 409, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")),
+    responses((status = 200, description = "Success", body = UserDto), (status = 401, description = "Missing or invalid bearer token (problem+json)", body = Problem, content_type = "application/problem+json"), (status = 403, description = "The caller may not do this (problem+json)", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such resource in the caller's org (problem+json)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Conflicts with the current state (problem+json)", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Some fields are invalid (problem+json)", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub async fn set_primary(
     State(state): State<ApiState>,
@@ -250,8 +250,8 @@ pub async fn set_primary(
 }
 
 #[utoipa::path(post, path = "/v1/users/sync", tag = "users", request_body = SyncChangesRequest,
-    responses((status = 200, body = UsersDto), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 409, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")),
+    responses((status = 200, description = "Success", body = UsersDto), (status = 401, description = "Missing or invalid bearer token (problem+json)", body = Problem, content_type = "application/problem+json"), (status = 403, description = "The caller may not do this (problem+json)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Conflicts with the current state (problem+json)", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Some fields are invalid (problem+json)", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub async fn set_sync(
     State(state): State<ApiState>,
@@ -277,7 +277,7 @@ pub async fn set_sync(
 }
 
 #[utoipa::path(post, path = "/v1/sync", tag = "sync",
-    responses((status = 202, body = SyncTriggeredDto), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem, content_type = "application/problem+json")),
+    responses((status = 202, description = "Accepted: the work is queued", body = SyncTriggeredDto), (status = 401, description = "Missing or invalid bearer token (problem+json)", body = Problem, content_type = "application/problem+json"), (status = 403, description = "The caller may not do this (problem+json)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Conflicts with the current state (problem+json)", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub async fn sync_now(
     State(state): State<ApiState>,
@@ -288,8 +288,8 @@ pub async fn sync_now(
 }
 
 #[utoipa::path(get, path = "/v1/sync/runs", tag = "sync", params(PageQuery),
-    responses((status = 200, body = SyncRunPageDto), (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")),
+    responses((status = 200, description = "Success", body = SyncRunPageDto), (status = 401, description = "Missing or invalid bearer token (problem+json)", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The caller may not do this (problem+json)", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Some fields are invalid (problem+json)", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub async fn sync_runs(
     State(state): State<ApiState>,
@@ -307,7 +307,7 @@ pub async fn sync_runs(
 }
 
 #[utoipa::path(get, path = "/v1/audit", tag = "audit", params(PageQuery),
-    responses((status = 200, body = AuditPageDto), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")),
+    responses((status = 200, description = "Success", body = AuditPageDto), (status = 401, description = "Missing or invalid bearer token (problem+json)", body = Problem, content_type = "application/problem+json"), (status = 403, description = "The caller may not do this (problem+json)", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Some fields are invalid (problem+json)", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub async fn audit_log(
     State(state): State<ApiState>,

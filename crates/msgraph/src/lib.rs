@@ -50,7 +50,8 @@ pub struct GraphConfig {
     pub max_in_flight_per_mailbox: usize,
     /// Consecutive transient failures (5xx, resets, broken bodies) before giving up.
     pub max_transient_attempts: u32,
-    /// First backoff step (full jitter, doubling, capped) when Microsoft sends no Retry-After.
+    /// Shortest wait, and first backoff step (doubling with jitter, capped), when Microsoft sends
+    /// no Retry-After.
     pub backoff_base: Duration,
     pub backoff_cap: Duration,
     /// Per-request timeout (connect + answer).
@@ -68,7 +69,7 @@ impl Default for GraphConfig {
             graph_base_url: DEFAULT_GRAPH_BASE_URL.into(),
             max_in_flight_per_mailbox: 4,
             max_transient_attempts: 6,
-            backoff_base: Duration::from_millis(500),
+            backoff_base: Duration::from_secs(1),
             backoff_cap: Duration::from_secs(30),
             request_timeout: Duration::from_secs(60),
             token_refresh_margin: Duration::from_secs(300),
@@ -206,18 +207,22 @@ impl GraphClient {
             .clone()
     }
 
+    /// Exponential backoff with jitter, never below `backoff_base`: a retry a few milliseconds
+    /// after a 5xx or a timeout would only add to whatever overloaded Microsoft.
     fn backoff(&self, attempt: u32) -> Duration {
         let cfg = &self.inner.cfg;
         let ceiling = cfg
             .backoff_base
             .saturating_mul(1u32 << attempt.min(16))
             .min(cfg.backoff_cap);
-        let ms = ceiling.as_millis() as u64;
-        Duration::from_millis(if ms == 0 {
-            0
-        } else {
-            rand::random_range(0..=ms)
-        })
+        let floor = cfg.backoff_base.min(ceiling);
+        let spread = (ceiling - floor).as_millis() as u64;
+        floor
+            + Duration::from_millis(if spread == 0 {
+                0
+            } else {
+                rand::random_range(0..=spread)
+            })
     }
 
     /// One Graph GET with the whole resilience policy; `parse` turns a 200 body into `T` (a

@@ -286,11 +286,27 @@ pub fn api_state(env: &Env, parts: Parts, graph: GraphConfig) -> Result<ApiState
 
 /// JSON logs for Lambda (CloudWatch), readable ones locally.
 pub fn init_tracing(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| "info,dynoxide::server=error".into());
+    // RUST_LOG wins; else Lambda's own log-level setting (advanced logging controls set
+    // AWS_LAMBDA_LOG_LEVEL: TRACE, DEBUG, INFO, WARN, ERROR or FATAL); else info.
+    let lambda_level =
+        std::env::var("AWS_LAMBDA_LOG_LEVEL")
+            .ok()
+            .map(|l| match l.to_ascii_lowercase().as_str() {
+                "fatal" => "error".to_owned(),
+                other => other.to_owned(),
+            });
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        let level = lambda_level.unwrap_or_else(|| "info".into());
+        format!("{level},dynoxide::server=error").into()
+    });
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     if json {
-        builder.json().with_current_span(false).init();
+        // The current span carries the invocation's request and trace ids onto every line.
+        builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init();
     } else {
         builder.init();
     }

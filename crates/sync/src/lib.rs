@@ -395,18 +395,22 @@ impl SyncEngine {
             let job: SyncJob = match serde_json::from_str(&record.body) {
                 Ok(j) => j,
                 Err(e) => {
-                    // A message we cannot read will never succeed: drop it loudly.
-                    tracing::error!(message_id = record.message_id, error = %e, "unreadable sync job dropped");
+                    // A message we cannot read will never succeed, but it is evidence of a bug:
+                    // reported as failed, the queue's redrive policy moves it to the dead-letter
+                    // queue instead of it vanishing.
+                    tracing::error!(message_id = record.message_id, error = %e, "unreadable sync job; left for the dead-letter queue");
+                    report.failed.push(record.message_id);
                     continue;
                 }
             };
             let engine = self.clone();
             let limit = limit.clone();
-            tasks.spawn(async move {
+            // The invocation's span (request id, trace id) follows each mailbox task.
+            tasks.spawn(tracing::Instrument::in_current_span(async move {
                 let _permit = limit.acquire_owned().await;
                 let (outcome, mailbox_report) = engine.run_job(&job, deadline).await;
                 (record, outcome, mailbox_report)
-            });
+            }));
         }
         while let Some(done) = tasks.join_next().await {
             let Ok((record, outcome, r)) = done else {

@@ -3,7 +3,16 @@
 
 use serde_json::{Map, Value, json};
 
+/// The default namespace; `O365_METRICS_NAMESPACE` (set per stage by the template) replaces it
+/// so two stages in one account do not mix their metrics.
 pub const NAMESPACE: &str = "o365-sync";
+
+pub fn namespace() -> String {
+    std::env::var("O365_METRICS_NAMESPACE")
+        .ok()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| NAMESPACE.to_owned())
+}
 
 /// One EMF document: `dimensions` (name, value) and `metrics` (name, unit, value).
 pub fn emf_line(dimensions: &[(&str, &str)], metrics: &[(&str, &str, f64)]) -> String {
@@ -18,7 +27,7 @@ pub fn emf_line(dimensions: &[(&str, &str)], metrics: &[(&str, &str, f64)]) -> S
         "_aws".into(),
         json!({
             "Timestamp": timestamp,
-            "CloudWatchMetrics": [{"Namespace": NAMESPACE, "Dimensions": [dims], "Metrics": defs}]
+            "CloudWatchMetrics": [{"Namespace": namespace(), "Dimensions": [dims], "Metrics": defs}]
         }),
     );
     for (k, v) in dimensions {

@@ -42,7 +42,14 @@ async fn handle(
             body: m.body.unwrap_or_default(),
         })
         .collect();
-    let report = engine.handle_batch(records, deadline).await;
+    // Every line of this invocation, the mailbox tasks' included, carries its ids.
+    let span = tracing::info_span!(
+        "invocation",
+        requestId = %event.context.request_id,
+        xrayTraceId = event.context.xray_trace_id.as_deref().unwrap_or("")
+    );
+    let report =
+        tracing::Instrument::instrument(engine.handle_batch(records, deadline), span).await;
     let used = graph.stats().since(&before);
     for line in metrics::worker_lines(
         "sync-worker",

@@ -167,7 +167,12 @@ impl Grants {
                 }));
             }
         };
-        let primary = self.store.primary(org).await?;
+        // The Primary who activated: the rule holds for the person who connected, and a later
+        // change of Primary neither races a running attempt nor breaks a live connection.
+        let primary = match &c.activated_by {
+            Some(email) => Some(email.clone()),
+            None => self.store.primary(org).await?,
+        };
         let who = account
             .user_principal_name
             .clone()
