@@ -82,13 +82,14 @@ fn routes() -> Vec<Route> {
             409,
             409,
         ),
+        // Deleting stops everyone's sync: the Primary's action, like activating.
         r(
             "DELETE",
             "/v1/integration/connection",
             None,
             &[],
             403,
-            200,
+            403,
             200,
         ),
         r("GET", "/v1/users", None, &[], 403, 200, 200),

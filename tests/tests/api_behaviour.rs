@@ -370,12 +370,19 @@ async fn bulk_sync_switches_report_each_bad_row_and_apply_nothing() {
         .as_user("acme", PRIMARY, "POST", "/v1/users/sync", Some(body))
         .await;
     assert_eq!(r.status, StatusCode::OK);
+    // The org's service account is off: switched-on users say why nothing syncs, not a
+    // hopeful "never_synced".
     assert!(
-        r.body["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|u| u["sync_enabled"] == true && u["status"] == "never_synced")
+        r.body["items"].as_array().unwrap().iter().all(|u| {
+            u["sync_enabled"] == true
+                && u["status"] == "error"
+                && u["error"]["code"] == "service_account_off"
+                && u["error"]["remediation"]
+                    .as_str()
+                    .is_some_and(|t| t.contains("Use Service Account"))
+        }),
+        "{:?}",
+        r.body
     );
     let r = h
         .as_user(

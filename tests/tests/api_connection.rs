@@ -1128,3 +1128,102 @@ async fn switching_users_on_shows_the_directory_user_each_email_reaches() {
         assert_eq!(read.body["directory"], row["directory"], "{:?}", read.body);
     }
 }
+
+async fn adele(h: &ApiHarness) -> serde_json::Value {
+    h.as_user("acme", PRIMARY, "GET", "/v1/users/adele@contoso.com", None)
+        .await
+        .body
+}
+
+/// Users tell the truth about the org: while the connection needs consent again (or is in
+/// error), every switched-on user shows that cause and its remediation, and "sync now" names
+/// the real reason it refuses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_and_sync_now_show_why_the_org_does_not_sync() {
+    let h = harness(SimConfig::default()).await;
+    h.org("acme").await;
+    expect_front_end(
+        &h.connect("acme", ConsentDecision::Accept).await,
+        "connected",
+    );
+    let r = h
+        .as_user(
+            "acme",
+            PRIMARY,
+            "POST",
+            "/v1/users/sync",
+            Some(json!({"changes": [{"email": "adele@contoso.com", "sync_enabled": true}]})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(adele(&h).await["status"], "never_synced");
+
+    let version = integration(&h, "acme").await["settings"]["version"]
+        .as_u64()
+        .unwrap();
+    let r = h
+        .as_user(
+            "acme",
+            PRIMARY,
+            "PATCH",
+            "/v1/integration/settings",
+            Some(json!({"read_only": true, "version": version})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let c = &integration(&h, "acme").await["connection"];
+    assert_eq!(c["status"], "needs_reconsent");
+    assert_eq!(c["error"]["code"], "needs_reconsent", "{c}");
+    assert!(
+        c["error"]["remediation"]
+            .as_str()
+            .unwrap()
+            .contains("activates it again")
+    );
+    let user = adele(&h).await;
+    assert_eq!(user["status"], "error", "{user}");
+    assert_eq!(user["error"]["code"], "needs_reconsent", "{user}");
+    assert_eq!(user["error"]["scope"], "org", "{user}");
+    let sync = h.as_user("acme", PRIMARY, "POST", "/v1/sync", None).await;
+    assert_eq!(sync.status, StatusCode::CONFLICT);
+    assert!(
+        sync.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("consent again"),
+        "{:?}",
+        sync.body
+    );
+
+    // Only the Primary deletes the connection; then users say it is not connected.
+    let by_admin = h
+        .as_user(
+            "acme",
+            "admin@contoso.com",
+            "DELETE",
+            "/v1/integration/connection",
+            None,
+        )
+        .await;
+    assert_eq!(by_admin.status, StatusCode::FORBIDDEN);
+    let r = h
+        .as_user(
+            "acme",
+            PRIMARY,
+            "DELETE",
+            "/v1/integration/connection",
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(adele(&h).await["error"]["code"], "not_connected");
+    let sync = h.as_user("acme", PRIMARY, "POST", "/v1/sync", None).await;
+    assert!(
+        sync.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("not connected"),
+        "{:?}",
+        sync.body
+    );
+}

@@ -107,6 +107,37 @@ pub struct Connection {
 }
 
 impl Connection {
+    /// Why no mailbox of the org can sync through this connection, or `None` while it works
+    /// (or is only waiting for Microsoft to propagate a fresh grant).
+    pub fn blocking_failure(
+        &self,
+        service_account_on: bool,
+        at: time::OffsetDateTime,
+    ) -> Option<Failure> {
+        use crate::failure::FailureCode;
+        let failure = |code, message: &str| Some(Failure::new(code, None, message, at));
+        if !service_account_on {
+            return failure(FailureCode::ServiceAccountOff, "Use Service Account is off");
+        }
+        match self.status {
+            ConnectionStatus::Connected | ConnectionStatus::Verifying => None,
+            ConnectionStatus::Error => self
+                .last_error
+                .clone()
+                .or_else(|| failure(FailureCode::NotConnected, "the connection is in error")),
+            ConnectionStatus::NeedsReconsent => failure(
+                FailureCode::NeedsReconsent,
+                "Read Only Permissions changed after consent",
+            ),
+            ConnectionStatus::None
+            | ConnectionStatus::PendingSignIn
+            | ConnectionStatus::PendingConsent => failure(
+                FailureCode::NotConnected,
+                "the service account is not connected",
+            ),
+        }
+    }
+
     pub fn none() -> Self {
         Self {
             status: ConnectionStatus::None,

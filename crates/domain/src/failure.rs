@@ -64,6 +64,12 @@ pub enum FailureCode {
     NotPrimaryAccount,
     /// The tenant is already bound to another org of the platform.
     TenantInUse,
+    /// "Read Only Permissions" changed after the grant: the grant is for the other app.
+    NeedsReconsent,
+    /// The service account is on but not connected (never activated, deleted, or mid-way).
+    NotConnected,
+    /// The service account is switched off: this service syncs nothing.
+    ServiceAccountOff,
 }
 
 impl FailureCode {
@@ -117,6 +123,9 @@ impl FailureCode {
                 "The Microsoft account that signed in is not the Primary user's: none of its addresses (user principal name, mail, aliases) is {}. Activate again signed in with the Primary user's Microsoft account, or make the person who signed in the Primary user first.",
                 email.unwrap_or("the Primary user's email")
             ),
+            NeedsReconsent => "\"Read Only Permissions\" was changed after consent, so the grant is for the other set of permissions and sync has stopped. The Primary user deletes the connection on the Connection Settings tab and activates it again; a Global Administrator then grants the new permissions.".into(),
+            NotConnected => "The service account is on but not connected, so this mailbox does not sync. The Primary user activates the connection on the Connection Settings tab (My Connection → Activate).".into(),
+            ServiceAccountOff => "\"Use Service Account\" is off, so this service syncs no mail. Turn it on in Connection Settings and have the Primary user activate the connection.".into(),
             TenantInUse => "This Microsoft 365 tenant is already connected to another organisation on this platform, and a tenant can serve only one. An admin of that organisation must delete its connection first; if you do not know which organisation it is, contact support.".into(),
         }
     }

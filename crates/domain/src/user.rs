@@ -144,6 +144,33 @@ pub struct User {
     pub version: u64,
 }
 
+/// What decides whether a user's mail can sync right now beyond the user's own record: the
+/// org's switch and connection. Read once per request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrgSyncContext {
+    pub service_account_on: bool,
+    /// Why nothing of the org syncs, when nothing does.
+    pub blocked_by: Option<Failure>,
+}
+
+impl User {
+    /// The user as an admin should see them: with the service account on, every user's mail is
+    /// reached through it; and a sync-enabled user of an org whose connection does not work
+    /// shows that failure (with the org's remediation), not a stale `ok`.
+    pub fn as_seen(&self, org: &OrgSyncContext) -> User {
+        let mut seen = self.clone();
+        if org.service_account_on {
+            seen.connection_mode = ConnectionMode::ServiceAccount;
+        }
+        if let (true, Some(cause)) = (self.sync_enabled, &org.blocked_by) {
+            seen.state = SyncState::Error {
+                cause: cause.clone(),
+            };
+        }
+        seen
+    }
+}
+
 /// A validated request to add a user.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewUser {

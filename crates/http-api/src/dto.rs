@@ -11,7 +11,7 @@ use o365_domain::service::admin::IntegrationView;
 use o365_domain::service::connection::ConsentLink;
 use o365_domain::settings::IntegrationSettings;
 use o365_domain::sync_run::SyncRun;
-use o365_domain::user::{ConnectionMode, SyncState, User};
+use o365_domain::user::{SyncState, User};
 
 /// A failure with what happened, in Microsoft's words, and what to do.
 #[derive(Debug, Serialize, ToSchema)]
@@ -209,20 +209,15 @@ pub struct DirectoryUserDto {
 }
 
 impl UserDto {
-    /// `service_account_on`: with the service account on, every user syncs through it.
-    pub fn of(u: &User, service_account_on: bool) -> Self {
-        let mode = if service_account_on {
-            ConnectionMode::ServiceAccount
-        } else {
-            u.connection_mode
-        };
+    /// From the user as the domain shows it ([`User::as_seen`]).
+    pub fn of(u: &User) -> Self {
         Self {
             email: u.email.to_string(),
             display_name: u.display_name.as_str().into(),
             role: u.role.as_str().into(),
             is_primary: u.is_primary,
             sync_enabled: u.sync_enabled,
-            connection_mode: mode.as_str().into(),
+            connection_mode: u.connection_mode.as_str().into(),
             status: u.state.kind().as_str().into(),
             error: match &u.state {
                 SyncState::Error { cause } => Some(FailureDto::of(cause, Some(u.email.as_str()))),

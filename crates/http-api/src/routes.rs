@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 use o365_domain::ids::Email;
 use o365_domain::page::PageRequest;
 use o365_domain::settings::SettingsChange;
-use o365_domain::user::{NewUser, Role, SyncStateKind};
+use o365_domain::user::{NewUser, OrgSyncContext, Role, SyncStateKind};
 use o365_domain::{DomainError, FieldError};
 
 use crate::ApiState;
@@ -29,13 +29,9 @@ fn page(limit: Option<u32>, after: Option<String>) -> Result<PageRequest, Domain
     PageRequest::new(limit, after).map_err(DomainError::from)
 }
 
-async fn service_account_on(state: &ApiState, caller: &Caller) -> ApiResult<bool> {
-    Ok(state
-        .services
-        .store
-        .settings(&caller.0.org)
-        .await?
-        .use_service_account)
+/// The org's switch and connection, read once, to show users as they are.
+async fn org_context(state: &ApiState, caller: &Caller) -> ApiResult<OrgSyncContext> {
+    Ok(state.services.sync_context(&caller.0.org).await?)
 }
 
 #[utoipa::path(get, path = "/v1/integration", tag = "integration",
@@ -138,9 +134,13 @@ pub async fn list_users(
         .services
         .list_users(&caller.0, status, page(q.limit, q.after.clone())?)
         .await?;
-    let sa = service_account_on(&state, &caller).await?;
+    let org = org_context(&state, &caller).await?;
     Ok(Json(UserPageDto {
-        items: users.items.iter().map(|u| UserDto::of(u, sa)).collect(),
+        items: users
+            .items
+            .iter()
+            .map(|u| UserDto::of(&u.as_seen(&org)))
+            .collect(),
         next: users.next,
     }))
 }
@@ -156,11 +156,11 @@ pub async fn add_user(
 ) -> ApiResult<impl IntoResponse> {
     let new = NewUser::parse(&body.email, &body.display_name, &body.role)?;
     let user = state.services.add_user(&caller.0, new, now()).await?;
-    let sa = service_account_on(&state, &caller).await?;
+    let org = org_context(&state, &caller).await?;
     Ok((
         StatusCode::CREATED,
         etag(user.version),
-        Json(UserDto::of(&user, sa)),
+        Json(UserDto::of(&user.as_seen(&org))),
     ))
 }
 
@@ -176,8 +176,8 @@ pub async fn get_user(
         .services
         .user(&caller.0, &email_in_path(&email)?)
         .await?;
-    let sa = service_account_on(&state, &caller).await?;
-    Ok((etag(user.version), Json(UserDto::of(&user, sa))))
+    let org = org_context(&state, &caller).await?;
+    Ok((etag(user.version), Json(UserDto::of(&user.as_seen(&org)))))
 }
 
 #[utoipa::path(get, path = "/v1/me", tag = "users",
@@ -185,8 +185,8 @@ pub async fn get_user(
     security(("bearer" = [])))]
 pub async fn get_me(State(state): State<ApiState>, caller: Caller) -> ApiResult<impl IntoResponse> {
     let user = state.services.user(&caller.0, &caller.0.email).await?;
-    let sa = service_account_on(&state, &caller).await?;
-    Ok((etag(user.version), Json(UserDto::of(&user, sa))))
+    let org = org_context(&state, &caller).await?;
+    Ok((etag(user.version), Json(UserDto::of(&user.as_seen(&org)))))
 }
 
 #[utoipa::path(patch, path = "/v1/users/{email}", tag = "users", request_body = ChangeRoleRequest,
@@ -209,8 +209,8 @@ pub async fn change_role(
         .change_role(&caller.0, &email, role, expected.version, now())
         .await
         .map_err(|e| expected.refusal(e))?;
-    let sa = service_account_on(&state, &caller).await?;
-    Ok((etag(user.version), Json(UserDto::of(&user, sa))))
+    let org = org_context(&state, &caller).await?;
+    Ok((etag(user.version), Json(UserDto::of(&user.as_seen(&org)))))
 }
 
 #[utoipa::path(delete, path = "/v1/users/{email}", tag = "users",
@@ -245,8 +245,8 @@ pub async fn set_primary(
 ) -> ApiResult<Json<UserDto>> {
     let email = Email::parse(&body.email).map_err(DomainError::from)?;
     let user = state.services.set_primary(&caller.0, &email, now()).await?;
-    let sa = service_account_on(&state, &caller).await?;
-    Ok(Json(UserDto::of(&user, sa)))
+    let org = org_context(&state, &caller).await?;
+    Ok(Json(UserDto::of(&user.as_seen(&org))))
 }
 
 #[utoipa::path(post, path = "/v1/users/sync", tag = "users", request_body = SyncChangesRequest,
@@ -270,9 +270,12 @@ pub async fn set_sync(
         return Err(DomainError::Invalid(errors).into());
     }
     let users = state.services.set_sync(&caller.0, &changes, now()).await?;
-    let sa = service_account_on(&state, &caller).await?;
+    let org = org_context(&state, &caller).await?;
     Ok(Json(UsersDto {
-        items: users.iter().map(|u| UserDto::of(u, sa)).collect(),
+        items: users
+            .iter()
+            .map(|u| UserDto::of(&u.as_seen(&org)))
+            .collect(),
     }))
 }
 

@@ -38,6 +38,7 @@ pub enum Action<'a> {
     ReadIntegration,
     ChangeSettings,
     ActivateConnection,
+    DeleteConnection,
     ManageConnection,
     ManageUsers,
     ReadUsers,
@@ -57,6 +58,10 @@ pub fn authorize(p: &Principal, action: Action<'_>) -> Result<()> {
         Action::ActivateConnection if admin && p.is_primary => Ok(()),
         Action::ActivateConnection => Err(DomainError::Forbidden(
             "only the admin who is the Primary user can activate the connection",
+        )),
+        Action::DeleteConnection if admin && p.is_primary => Ok(()),
+        Action::DeleteConnection => Err(DomainError::Forbidden(
+            "only the admin who is the Primary user can delete the connection",
         )),
         _ if admin => Ok(()),
         _ => Err(DomainError::Forbidden("only admins can do this")),
@@ -87,6 +92,8 @@ mod tests {
         assert!(authorize(&p(Role::Admin, false), Action::ReadUser(&other)).is_ok());
         assert!(authorize(&p(Role::Admin, false), Action::ActivateConnection).is_err());
         assert!(authorize(&p(Role::Admin, true), Action::ActivateConnection).is_ok());
+        assert!(authorize(&p(Role::Admin, false), Action::DeleteConnection).is_err());
+        assert!(authorize(&p(Role::Admin, true), Action::DeleteConnection).is_ok());
         assert!(authorize(&p(Role::Admin, false), Action::ChangeSettings).is_ok());
     }
 }

@@ -8,11 +8,12 @@ use super::access::{Action, Principal, authorize};
 use crate::audit::{Actor, AuditAction, AuditEvent, AuditEvent as Event};
 use crate::connection::{Connection, ConnectionStatus};
 use crate::error::{DomainError, Entity, Result};
+use crate::failure::{Failure, FailureCode};
 use crate::ids::{Email, OrgId};
 use crate::mailbox_directory::{ResolveError, resolve_mailbox};
 use crate::page::{Page, PageRequest};
 use crate::settings::{IntegrationSettings, SettingsChange};
-use crate::user::{NewUser, Role, SyncStateKind, User};
+use crate::user::{NewUser, OrgSyncContext, Role, SyncStateKind, User};
 
 fn event(
     p: &Principal,
@@ -54,6 +55,18 @@ impl Services {
             connection,
             users_in_error,
             users_total,
+        })
+    }
+
+    /// The org's switch and connection, once per request, for showing users as they are
+    /// ([`User::as_seen`]).
+    pub async fn sync_context(&self, org: &OrgId) -> Result<OrgSyncContext> {
+        let settings = self.store.settings(org).await?;
+        let connection = self.store.connection(org).await?;
+        Ok(OrgSyncContext {
+            service_account_on: settings.use_service_account,
+            blocked_by: connection
+                .blocking_failure(settings.use_service_account, OffsetDateTime::now_utc()),
         })
     }
 
@@ -103,21 +116,28 @@ impl Services {
                 | ConnectionStatus::PendingConsent
                 | ConnectionStatus::PendingSignIn
         );
-        let new_connection =
-            if !next.use_service_account && connection.status != ConnectionStatus::None {
-                Some(Connection {
-                    version: connection.version + 1,
-                    ..Connection::none()
-                })
-            } else if next.read_only != current.read_only && live {
-                Some(Connection {
-                    status: ConnectionStatus::NeedsReconsent,
-                    version: connection.version + 1,
-                    ..connection.clone()
-                })
-            } else {
-                None
-            };
+        let new_connection = if !next.use_service_account
+            && connection.status != ConnectionStatus::None
+        {
+            Some(Connection {
+                version: connection.version + 1,
+                ..Connection::none()
+            })
+        } else if next.read_only != current.read_only && live {
+            Some(Connection {
+                status: ConnectionStatus::NeedsReconsent,
+                last_error: Some(Failure::new(
+                    FailureCode::NeedsReconsent,
+                    None,
+                    "Read Only Permissions changed after consent: the grant is for the other app registration",
+                    now,
+                )),
+                version: connection.version + 1,
+                ..connection.clone()
+            })
+        } else {
+            None
+        };
         let audit = event(p, now, AuditAction::SettingsChanged, "settings")
             .change(Some(&current), Some(&next));
         self.store

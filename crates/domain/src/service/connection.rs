@@ -110,13 +110,13 @@ impl Services {
     }
 
     /// Clears the connection (and so releases its tenant); service-account syncs stop; it can
-    /// be activated again.
+    /// be activated again. The Primary's action, like activating: it stops everyone's sync.
     pub async fn delete_connection(
         &self,
         p: &Principal,
         now: OffsetDateTime,
     ) -> Result<Connection> {
-        authorize(p, Action::ManageConnection)?;
+        authorize(p, Action::DeleteConnection)?;
         let current = self.store.connection(&p.org).await?;
         let cleared = Connection {
             version: current.version + 1,

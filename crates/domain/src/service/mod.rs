@@ -85,17 +85,39 @@ impl Services {
         }
     }
 
-    /// "Sync now" (admins): only a connected service account has anything to sync.
+    /// "Sync now" (admins): only a connected service account has anything to sync; a refusal
+    /// names the real reason.
     pub async fn sync_now(&self, p: &access::Principal) -> crate::error::Result<usize> {
+        use crate::connection::ConnectionStatus;
+        use crate::error::DomainError::Precondition;
+        use crate::failure::FailureCode;
         access::authorize(p, access::Action::TriggerSync)?;
         let settings = self.store.settings(&p.org).await?;
         let connection = self.store.connection(&p.org).await?;
-        if !settings.use_service_account
-            || connection.status != crate::connection::ConnectionStatus::Connected
-        {
-            return Err(crate::error::DomainError::Precondition(
-                "sync runs only over a connected service account: activate the connection first",
-            ));
+        let now = time::OffsetDateTime::now_utc();
+        match connection.blocking_failure(settings.use_service_account, now) {
+            None if connection.status == ConnectionStatus::Connected => {}
+            None => {
+                return Err(Precondition(
+                    "Microsoft is still confirming the grant; sync starts by itself once the connection is verified",
+                ));
+            }
+            Some(f) => {
+                return Err(Precondition(match f.code {
+                    FailureCode::ServiceAccountOff => {
+                        "\"Use Service Account\" is off: turn it on and activate the connection first"
+                    }
+                    FailureCode::NotConnected => {
+                        "the service account is not connected: the Primary user activates the connection first"
+                    }
+                    FailureCode::NeedsReconsent => {
+                        "the connection needs consent again (Read Only Permissions changed): the Primary user deletes it and activates it again"
+                    }
+                    _ => {
+                        "the connection is in error: GET /v1/integration shows the cause and what to do"
+                    }
+                }));
+            }
         }
         self.sync.sync_org_now(&p.org).await
     }
