@@ -1227,3 +1227,73 @@ async fn users_and_sync_now_show_why_the_org_does_not_sync() {
         sync.body
     );
 }
+
+/// An attempt that fails or is abandoned holds no tenant: a Global Administrator lured into
+/// signing in through another org's link, who then cancels, leaves the tenant free; and a
+/// left-over consent link of an earlier attempt cannot end the current one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_attempts_hold_no_tenant_and_old_links_cannot_end_new_attempts() {
+    let h = harness(SimConfig::default()).await;
+    let evil = "adele@contoso.com";
+    h.org_with_primary("evil", evil).await;
+    let url = h.activate_as("evil", evil).await;
+    let consent_url = h.sign_in(&url, PRIMARY).await.location().to_owned();
+    assert!(h.is_consent_page(&consent_url), "{consent_url}");
+    assert_eq!(
+        connection_as(&h, "evil", evil).await["tenant_id"],
+        h.tenant.id.to_string(),
+        "bound while the attempt is on the consent page"
+    );
+    let cancelled = h
+        .consent(&consent_url, PRIMARY, ConsentDecision::Cancel)
+        .await;
+    expect_front_end(&cancelled, "consent_declined");
+    assert!(connection_as(&h, "evil", evil).await["tenant_id"].is_null());
+    // The tenant's own org connects.
+    h.org("acme").await;
+    let url = h.activate("acme").await;
+    let first = h.sign_in(&url, PRIMARY).await.location().to_owned();
+    let url = h.activate("acme").await;
+    let second = h.sign_in(&url, PRIMARY).await.location().to_owned();
+    // The first link's answer arrives while the second attempt waits: refused, nothing changes.
+    let late = h.consent(&first, PRIMARY, ConsentDecision::Cancel).await;
+    assert_eq!(late.status, StatusCode::BAD_REQUEST, "{:?}", late.body);
+    assert_eq!(
+        integration(&h, "acme").await["connection"]["status"],
+        "pending_consent"
+    );
+    expect_front_end(
+        &h.consent(&second, PRIMARY, ConsentDecision::Accept).await,
+        "connected",
+    );
+}
+
+/// A personal Microsoft account (its `tid` is the consumers tenant) has no organisation to bind,
+/// whatever roles its token claims.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_personal_account_is_refused() {
+    let h = harness(SimConfig::default()).await;
+    let consumers = h
+        .sim
+        .create_tenant(ms_sim::TenantSpec {
+            domain: "outlook.com".into(),
+            id: Some(ms_sim::MSA_TENANT_ID.parse().unwrap()),
+            ..Default::default()
+        })
+        .unwrap();
+    h.sim
+        .create_user(
+            consumers.id,
+            ms_sim::UserSpec {
+                user_name: "someone".into(),
+                global_admin: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    h.org("acme").await;
+    let url = h.activate("acme").await;
+    let r = h.sign_in(&url, "someone@outlook.com").await;
+    expect_front_end(&r, "personal_account");
+    assert!(integration(&h, "acme").await["connection"]["tenant_id"].is_null());
+}

@@ -867,6 +867,7 @@ async fn bound(store: &DynamoStore, o: &OrgId, t: TenantId) -> Connection {
     Connection {
         status: ConnectionStatus::PendingConsent,
         tenant_id: Some(t),
+        pending_until: Some((now() + Duration::minutes(15)).unix_timestamp()),
         version: current.version + 1,
         ..current
     }
@@ -981,6 +982,22 @@ async fn a_tenant_is_bound_to_one_org_at_a_time(store: &DynamoStore) {
     assert_eq!(store.connection(&b).await.unwrap().tenant_id, Some(t));
     assert!(matches!(
         bind(a.clone(), "a-3").await,
+        Err(DomainError::Rule(RuleViolation::TenantInUse))
+    ));
+    // An attempt whose consent link expired (abandoned on Microsoft's page) holds nothing.
+    let pending = store.connection(&b).await.unwrap();
+    let abandoned = Connection {
+        pending_until: Some((now() - Duration::seconds(1)).unix_timestamp()),
+        version: pending.version + 1,
+        ..pending
+    };
+    store
+        .save_connection(&b, &abandoned, audit(&b, AuditAction::AdminSignedIn, "c"))
+        .await
+        .unwrap();
+    bind(a.clone(), "a-3b").await.unwrap();
+    assert!(matches!(
+        bind(b.clone(), "b-3").await,
         Err(DomainError::Rule(RuleViolation::TenantInUse))
     ));
     // Another tenant is unaffected.

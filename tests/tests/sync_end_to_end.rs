@@ -175,6 +175,8 @@ async fn connect(store: &DynamoStore, org: &OrgId, tenant: uuid::Uuid) {
         granted_at: Some(OffsetDateTime::now_utc()),
         last_verified_at: Some(OffsetDateTime::now_utc()),
         last_error: None,
+        attempt: None,
+        pending_until: None,
         version: before.version + 1,
     };
     store
@@ -803,6 +805,9 @@ async fn sync_error_classes_land_on_the_user_or_the_org() {
             "ErrorAccessDenied",
         ),
     ];
+    // The ghost was looked up by mail and by alias before it was declared not found; everyone
+    // else resolved by UPN.
+    assert_eq!(w.sim.request_count(Endpoint::GraphUsersQuery, None), 2);
     let runs = w.runs().await;
     for (email, code, ms) in expect {
         assert_eq!(outcomes[email], JobOutcome::UserError(code));
@@ -1110,6 +1115,47 @@ async fn mailboxes_are_resolved_to_directory_ids_and_survive_renames() {
     assert_eq!(
         archived(&w, "megan.bowen@contoso.com").await,
         truth_counts(&w, "megan.b@contoso.com")
+    );
+
+    // Stored state naming a user Graph no longer knows (deleted and re-created: the old id in
+    // the link and in its delta links): looked up again, the folders start over, all is read.
+    let diego_email = Email::parse("diego@contoso.com").unwrap();
+    let gone = uuid::Uuid::new_v4().to_string();
+    let real = diego.id.to_string();
+    w.store
+        .set_directory_link(
+            &w.org,
+            &diego_email,
+            Some(&o365_domain::user::DirectoryLink {
+                object_id: gone.clone(),
+                user_principal_name: "diego.siciliani@contoso.com".into(),
+                mail: None,
+            }),
+        )
+        .await
+        .unwrap();
+    for folder in MailFolder::ALL {
+        let mut cursor = w
+            .store
+            .cursor(&w.org, &diego_email, folder)
+            .await
+            .unwrap()
+            .expect("a cursor after the first sync");
+        let url = cursor.link.url().replace(&real, &gone);
+        assert_ne!(url, cursor.link.url(), "the link names the user by id");
+        cursor.link = o365_domain::mailbox::SyncLink::Delta(url);
+        w.store.save_cursor(&cursor).await.unwrap();
+    }
+    w.sim
+        .add_messages("diego.siciliani@contoso.com", Folder::Inbox, 1)
+        .unwrap();
+    let outcomes: HashMap<String, JobOutcome> = w.sync_all(&engine, 2).await.into_iter().collect();
+    assert_eq!(outcomes["diego@contoso.com"], JobOutcome::Synced);
+    let user = w.store.user(&w.org, &diego_email).await.unwrap();
+    assert_eq!(user.directory.unwrap().object_id, real);
+    assert_eq!(
+        archived(&w, "diego@contoso.com").await,
+        truth_counts(&w, "diego.siciliani@contoso.com")
     );
     assert!(w.sim.violations().is_empty(), "{:?}", w.sim.violations());
 }

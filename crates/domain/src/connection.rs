@@ -94,9 +94,19 @@ pub struct Connection {
     /// The platform user (the Primary admin) who pressed Activate.
     #[serde(default)]
     pub activated_by: Option<Email>,
-    /// The Microsoft account that signed in and consented.
-    #[serde(default)]
+    /// The Microsoft account that signed in and consented. (Items written before accounts were
+    /// proven named a platform email here: read as unknown, so the grant must be proven again.)
+    #[serde(default, deserialize_with = "account_or_legacy")]
     pub granted_by: Option<MicrosoftAccount>,
+    /// The consent round trip this connection waits for (its request nonce): only that
+    /// answer may end the attempt, not a left-over link of an earlier one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<String>,
+    /// While `pending_consent`, when the attempt's link expires (epoch seconds): after it, the
+    /// tenant this attempt bound may be taken by another org (an abandoned sign-in must not
+    /// hold a tenant for ever).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_until: Option<i64>,
     #[serde(with = "time::serde::rfc3339::option")]
     pub granted_at: Option<OffsetDateTime>,
     #[serde(with = "time::serde::rfc3339::option")]
@@ -104,6 +114,22 @@ pub struct Connection {
     pub last_error: Option<Failure>,
     /// Bumped by every change; 0 means the connection was never written.
     pub version: u64,
+}
+
+fn account_or_legacy<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<MicrosoftAccount>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Stored {
+        Account(MicrosoftAccount),
+        // Recognised to be dropped: an email proves nothing about who consented.
+        Legacy(#[allow(dead_code)] String),
+    }
+    Ok(match Option::<Stored>::deserialize(d)? {
+        Some(Stored::Account(a)) => Some(a),
+        Some(Stored::Legacy(_)) | None => None,
+    })
 }
 
 impl Connection {
@@ -145,10 +171,25 @@ impl Connection {
             app: None,
             activated_by: None,
             granted_by: None,
+            attempt: None,
+            pending_until: None,
             granted_at: None,
             last_verified_at: None,
             last_error: None,
             version: 0,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_stored_with_an_email_as_granted_by_still_reads() {
+        let mut legacy = serde_json::to_value(Connection::none()).unwrap();
+        legacy["granted_by"] = serde_json::json!("root@contoso.com");
+        let read: Connection = serde_json::from_value(legacy).unwrap();
+        assert_eq!(read.granted_by, None);
     }
 }

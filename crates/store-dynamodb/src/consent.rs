@@ -16,7 +16,7 @@ use o365_domain::{DomainError, Entity, Result, RuleViolation};
 
 use crate::keys::{self, CONNECTION_SK, CONSENT_SK, TENANT_SK, consent_pk, org_pk, tenant_pk};
 use crate::sdk_error::{TransactionFailure, is_conditional_failure, unavailable};
-use crate::{DynamoStore, Item, from_item, s, to_item};
+use crate::{DynamoStore, Item, from_item, n, s, to_item};
 
 #[derive(Serialize, Deserialize)]
 struct ConsentRecord {
@@ -149,12 +149,19 @@ impl ConsentStore for DynamoStore {
             None => items.push(self.put_item(claim, Some("attribute_not_exists(pk)"), None)?),
             Some(holder) => {
                 if held_elsewhere {
-                    // A claim is live only while its org's connection still names the tenant;
-                    // one left behind (deleted or failed connection) is taken over.
+                    // A claim is live while its org's connection names the tenant, unless that
+                    // connection is an attempt whose consent link has expired: a claim left by
+                    // a deleted, failed or abandoned attempt is taken over.
                     items.push(self.condition_check(
                         keys::key(org_pk(holder), CONNECTION_SK),
-                        "attribute_not_exists(tenant_id) OR tenant_id <> :t",
-                        Some(Item::from([(":t".into(), s(tenant.to_string()))])),
+                        "attribute_not_exists(tenant_id) OR tenant_id <> :t OR pending_until < :now",
+                        Some(Item::from([
+                            (":t".into(), s(tenant.to_string())),
+                            (
+                                ":now".into(),
+                                n(OffsetDateTime::now_utc().unix_timestamp().max(0) as u64),
+                            ),
+                        ])),
                     )?);
                 }
                 items.push(self.put_item(
@@ -171,10 +178,15 @@ impl ConsentStore for DynamoStore {
             Ok(()) => Ok(()),
             Err(TransactionFailure::Cancelled(reasons)) => {
                 if held_elsewhere && reasons.first().is_some_and(Option::is_some) {
-                    Err(DomainError::Rule(RuleViolation::TenantInUse))
-                } else {
-                    // A concurrent claim or connection change won: the caller starts over.
-                    Err(DomainError::Conflict(Entity::Connection))
+                    return Err(DomainError::Rule(RuleViolation::TenantInUse));
+                }
+                // Another org may have claimed the tenant between our read and our write.
+                match self.tenant_holder(&tenant).await? {
+                    Some(now_held) if now_held != *org => {
+                        Err(DomainError::Rule(RuleViolation::TenantInUse))
+                    }
+                    // Otherwise a concurrent change of our own connection won: start over.
+                    _ => Err(DomainError::Conflict(Entity::Connection)),
                 }
             }
             Err(TransactionFailure::Other(e)) => Err(e),

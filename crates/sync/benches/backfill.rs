@@ -337,6 +337,8 @@ async fn main() {
         granted_at: Some(OffsetDateTime::now_utc()),
         last_verified_at: Some(OffsetDateTime::now_utc()),
         last_error: None,
+        attempt: None,
+        pending_until: None,
         version: before.version + 1,
     };
     store

@@ -553,7 +553,7 @@ impl SyncEngine {
             .cfg
             .backfill_days
             .map(|d| t - time::Duration::days(i64::from(d)));
-        let mut resolved_now = user.directory.is_none();
+        let mut retried = false;
         let mut link = match user.directory {
             Some(link) => link,
             None => match self.resolve(job, tenant, app).await {
@@ -577,20 +577,30 @@ impl SyncEngine {
                 .await;
             match result {
                 Ok(()) => {}
-                // Graph does not know the id (any more): look the email up again, once, and
-                // start the folders over if it now names another directory user.
-                Err(e) if resolve::is_user_not_found(&e) && !resolved_now => {
-                    resolved_now = true;
-                    match self.resolve(job, tenant, app).await {
-                        Ok(found) if found.object_id != link.object_id => {
-                            link = found;
-                            folders = MailFolder::ALL.iter();
-                        }
-                        Ok(_) => return self.stop(job, &connection, e, report, failure).await,
+                // Graph does not know the user the stored id or links name (a user deleted and
+                // re-created, or links from before mailboxes were addressed by id naming an
+                // address that moved): look the email up again, once, drop the folders' links
+                // (they name the old user) and start both folders fresh.
+                Err(ref e) if resolve::is_user_not_found(e) && !retried => {
+                    retried = true;
+                    link = match self.resolve(job, tenant, app).await {
+                        Ok(found) => found,
                         Err(stop) => {
                             return self.stop(job, &connection, stop, report, failure).await;
                         }
+                    };
+                    tracing::info!(org = %job.org, mailbox = job.mailbox.key(), "mailbox looked up again; its folders start over");
+                    for folder in MailFolder::ALL {
+                        if let Err(e) = self
+                            .stores
+                            .state
+                            .clear_cursor(&job.org, &job.mailbox, folder)
+                            .await
+                        {
+                            return JobOutcome::Failed(e.to_string());
+                        }
                     }
+                    folders = MailFolder::ALL.iter();
                 }
                 Err(stop) => return self.stop(job, &connection, stop, report, failure).await,
             }

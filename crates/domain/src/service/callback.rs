@@ -243,10 +243,21 @@ impl Services {
                 account: account.clone(),
             },
         );
+        // Everything that can fail without writing comes first: a bound tenant is never left
+        // behind by an answer that could not go on to the consent page.
+        let key = self.secrets.state_signing_key(Freshness::Cached).await?;
+        let state = consent_state::sign(&next_request, key.expose());
+        let url = self
+            .sign_in
+            .admin_consent_url(request.app, &tenant, &state)
+            .await
+            .map_err(|e| DomainError::Unavailable(format!("cannot build the consent URL: {e}")))?;
         let pending = Connection {
             status: ConnectionStatus::PendingConsent,
             tenant_id: Some(tenant),
             granted_by: Some(account),
+            attempt: Some(next_request.nonce.clone()),
+            pending_until: Some(next_request.expires_at.unix_timestamp()),
             last_error: None,
             version: seen.version + 1,
             ..seen.clone()
@@ -264,7 +275,7 @@ impl Services {
             .bind_tenant(tenant, &next_request, &pending, audit)
             .await
         {
-            Ok(()) => {}
+            Ok(()) => Ok(ConsentOutcome::ContinueToConsent(url)),
             Err(DomainError::Rule(RuleViolation::TenantInUse)) => {
                 let failure = Failure::new(
                     FailureCode::TenantInUse,
@@ -272,23 +283,14 @@ impl Services {
                     format!("tenant {tenant} is connected to another organisation"),
                     now,
                 );
-                return self.fail_attempt(org, seen, failure, now).await;
+                self.fail_attempt(org, seen, failure, now).await
             }
             Err(DomainError::Conflict(_)) => {
-                return self
-                    .refuse(Refusal::StaleRequest, Some(org.clone()), now, None)
-                    .await;
+                self.refuse(Refusal::StaleRequest, Some(org.clone()), now, None)
+                    .await
             }
-            Err(e) => return Err(e),
+            Err(e) => Err(e),
         }
-        let key = self.secrets.state_signing_key(Freshness::Cached).await?;
-        let state = consent_state::sign(&next_request, key.expose());
-        let url = self
-            .sign_in
-            .admin_consent_url(request.app, &tenant, &state)
-            .await
-            .map_err(|e| DomainError::Unavailable(format!("cannot build the consent URL: {e}")))?;
-        Ok(ConsentOutcome::ContinueToConsent(url))
     }
 
     async fn finish_admin_consent(
@@ -320,7 +322,10 @@ impl Services {
             self.store.append(event).await?;
             return Ok(ConsentOutcome::Ignored);
         }
+        // Only the answer to the link this attempt issued: a left-over link of an earlier
+        // attempt (same admin, same tenant) must not end this one.
         let current_attempt = seen.status == ConnectionStatus::PendingConsent
+            && seen.attempt.as_deref() == Some(request.nonce.as_str())
             && seen.tenant_id == Some(tenant)
             && seen.granted_by.as_ref().map(|a| &a.object_id) == Some(&account.object_id);
         if !current_attempt {
@@ -364,6 +369,8 @@ impl Services {
         let verifying = Connection {
             status: ConnectionStatus::Verifying,
             granted_at: Some(now),
+            attempt: None,
+            pending_until: None,
             last_error: None,
             ..seen.clone()
         };
@@ -384,8 +391,9 @@ impl Services {
         })
     }
 
-    /// Ends the current attempt in error. A tenant bound by it stays bound only while the
-    /// failure leaves the tenant this org's (e.g. consent declined by its proven admin).
+    /// Ends the current attempt in error and releases any tenant it bound: a tenant is held
+    /// only by a grant (verifying, connected, needing consent again), never by an attempt that
+    /// failed or was abandoned.
     async fn fail_attempt(
         &self,
         org: &OrgId,
@@ -394,16 +402,11 @@ impl Services {
         now: OffsetDateTime,
     ) -> Result<ConsentOutcome> {
         let code = failure.code;
-        let keeps_tenant = matches!(
-            code,
-            FailureCode::ConsentDeclined
-                | FailureCode::ConsentRequired
-                | FailureCode::ConsentFailed
-                | FailureCode::NeedAdminApproval
-        );
         let next = Connection {
             status: ConnectionStatus::Error,
-            tenant_id: if keeps_tenant { seen.tenant_id } else { None },
+            tenant_id: None,
+            attempt: None,
+            pending_until: None,
             last_error: Some(failure),
             ..seen.clone()
         };

@@ -146,7 +146,13 @@ impl Grants {
     }
 
     async fn attempt(&self, org: &OrgId, c: &Connection) -> Result<Option<Attempt>> {
-        let (Some(tenant), Some(app), Some(account)) = (c.tenant_id, c.app, c.granted_by.clone())
+        // Only a recorded grant is proven: never an attempt still on its way to consent.
+        let has_grant = matches!(
+            c.status,
+            ConnectionStatus::Verifying | ConnectionStatus::Connected | ConnectionStatus::Error
+        ) && c.granted_at.is_some();
+        let (true, Some(tenant), Some(app), Some(account)) =
+            (has_grant, c.tenant_id, c.app, c.granted_by.clone())
         else {
             return Ok(None);
         };
