@@ -160,6 +160,44 @@ fn routes() -> Vec<Route> {
         r("GET", "/v1/audit", None, &[], 403, 200, 200),
         r("GET", "/v1/sync/runs", None, &[], 403, 200, 200),
         r("GET", "/v1/me", None, &[], 200, 200, 200),
+        // Captured mail: the owner (the member here) and admins; a message that does not exist
+        // is 404 for those allowed to look.
+        r(
+            "GET",
+            "/v1/users/adele@contoso.com/messages",
+            None,
+            &[],
+            200,
+            200,
+            200,
+        ),
+        r(
+            "GET",
+            "/v1/users/admin@contoso.com/messages",
+            None,
+            &[],
+            403,
+            200,
+            200,
+        ),
+        r(
+            "GET",
+            "/v1/users/adele@contoso.com/messages/AAMkAGI2",
+            None,
+            &[],
+            404,
+            404,
+            404,
+        ),
+        r(
+            "GET",
+            "/v1/users/admin@contoso.com/messages/AAMkAGI2",
+            None,
+            &[],
+            403,
+            404,
+            404,
+        ),
     ]
 }
 

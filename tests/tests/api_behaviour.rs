@@ -481,7 +481,9 @@ async fn the_openapi_document_matches_the_routes() {
     // unauthenticated (401), never "no such route" (404) or "method not allowed" (405).
     for op in &documented {
         let (method, path) = op.split_once(' ').unwrap();
-        let concrete = path.replace("{email}", "adele@contoso.com");
+        let concrete = path
+            .replace("{email}", "adele@contoso.com")
+            .replace("{id}", "AAMkAGI2");
         let reply = h.call(method, &concrete, None, None, &[]).await;
         assert_eq!(
             reply.status,
@@ -498,6 +500,8 @@ async fn the_openapi_document_matches_the_routes() {
         "GET /v1/sync/runs",
         "GET /v1/users",
         "GET /v1/users/{email}",
+        "GET /v1/users/{email}/messages",
+        "GET /v1/users/{email}/messages/{id}",
         "PATCH /v1/integration/settings",
         "PATCH /v1/users/{email}",
         "POST /v1/integration/connection/activate",

@@ -1,6 +1,6 @@
 //! The deployed tables must be the tables the code defines: keys, indexes and TTL attribute.
 
-use o365_store_dynamodb::{Table, table_definitions};
+use o365_store_dynamodb::{IndexProjection, Table, table_definitions};
 use yaml_rust2::{Yaml, YamlLoader};
 
 fn template() -> Yaml {
@@ -62,7 +62,11 @@ fn every_table_in_code_is_in_the_template_with_the_same_keys_indexes_and_ttl() {
             .collect();
         let mut expected = vec![def.partition_key, def.sort_key];
         for index in &def.indexes {
-            expected.extend([index.partition_key, index.sort_key]);
+            for key in [index.partition_key, index.sort_key] {
+                if !expected.contains(&key) {
+                    expected.push(key);
+                }
+            }
         }
         let mut expected: Vec<(String, String)> = expected
             .into_iter()
@@ -76,7 +80,8 @@ fn every_table_in_code_is_in_the_template_with_the_same_keys_indexes_and_ttl() {
             "{resource} attribute definitions"
         );
 
-        let indexes: Vec<(String, (String, String), String)> = props["GlobalSecondaryIndexes"]
+        type Index = (String, (String, String), String, Vec<String>);
+        let indexes: Vec<Index> = props["GlobalSecondaryIndexes"]
             .as_vec()
             .map(|v| v.as_slice())
             .unwrap_or_default()
@@ -89,17 +94,28 @@ fn every_table_in_code_is_in_the_template_with_the_same_keys_indexes_and_ttl() {
                         .as_str()
                         .unwrap()
                         .to_owned(),
+                    i["Projection"]["NonKeyAttributes"]
+                        .as_vec()
+                        .map(|v| v.iter().map(|a| a.as_str().unwrap().to_owned()).collect())
+                        .unwrap_or_default(),
                 )
             })
             .collect();
-        let expected_indexes: Vec<(String, (String, String), String)> = def
+        let expected_indexes: Vec<Index> = def
             .indexes
             .iter()
             .map(|i| {
+                let (kind, attributes) = match i.projection {
+                    IndexProjection::All => ("ALL", vec![]),
+                    IndexProjection::Include(names) => {
+                        ("INCLUDE", names.iter().map(|n| n.to_string()).collect())
+                    }
+                };
                 (
                     i.name.to_owned(),
                     (i.partition_key.to_owned(), i.sort_key.to_owned()),
-                    "ALL".to_owned(),
+                    kind.to_owned(),
+                    attributes,
                 )
             })
             .collect();

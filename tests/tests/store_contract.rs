@@ -10,7 +10,8 @@ use o365_domain::consent::{ConsentLeg, ConsentRequest};
 use o365_domain::ids::{Email, OrgId, TenantId};
 use o365_domain::mailbox::{MailFolder, MailboxCursor, SyncLink};
 use o365_domain::message::{
-    BodyType, CapturedMessage, MessageBody, MessageRemoval, Recipient, RemovalReason, StoredMessage,
+    BodyType, CapturedMessage, MessageBody, MessageQuery, MessageRemoval, Recipient, RemovalReason,
+    StoredMessage,
 };
 use o365_domain::page::PageRequest;
 use o365_domain::ports::{
@@ -1157,6 +1158,87 @@ fn message(id: &str, folder: MailFolder, body: &str) -> CapturedMessage {
     }
 }
 
+async fn mail_lists_newest_first_without_bodies(store: &DynamoStore) {
+    let o = org_with_admin(store, "acme").await;
+    let mbx = email("adele@contoso.com");
+    let at = |day: u8| {
+        time::Date::from_calendar_date(2026, time::Month::November, day)
+            .unwrap()
+            .midnight()
+            .assume_utc()
+    };
+    let mut batch = Vec::new();
+    for (id, folder, day) in [
+        ("a", MailFolder::Inbox, 3),
+        ("b", MailFolder::SentItems, 1),
+        ("c", MailFolder::Inbox, 2),
+    ] {
+        let mut m = message(id, folder, "<p>secret body</p>");
+        m.received_at = Some(at(day));
+        batch.push(m);
+    }
+    store
+        .write_page(&o, &mbx, &batch, &[], now())
+        .await
+        .unwrap();
+    let removal = MessageRemoval {
+        id: "c".into(),
+        folder: MailFolder::Inbox,
+        reason: RemovalReason::Deleted,
+    };
+    store
+        .write_page(&o, &mbx, &[], &[removal], now())
+        .await
+        .unwrap();
+    let (o, mbx) = (&o, &mbx);
+    let list = |q: MessageQuery| async move {
+        store
+            .list_messages(o, mbx, &q, PageRequest::first(10))
+            .await
+            .unwrap()
+            .items
+    };
+    let ids = |items: Vec<StoredMessage>| -> Vec<String> {
+        items
+            .into_iter()
+            .map(|m| match m {
+                StoredMessage::Live { message, .. } => {
+                    assert!(message.body.is_none(), "no bodies in listings");
+                    message.id
+                }
+                StoredMessage::Removed { id, .. } => format!("{id} (removed)"),
+            })
+            .collect()
+    };
+    assert_eq!(ids(list(MessageQuery::default()).await), ["a", "b"]);
+    assert_eq!(
+        ids(list(MessageQuery {
+            include_removed: true,
+            ..Default::default()
+        })
+        .await),
+        ["a", "c (removed)", "b"]
+    );
+    assert_eq!(
+        ids(list(MessageQuery {
+            folder: Some(MailFolder::SentItems),
+            ..Default::default()
+        })
+        .await),
+        ["b"]
+    );
+    assert_eq!(
+        ids(list(MessageQuery {
+            received_since: Some(at(2)),
+            received_until: Some(at(3)),
+            include_removed: true,
+            ..Default::default()
+        })
+        .await),
+        ["a", "c (removed)"]
+    );
+}
+
 async fn live_ids(store: &DynamoStore, o: &OrgId, mbx: &Email) -> Vec<(String, MailFolder)> {
     let mut out = Vec::new();
     let mut page = PageRequest::first(100);
@@ -1446,6 +1528,7 @@ contract_suite!(
         cursors_and_leases,
         message_pages_are_idempotent_and_moves_converge,
         huge_bodies_are_cut_to_fit_one_item,
+        mail_lists_newest_first_without_bodies,
         sync_runs_are_listed_newest_first_per_org,
     ],
     isolated: [twenty_concurrent_set_primary_calls_leave_exactly_one_primary]

@@ -37,6 +37,8 @@ pub enum AuditAction {
     CallbackRefused,
     /// A late callback (e.g. from a second tab) arrived for a connected org and was ignored.
     CallbackIgnored,
+    /// Someone read a captured message's body.
+    MessageRead,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

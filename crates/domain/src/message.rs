@@ -60,6 +60,18 @@ pub enum RemovalReason {
     Changed,
 }
 
+/// Which archived messages of a mailbox a listing returns (newest first).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MessageQuery {
+    pub folder: Option<MailFolder>,
+    /// Received at or after.
+    pub received_since: Option<OffsetDateTime>,
+    /// Received at or before.
+    pub received_until: Option<OffsetDateTime>,
+    /// Also messages deleted or moved out of the synced folders (tombstones).
+    pub include_removed: bool,
+}
+
 /// A `@removed` entry of a folder's delta.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MessageRemoval {

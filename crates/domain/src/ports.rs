@@ -190,6 +190,14 @@ pub trait MessageArchive: Send + Sync {
         mailbox: &Email,
         id: &str,
     ) -> Result<Option<StoredMessage>>;
+    /// A mailbox's messages matching `query`, newest first, without bodies.
+    async fn list_messages(
+        &self,
+        org: &OrgId,
+        mailbox: &Email,
+        query: &crate::message::MessageQuery,
+        page: PageRequest,
+    ) -> Result<Page<StoredMessage>>;
     /// Every item of a mailbox, tombstones included.
     async fn all_messages(
         &self,

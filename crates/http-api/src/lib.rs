@@ -6,6 +6,7 @@ pub mod auth;
 mod consent_callback;
 pub mod dto;
 mod extract;
+mod mail;
 pub mod problem;
 mod routes;
 
@@ -118,6 +119,8 @@ fn api_routes() -> OpenApiRouter<ApiState> {
             routes::change_role,
             routes::remove_user
         ))
+        .routes(routes!(mail::list_messages))
+        .routes(routes!(mail::read_message))
         .routes(routes!(routes::get_me))
         .routes(routes!(routes::set_primary))
         .routes(routes!(routes::set_sync))

@@ -23,8 +23,8 @@ use std::collections::HashMap;
 
 pub use messages::MAX_ITEM_BYTES;
 pub use tables::{
-    IndexDefinition, TTL_ATTRIBUTE, Table, TableDefinition, TableNames, ensure_tables, probe,
-    table_definitions,
+    IndexDefinition, IndexProjection, TTL_ATTRIBUTE, Table, TableDefinition, TableNames,
+    ensure_tables, probe, table_definitions,
 };
 
 use o365_domain::{DomainError, Result};

@@ -19,8 +19,8 @@ use time::OffsetDateTime;
 use o365_domain::ids::{Email, OrgId};
 use o365_domain::mailbox::MailFolder;
 use o365_domain::message::{
-    BodyType, CapturedMessage, MessageBody, MessageRemoval, PageWriteSummary, RemovalReason,
-    StoredMessage,
+    BodyType, CapturedMessage, MessageBody, MessageQuery, MessageRemoval, PageWriteSummary,
+    RemovalReason, StoredMessage,
 };
 use o365_domain::page::{Page, PageRequest};
 use o365_domain::ports::MessageArchive;
@@ -28,7 +28,7 @@ use o365_domain::{DomainError, Result};
 
 use crate::keys::{self, message_pk};
 use crate::sdk_error::{is_conditional_failure, unavailable};
-use crate::tables::PK;
+use crate::tables::{BY_RECEIVED, PK, RECEIVED_KEY};
 use crate::{DynamoStore, Item, from_item, paging, rfc3339, s, to_item};
 
 /// DynamoDB's item size limit (attribute names and values together).
@@ -135,6 +135,7 @@ fn message_item(
     }
     item.insert(PK.into(), s(message_pk(org, mailbox)));
     item.insert("sk".into(), s(&message.id));
+    item.insert(RECEIVED_KEY.into(), s(received_key(message, at)));
     item.insert("state".into(), s("live"));
     item.insert("stored_at".into(), s(rfc3339(at)));
     item.insert(
@@ -160,6 +161,27 @@ fn message_item(
         AttributeValue::Bool(body_truncated),
     );
     Ok((item, body_truncated))
+}
+
+/// `2026-05-01T10:11:12Z`: fixed width, so keys sort by time.
+fn second(t: OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
+/// The listing index's sort key: when the message arrived (sent, for one never received; else
+/// when we stored it), then its id, so equal times stay distinct.
+fn received_key(message: &CapturedMessage, at: OffsetDateTime) -> String {
+    let when = message.received_at.or(message.sent_at).unwrap_or(at);
+    format!("{}#{}", second(when), message.id)
 }
 
 fn stored_message(mut item: Item) -> Result<StoredMessage> {
@@ -328,6 +350,62 @@ impl MessageArchive for DynamoStore {
         .await?
         .map(stored_message)
         .transpose()
+    }
+
+    async fn list_messages(
+        &self,
+        org: &OrgId,
+        mailbox: &Email,
+        query: &MessageQuery,
+        page: PageRequest,
+    ) -> Result<Page<StoredMessage>> {
+        let partition = message_pk(org, mailbox);
+        // '0' sorts before every time, '~' after every `#id` of the last second.
+        let low = query
+            .received_since
+            .map(second)
+            .unwrap_or_else(|| "0".into());
+        let high = format!(
+            "{}~",
+            query
+                .received_until
+                .map(second)
+                .unwrap_or_else(|| "9".into())
+        );
+        let mut filters = Vec::new();
+        let mut request = self
+            .client
+            .query()
+            .table_name(&self.tables.messages)
+            .index_name(BY_RECEIVED)
+            .key_condition_expression("pk = :p AND received_key BETWEEN :low AND :high")
+            .expression_attribute_values(":p", s(&partition))
+            .expression_attribute_values(":low", s(low))
+            .expression_attribute_values(":high", s(high))
+            .scan_index_forward(false);
+        if let Some(folder) = query.folder {
+            filters.push("folder = :folder");
+            request = request.expression_attribute_values(":folder", s(folder.well_known_name()));
+        }
+        if !query.include_removed {
+            filters.push("#state = :live");
+            request = request
+                .expression_attribute_names("#state", "state")
+                .expression_attribute_values(":live", s("live"));
+        }
+        if !filters.is_empty() {
+            request = request.filter_expression(filters.join(" AND "));
+        }
+        let raw = self.query_page(request, PK, &partition, &page).await?;
+        let items = raw
+            .items
+            .into_iter()
+            .map(stored_message)
+            .collect::<Result<_>>()?;
+        Ok(Page {
+            items,
+            next: raw.next,
+        })
     }
 
     async fn all_messages(

@@ -46,14 +46,23 @@ pub enum Table {
     Messages,
 }
 
+/// What an index carries besides its keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IndexProjection {
+    All,
+    /// These attributes only: a listing index must not copy (and pay to write) mail bodies.
+    Include(&'static [&'static str]),
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IndexDefinition {
     pub name: &'static str,
     pub partition_key: &'static str,
     pub sort_key: &'static str,
+    pub projection: IndexProjection,
 }
 
-/// Keys are all strings; every index projects all attributes; billing is on demand.
+/// Keys are all strings; billing is on demand.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableDefinition {
     pub table: Table,
@@ -69,6 +78,35 @@ pub const GSI1: &str = "gsi1";
 pub const GSI1_PK: &str = "gsi1pk";
 pub const GSI1_SK: &str = "gsi1sk";
 pub const TTL_ATTRIBUTE: &str = "expires_at";
+/// A mailbox's messages, newest first: `{received, UTC seconds}#{id}`.
+pub const BY_RECEIVED: &str = "by_received";
+pub const RECEIVED_KEY: &str = "received_key";
+/// What a message listing shows: every captured field but the body.
+pub const MESSAGE_LISTING_ATTRIBUTES: &[&str] = &[
+    "id",
+    "folder",
+    "internet_message_id",
+    "conversation_id",
+    "subject",
+    "from",
+    "to",
+    "cc",
+    "bcc",
+    "received_at",
+    "sent_at",
+    "last_modified_at",
+    "change_key",
+    "preview",
+    "has_attachments",
+    "categories",
+    "web_link",
+    "state",
+    "stored_at",
+    "removed_at",
+    "removal_reason",
+    "body_truncated",
+    "recipients_truncated",
+];
 
 pub fn table_definitions() -> Vec<TableDefinition> {
     vec![
@@ -80,6 +118,7 @@ pub fn table_definitions() -> Vec<TableDefinition> {
                 name: GSI1,
                 partition_key: GSI1_PK,
                 sort_key: GSI1_SK,
+                projection: IndexProjection::All,
             }],
             ttl_attribute: Some(TTL_ATTRIBUTE),
         },
@@ -87,7 +126,12 @@ pub fn table_definitions() -> Vec<TableDefinition> {
             table: Table::Messages,
             partition_key: PK,
             sort_key: SK,
-            indexes: vec![],
+            indexes: vec![IndexDefinition {
+                name: BY_RECEIVED,
+                partition_key: PK,
+                sort_key: RECEIVED_KEY,
+                projection: IndexProjection::Include(MESSAGE_LISTING_ATTRIBUTES),
+            }],
             ttl_attribute: None,
         },
     ]
@@ -142,18 +186,23 @@ pub async fn ensure_tables(client: &Client, names: &TableNames) -> Result<()> {
             .key_schema(key(def.partition_key, KeyType::Hash)?)
             .key_schema(key(def.sort_key, KeyType::Range)?);
         for index in &def.indexes {
-            attributes.push(string_attribute(index.partition_key)?);
-            attributes.push(string_attribute(index.sort_key)?);
+            for attribute in [index.partition_key, index.sort_key] {
+                if !attributes.iter().any(|a| a.attribute_name() == attribute) {
+                    attributes.push(string_attribute(attribute)?);
+                }
+            }
+            let projection = match index.projection {
+                IndexProjection::All => Projection::builder().projection_type(ProjectionType::All),
+                IndexProjection::Include(names) => Projection::builder()
+                    .projection_type(ProjectionType::Include)
+                    .set_non_key_attributes(Some(names.iter().map(|n| n.to_string()).collect())),
+            };
             request = request.global_secondary_indexes(
                 GlobalSecondaryIndex::builder()
                     .index_name(index.name)
                     .key_schema(key(index.partition_key, KeyType::Hash)?)
                     .key_schema(key(index.sort_key, KeyType::Range)?)
-                    .projection(
-                        Projection::builder()
-                            .projection_type(ProjectionType::All)
-                            .build(),
-                    )
+                    .projection(projection.build())
                     .build()
                     .map_err(unavailable)?,
             );

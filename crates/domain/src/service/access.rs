@@ -43,6 +43,8 @@ pub enum Action<'a> {
     ManageUsers,
     ReadUsers,
     ReadUser(&'a Email),
+    /// A mailbox's captured mail: its owner and the org's admins.
+    ReadMail(&'a Email),
     ReadAudit,
     TriggerSync,
     ReadSyncRuns,
@@ -51,7 +53,10 @@ pub enum Action<'a> {
 pub fn authorize(p: &Principal, action: Action<'_>) -> Result<()> {
     let admin = p.role == Role::Admin;
     match action {
-        Action::ReadUser(email) if *email == p.email || admin => Ok(()),
+        Action::ReadUser(email) | Action::ReadMail(email) if *email == p.email || admin => Ok(()),
+        Action::ReadMail(_) => Err(DomainError::Forbidden(
+            "members can read only their own captured mail",
+        )),
         Action::ReadUser(_) => Err(DomainError::Forbidden(
             "members can read only their own status",
         )),
@@ -88,6 +93,9 @@ mod tests {
         let member = p(Role::Member, false);
         assert!(authorize(&member, Action::ReadUser(&me)).is_ok());
         assert!(authorize(&member, Action::ReadUser(&other)).is_err());
+        assert!(authorize(&member, Action::ReadMail(&me)).is_ok());
+        assert!(authorize(&member, Action::ReadMail(&other)).is_err());
+        assert!(authorize(&p(Role::Admin, false), Action::ReadMail(&other)).is_ok());
         assert!(authorize(&member, Action::ReadIntegration).is_err());
         assert!(authorize(&p(Role::Admin, false), Action::ReadUser(&other)).is_ok());
         assert!(authorize(&p(Role::Admin, false), Action::ActivateConnection).is_err());

@@ -6,18 +6,23 @@ pub mod admin;
 pub mod callback;
 pub mod connection;
 pub mod grant;
+pub mod mail;
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crate::microsoft::{AdminSignIn, Directory};
 use crate::ports::{
-    AuditLog, ConsentStore, OrgStore, SecretStore, SyncRunLog, SyncTrigger, UserStore,
+    AuditLog, ConsentStore, MessageArchive, OrgStore, SecretStore, SyncRunLog, SyncTrigger,
+    UserStore,
 };
 
 /// Everything a store must offer the services (the DynamoDB adapter implements it all).
-pub trait Store: OrgStore + UserStore + AuditLog + ConsentStore + SyncRunLog {}
-impl<T: OrgStore + UserStore + AuditLog + ConsentStore + SyncRunLog> Store for T {}
+pub trait Store:
+    OrgStore + UserStore + AuditLog + ConsentStore + SyncRunLog + MessageArchive
+{
+}
+impl<T: OrgStore + UserStore + AuditLog + ConsentStore + SyncRunLog + MessageArchive> Store for T {}
 
 #[derive(Debug, Clone)]
 pub struct ServiceConfig {

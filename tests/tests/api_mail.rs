@@ -1,0 +1,256 @@
+//! Captured mail through the API: listed newest first without bodies, filtered, paged; one
+//! message with its body, every body read audited; only the owner and the org's admins.
+
+use std::sync::Arc;
+
+use ms_sim::SimConfig;
+use o365_domain::ids::{Email, OrgId};
+use o365_domain::mailbox::MailFolder;
+use o365_domain::message::{
+    BodyType, CapturedMessage, MessageBody, MessageRemoval, Recipient, RemovalReason,
+};
+use o365_domain::ports::MessageArchive;
+use o365_e2e::api::{ApiHarness, GLOBAL_ADMIN, NoQueue};
+use reqwest::StatusCode;
+use serde_json::Value;
+use time::macros::datetime;
+
+fn message(id: &str, folder: MailFolder, received: time::OffsetDateTime) -> CapturedMessage {
+    CapturedMessage {
+        id: id.into(),
+        folder,
+        internet_message_id: Some(format!("<{id}@contoso.com>")),
+        conversation_id: Some("conv-1".into()),
+        subject: Some(format!("Subject {id}")),
+        from: Some(Recipient {
+            name: Some("Alex".into()),
+            address: Some("alex@contoso.com".into()),
+        }),
+        to: vec![Recipient {
+            name: None,
+            address: Some("adele@contoso.com".into()),
+        }],
+        cc: vec![],
+        bcc: vec![],
+        received_at: Some(received),
+        sent_at: Some(received),
+        last_modified_at: Some(received),
+        change_key: Some("ck".into()),
+        preview: Some("Hello".into()),
+        has_attachments: false,
+        categories: vec![],
+        web_link: None,
+        body: Some(MessageBody {
+            content_type: BodyType::Html,
+            content: format!("<p>Body of {id}</p>"),
+        }),
+    }
+}
+
+async fn world() -> ApiHarness {
+    let h = ApiHarness::start(SimConfig::default(), Arc::new(NoQueue)).await;
+    h.org("acme").await;
+    h.org("globex").await;
+    let org = OrgId::parse("acme").unwrap();
+    let adele = Email::parse("adele@contoso.com").unwrap();
+    let messages = [
+        message("m1", MailFolder::Inbox, datetime!(2026-11-01 09:00 UTC)),
+        message("m2", MailFolder::SentItems, datetime!(2026-11-02 09:00 UTC)),
+        message("m3", MailFolder::Inbox, datetime!(2026-11-03 09:00 UTC)),
+        message("m4", MailFolder::Inbox, datetime!(2026-11-04 09:00 UTC)),
+    ];
+    h.fixture
+        .store
+        .write_page(
+            &org,
+            &adele,
+            &messages,
+            &[],
+            time::OffsetDateTime::now_utc(),
+        )
+        .await
+        .unwrap();
+    // m1 was deleted later.
+    let removal = MessageRemoval {
+        id: "m1".into(),
+        folder: MailFolder::Inbox,
+        reason: RemovalReason::Deleted,
+    };
+    h.fixture
+        .store
+        .write_page(
+            &org,
+            &adele,
+            &[],
+            &[removal],
+            time::OffsetDateTime::now_utc(),
+        )
+        .await
+        .unwrap();
+    h
+}
+
+fn ids(body: &Value) -> Vec<String> {
+    body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn reads_of(h: &ApiHarness) -> Vec<Value> {
+    let r = h
+        .as_user("acme", GLOBAL_ADMIN, "GET", "/v1/audit?limit=200", None)
+        .await;
+    r.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "message_read")
+        .cloned()
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mail_is_listed_newest_first_filtered_and_paged_without_bodies() {
+    let h = world().await;
+    let base = "/v1/users/adele@contoso.com/messages";
+    let r = h.as_user("acme", GLOBAL_ADMIN, "GET", base, None).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(
+        ids(&r.body),
+        ["m4", "m3", "m2"],
+        "newest first, removed left out"
+    );
+    let first = &r.body["items"][0];
+    assert_eq!(first["subject"], "Subject m4");
+    assert_eq!(first["from"]["address"], "alex@contoso.com");
+    assert!(first.get("body").is_none(), "no bodies in listings");
+
+    let r = h
+        .as_user(
+            "acme",
+            GLOBAL_ADMIN,
+            "GET",
+            &format!("{base}?folder=inbox"),
+            None,
+        )
+        .await;
+    assert_eq!(ids(&r.body), ["m4", "m3"]);
+    let r = h
+        .as_user(
+            "acme",
+            GLOBAL_ADMIN,
+            "GET",
+            &format!(
+                "{base}?received_since=2026-11-02T00:00:00Z&received_until=2026-11-03T09:00:00Z"
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(ids(&r.body), ["m3", "m2"], "both ends inclusive");
+    let r = h
+        .as_user(
+            "acme",
+            GLOBAL_ADMIN,
+            "GET",
+            &format!("{base}?include_removed=true"),
+            None,
+        )
+        .await;
+    assert_eq!(ids(&r.body), ["m4", "m3", "m2", "m1"]);
+    assert_eq!(r.body["items"][3]["state"], "removed");
+
+    // Pages follow one another without gaps or repeats.
+    let mut seen = Vec::new();
+    let mut path = format!("{base}?limit=2");
+    loop {
+        let r = h.as_user("acme", GLOBAL_ADMIN, "GET", &path, None).await;
+        assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+        seen.extend(ids(&r.body));
+        match r.body["next"].as_str() {
+            Some(next) => path = format!("{base}?limit=2&after={next}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["m4", "m3", "m2"]);
+
+    for bad in ["folder=archive", "received_since=yesterday", "limit=0"] {
+        let r = h
+            .as_user("acme", GLOBAL_ADMIN, "GET", &format!("{base}?{bad}"), None)
+            .await;
+        assert!(r.status.is_client_error(), "{bad}: {}", r.status);
+        assert_eq!(r.headers["content-type"], "application/problem+json");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_is_read_by_the_owner_or_an_admin_only_and_every_read_is_audited() {
+    let h = world().await;
+    let one = "/v1/users/adele@contoso.com/messages/m3";
+    let r = h.as_user("acme", GLOBAL_ADMIN, "GET", one, None).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["body"]["content"], "<p>Body of m3</p>");
+    assert_eq!(r.body["body"]["content_type"], "html");
+    assert_eq!(r.body["subject"], "Subject m3");
+    let r = h
+        .as_user("acme", "adele@contoso.com", "GET", one, None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "the owner reads their own mail");
+    let reads = reads_of(&h).await;
+    assert_eq!(reads.len(), 2, "{reads:?}");
+    assert!(reads.iter().any(|e| e["actor"] == GLOBAL_ADMIN));
+    assert!(reads.iter().any(|e| e["actor"] == "adele@contoso.com"));
+    assert!(
+        reads
+            .iter()
+            .all(|e| e["object"] == "message:adele@contoso.com/m3")
+    );
+
+    // Refused: another member's mail, another org's user, a message that is not there.
+    h.as_user(
+        "acme",
+        GLOBAL_ADMIN,
+        "POST",
+        "/v1/users",
+        Some(serde_json::json!({"email": "bob@contoso.com", "display_name": "Bob", "role": "member"})),
+    )
+    .await;
+    let r = h.as_user("acme", "bob@contoso.com", "GET", one, None).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = h.as_user("globex", GLOBAL_ADMIN, "GET", one, None).await;
+    assert_eq!(
+        r.status,
+        StatusCode::NOT_FOUND,
+        "another org's mailbox does not exist for it"
+    );
+    let r = h
+        .as_user(
+            "acme",
+            GLOBAL_ADMIN,
+            "GET",
+            "/v1/users/adele@contoso.com/messages/nope",
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    // A removed message has no body to read, and reading it is not a body read.
+    let r = h
+        .as_user(
+            "acme",
+            GLOBAL_ADMIN,
+            "GET",
+            "/v1/users/adele@contoso.com/messages/m1",
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["state"], "removed");
+    assert!(r.body["body"].is_null());
+    assert_eq!(
+        reads_of(&h).await.len(),
+        2,
+        "refused and bodiless reads are not body reads"
+    );
+}
