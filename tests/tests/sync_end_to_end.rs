@@ -554,6 +554,15 @@ impl MessageArchive for Crashy {
         }
         self.store.message(o, m, id).await
     }
+    async fn list_messages(
+        &self,
+        o: &OrgId,
+        m: &Email,
+        q: &o365_domain::message::MessageQuery,
+        p: PageRequest,
+    ) -> DResult<o365_domain::page::Page<StoredMessage>> {
+        self.store.list_messages(o, m, q, p).await
+    }
     async fn all_messages(
         &self,
         o: &OrgId,

@@ -69,6 +69,15 @@ impl MessageArchive for Counting {
     async fn message(&self, o: &OrgId, m: &Email, id: &str) -> DResult<Option<StoredMessage>> {
         self.store.message(o, m, id).await
     }
+    async fn list_messages(
+        &self,
+        o: &OrgId,
+        m: &Email,
+        q: &o365_domain::message::MessageQuery,
+        p: PageRequest,
+    ) -> DResult<Page<StoredMessage>> {
+        self.store.list_messages(o, m, q, p).await
+    }
     async fn all_messages(
         &self,
         o: &OrgId,
