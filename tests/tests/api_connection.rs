@@ -233,6 +233,28 @@ async fn a_non_admin_of_a_tenant_cannot_bind_it_to_another_org_whatever_it_sends
     let c = connection_as(&h, "evil", evil).await;
     assert_eq!(c["error"]["microsoft_code"], "AADSTS501481", "{c}");
 
+    // 5. Someone else's state (acme's, say leaked) with evil's own code: the state decides the
+    // org, so at worst acme's attempt fails (the code was not issued to acme's challenge);
+    // nothing reaches evil.
+    let acme_url = h.activate("acme").await;
+    let acme_state = query_param(&acme_url, "state");
+    let url = h.activate_as("evil", evil).await;
+    let evil_out = h.sim.browser_sign_in(&url, evil).await.unwrap();
+    let evil_code = evil_out.param("code").unwrap().to_owned();
+    let evil_before = connection_as(&h, "evil", evil).await;
+    let crossed = h
+        .call(
+            "GET",
+            &format!("/consent/callback?code={evil_code}&state={acme_state}"),
+            None,
+            None,
+            &[],
+        )
+        .await;
+    expect_front_end(&crossed, "sign_in_failed");
+    assert_eq!(connection_as(&h, "evil", evil).await, evil_before);
+    assert!(integration(&h, "acme").await["connection"]["tenant_id"].is_null());
+
     // Nothing of the tenant was ever bound to evil, nor can it sync.
     let evil_org = OrgId::parse("evil").unwrap();
     assert_eq!(
