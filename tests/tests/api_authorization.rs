@@ -190,6 +190,15 @@ fn routes() -> Vec<Route> {
             404,
         ),
         r(
+            "POST",
+            "/v1/users/bob@contoso.com/purge",
+            None,
+            &[],
+            403,
+            200,
+            200,
+        ),
+        r(
             "GET",
             "/v1/users/admin@contoso.com/messages/AAMkAGI2",
             None,

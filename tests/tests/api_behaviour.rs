@@ -509,6 +509,7 @@ async fn the_openapi_document_matches_the_routes() {
         "POST /v1/sync",
         "POST /v1/users",
         "POST /v1/users/sync",
+        "POST /v1/users/{email}/purge",
         "PUT /v1/primary",
     ];
     assert_eq!(

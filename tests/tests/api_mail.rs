@@ -254,3 +254,100 @@ async fn a_body_is_read_by_the_owner_or_an_admin_only_and_every_read_is_audited(
         "refused and bodiless reads are not body reads"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purge_removes_the_archive_and_the_sync_position_and_is_audited() {
+    let h = world().await;
+    let org = OrgId::parse("acme").unwrap();
+    let adele = Email::parse("adele@contoso.com").unwrap();
+    // A sync position, as a worker leaves it.
+    o365_domain::ports::MailboxStateStore::save_cursor(
+        &h.fixture.store,
+        &o365_domain::mailbox::MailboxCursor {
+            org: org.clone(),
+            mailbox: adele.clone(),
+            folder: MailFolder::Inbox,
+            link: o365_domain::mailbox::SyncLink::Delta("https://graph/delta?$deltatoken=x".into()),
+            saved_at: time::OffsetDateTime::now_utc(),
+            resync_started_at: None,
+        },
+    )
+    .await
+    .unwrap();
+    let purge = "/v1/users/adele@contoso.com/purge";
+    // Refused while sync is on: the next run would capture it all again.
+    h.as_user(
+        "acme",
+        GLOBAL_ADMIN,
+        "POST",
+        "/v1/users/sync",
+        Some(
+            serde_json::json!({"changes": [{"email": "adele@contoso.com", "sync_enabled": true}]}),
+        ),
+    )
+    .await;
+    let r = h.as_user("acme", GLOBAL_ADMIN, "POST", purge, None).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{:?}", r.body);
+    assert_eq!(
+        h.fixture
+            .store
+            .all_messages(&org, &adele, o365_domain::page::PageRequest::first(50))
+            .await
+            .unwrap()
+            .items
+            .len(),
+        4,
+        "nothing deleted"
+    );
+    h.as_user(
+        "acme",
+        GLOBAL_ADMIN,
+        "POST",
+        "/v1/users/sync",
+        Some(
+            serde_json::json!({"changes": [{"email": "adele@contoso.com", "sync_enabled": false}]}),
+        ),
+    )
+    .await;
+    let r = h.as_user("acme", GLOBAL_ADMIN, "POST", purge, None).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["deleted"], 4, "three live messages and a tombstone");
+    assert_eq!(r.body["complete"], true);
+    assert!(
+        h.fixture
+            .store
+            .all_messages(&org, &adele, o365_domain::page::PageRequest::first(50))
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    for folder in MailFolder::ALL {
+        assert!(
+            o365_domain::ports::MailboxStateStore::cursor(&h.fixture.store, &org, &adele, folder)
+                .await
+                .unwrap()
+                .is_none(),
+            "switched on again, the mailbox starts a fresh backfill"
+        );
+    }
+    // Idempotent, and audited each time.
+    let again = h.as_user("acme", GLOBAL_ADMIN, "POST", purge, None).await;
+    assert_eq!(again.body["deleted"], 0);
+    assert_eq!(again.body["complete"], true);
+    let audit = h
+        .as_user("acme", GLOBAL_ADMIN, "GET", "/v1/audit?limit=200", None)
+        .await;
+    let purges = audit.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "mailbox_purged")
+        .count();
+    assert_eq!(purges, 2);
+    // Members cannot purge, not even their own mailbox.
+    let r = h
+        .as_user("acme", "adele@contoso.com", "POST", purge, None)
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+}

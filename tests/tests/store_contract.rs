@@ -1237,6 +1237,18 @@ async fn mail_lists_newest_first_without_bodies(store: &DynamoStore) {
         .await),
         ["a", "c (removed)"]
     );
+    // A purge deletes in chunks, tombstones included, until nothing is left.
+    assert_eq!(store.purge_messages(o, mbx, 2).await.unwrap(), 2);
+    assert_eq!(store.purge_messages(o, mbx, 2).await.unwrap(), 1);
+    assert_eq!(store.purge_messages(o, mbx, 2).await.unwrap(), 0);
+    assert!(
+        ids(list(MessageQuery {
+            include_removed: true,
+            ..Default::default()
+        })
+        .await)
+        .is_empty()
+    );
 }
 
 async fn live_ids(store: &DynamoStore, o: &OrgId, mbx: &Email) -> Vec<(String, MailFolder)> {

@@ -39,6 +39,8 @@ pub enum AuditAction {
     CallbackIgnored,
     /// Someone read a captured message's body.
     MessageRead,
+    /// A mailbox's archive and sync position were deleted.
+    MailboxPurged,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

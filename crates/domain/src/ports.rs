@@ -198,6 +198,9 @@ pub trait MessageArchive: Send + Sync {
         query: &crate::message::MessageQuery,
         page: PageRequest,
     ) -> Result<Page<StoredMessage>>;
+    /// Deletes up to `limit` archived items of a mailbox (tombstones included) and returns how
+    /// many it deleted: 0 means the mailbox holds nothing any more. Repeatable and resumable.
+    async fn purge_messages(&self, org: &OrgId, mailbox: &Email, limit: usize) -> Result<u64>;
     /// Every item of a mailbox, tombstones included.
     async fn all_messages(
         &self,

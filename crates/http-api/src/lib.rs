@@ -121,6 +121,7 @@ fn api_routes() -> OpenApiRouter<ApiState> {
         ))
         .routes(routes!(mail::list_messages))
         .routes(routes!(mail::read_message))
+        .routes(routes!(mail::purge_mailbox))
         .routes(routes!(routes::get_me))
         .routes(routes!(routes::set_primary))
         .routes(routes!(routes::set_sync))

@@ -67,6 +67,14 @@ pub struct MessageSummaryDto {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
+pub struct PurgeDto {
+    /// Archived items deleted by this call.
+    pub deleted: u64,
+    /// Nothing is left; if false, call again to go on.
+    pub complete: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
 pub struct MessagePageDto {
     pub items: Vec<MessageSummaryDto>,
     pub next: Option<String>,
@@ -255,4 +263,28 @@ pub async fn read_message(
         .read_mail(&caller.0, &email, &id, OffsetDateTime::now_utc())
         .await?;
     Ok(Json(MessageDto::from(&message)))
+}
+
+#[utoipa::path(post, path = "/v1/users/{email}/purge", tag = "mail",
+    params(("email" = String, Path)),
+    responses((status = 200, description = "Deleted the mailbox's archive and sync position (call again while `complete` is false); audited", body = PurgeDto),
+        (status = 401, description = "Missing or invalid bearer token (problem+json)", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Admins only (problem+json)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The user's sync is on: switch it off first (problem+json)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Some fields are invalid (problem+json)", body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+pub async fn purge_mailbox(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(email): Path<String>,
+) -> ApiResult<Json<PurgeDto>> {
+    let email = Email::parse(&email).map_err(DomainError::from)?;
+    let report = state
+        .services
+        .purge_mailbox(&caller.0, &email, OffsetDateTime::now_utc())
+        .await?;
+    Ok(Json(PurgeDto {
+        deleted: report.deleted,
+        complete: report.complete,
+    }))
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::primitives::Blob;
-use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
+use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, PutRequest, WriteRequest};
 use flate2::Compression;
 use flate2::read::GzDecoder;
 use flate2::write::GzEncoder;
@@ -235,6 +235,7 @@ fn stored_message(mut item: Item) -> Result<StoredMessage> {
 }
 
 impl DynamoStore {
+    /// BatchWriteItem in chunks of 25, retrying what DynamoDB leaves unprocessed.
     async fn batch_put(&self, mut requests: Vec<WriteRequest>) -> Result<()> {
         let mut attempt = 0;
         while !requests.is_empty() {
@@ -406,6 +407,39 @@ impl MessageArchive for DynamoStore {
             items,
             next: raw.next,
         })
+    }
+
+    async fn purge_messages(&self, org: &OrgId, mailbox: &Email, limit: usize) -> Result<u64> {
+        let partition = message_pk(org, mailbox);
+        // Keys only: deleting a mailbox must not read (and pay for) its bodies.
+        let out = self
+            .client
+            .query()
+            .table_name(&self.tables.messages)
+            .key_condition_expression("pk = :p")
+            .expression_attribute_values(":p", s(&partition))
+            .projection_expression("pk, sk")
+            .limit(limit.clamp(1, 1000) as i32)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        let keys = out.items.unwrap_or_default();
+        let deleted = keys.len() as u64;
+        let mut requests = Vec::with_capacity(keys.len());
+        for key in keys {
+            requests.push(
+                WriteRequest::builder()
+                    .delete_request(
+                        DeleteRequest::builder()
+                            .set_key(Some(key))
+                            .build()
+                            .map_err(unavailable)?,
+                    )
+                    .build(),
+            );
+        }
+        self.batch_put(requests).await?;
+        Ok(deleted)
     }
 
     async fn all_messages(

@@ -78,6 +78,9 @@ impl MessageArchive for Counting {
     ) -> DResult<Page<StoredMessage>> {
         self.store.list_messages(o, m, q, p).await
     }
+    async fn purge_messages(&self, o: &OrgId, m: &Email, limit: usize) -> DResult<u64> {
+        self.store.purge_messages(o, m, limit).await
+    }
     async fn all_messages(
         &self,
         o: &OrgId,

@@ -1,5 +1,6 @@
 //! Captured mail, for the people who own it: a mailbox's owner and the org's admins list its
-//! messages (no bodies) and read one with its body; every body read is audited first.
+//! messages (no bodies) and read one with its body; every body read is audited first. Admins
+//! purge a mailbox whose sync is off.
 
 use time::OffsetDateTime;
 
@@ -8,8 +9,21 @@ use super::access::{Action, Principal, authorize};
 use crate::audit::{Actor, AuditAction, AuditEvent};
 use crate::error::{DomainError, Entity, Result};
 use crate::ids::Email;
+use crate::mailbox::MailFolder;
 use crate::message::{MessageQuery, StoredMessage};
 use crate::page::{Page, PageRequest};
+
+/// How long one purge call works before answering; a larger mailbox takes more calls.
+const PURGE_BUDGET: std::time::Duration = std::time::Duration::from_secs(20);
+const PURGE_CHUNK: usize = 500;
+
+/// What a purge call did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PurgeReport {
+    pub deleted: u64,
+    /// Nothing is left; otherwise call again to go on.
+    pub complete: bool,
+}
 
 impl Services {
     pub async fn list_mail(
@@ -52,5 +66,58 @@ impl Services {
             self.store.append(event).await?;
         }
         Ok(message)
+    }
+
+    /// Deletes a mailbox's archive and its sync position, so a user switched on again starts a
+    /// fresh backfill. The mailbox's sync must be off (or the user removed): otherwise the next
+    /// run would capture it again. Idempotent; resumable for mailboxes that take longer than
+    /// one call.
+    pub async fn purge_mailbox(
+        &self,
+        p: &Principal,
+        mailbox: &Email,
+        now: OffsetDateTime,
+    ) -> Result<PurgeReport> {
+        authorize(p, Action::ManageUsers)?;
+        match self.store.user(&p.org, mailbox).await {
+            Ok(u) if u.sync_enabled => {
+                return Err(DomainError::Precondition(
+                    "switch sync off for this user first; otherwise the next run captures the mailbox again",
+                ));
+            }
+            Ok(_) | Err(DomainError::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+        for folder in MailFolder::ALL {
+            self.store.clear_cursor(&p.org, mailbox, folder).await?;
+        }
+        let started = std::time::Instant::now();
+        let mut deleted = 0;
+        let complete = loop {
+            let n = self
+                .store
+                .purge_messages(&p.org, mailbox, PURGE_CHUNK)
+                .await?;
+            deleted += n;
+            if n == 0 {
+                break true;
+            }
+            if started.elapsed() >= PURGE_BUDGET {
+                break false;
+            }
+        };
+        let event = AuditEvent::new(
+            &p.org,
+            now,
+            Actor::User(p.email.clone()),
+            AuditAction::MailboxPurged,
+            format!("mailbox:{}", mailbox.key()),
+        )
+        .change(
+            None,
+            Some(&serde_json::json!({"deleted": deleted, "complete": complete})),
+        );
+        self.store.append(event).await?;
+        Ok(PurgeReport { deleted, complete })
     }
 }

@@ -13,16 +13,25 @@ use std::time::Instant;
 
 use crate::microsoft::{AdminSignIn, Directory};
 use crate::ports::{
-    AuditLog, ConsentStore, MessageArchive, OrgStore, SecretStore, SyncRunLog, SyncTrigger,
-    UserStore,
+    AuditLog, ConsentStore, MailboxStateStore, MessageArchive, OrgStore, SecretStore, SyncRunLog,
+    SyncTrigger, UserStore,
 };
 
 /// Everything a store must offer the services (the DynamoDB adapter implements it all).
 pub trait Store:
-    OrgStore + UserStore + AuditLog + ConsentStore + SyncRunLog + MessageArchive
+    OrgStore + UserStore + AuditLog + ConsentStore + SyncRunLog + MessageArchive + MailboxStateStore
 {
 }
-impl<T: OrgStore + UserStore + AuditLog + ConsentStore + SyncRunLog + MessageArchive> Store for T {}
+impl<T> Store for T where
+    T: OrgStore
+        + UserStore
+        + AuditLog
+        + ConsentStore
+        + SyncRunLog
+        + MessageArchive
+        + MailboxStateStore
+{
+}
 
 #[derive(Debug, Clone)]
 pub struct ServiceConfig {
