@@ -1,6 +1,8 @@
 //! Configuration from the environment, and the wiring every entry point shares: each Lambda's
 //! `main` and the local runner read the same variables and build the same adapters.
 
+pub mod ops;
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -4,11 +4,11 @@
 
 use time::OffsetDateTime;
 
-use super::Services;
 use super::access::{Action, Principal, authorize};
+use super::{Services, Store};
 use crate::audit::{Actor, AuditAction, AuditEvent};
 use crate::error::{DomainError, Entity, Result};
-use crate::ids::Email;
+use crate::ids::{Email, OrgId};
 use crate::mailbox::MailFolder;
 use crate::message::{MessageQuery, StoredMessage};
 use crate::page::{Page, PageRequest};
@@ -68,10 +68,7 @@ impl Services {
         Ok(message)
     }
 
-    /// Deletes a mailbox's archive and its sync position, so a user switched on again starts a
-    /// fresh backfill. The mailbox's sync must be off (or the user removed): otherwise the next
-    /// run would capture it again. Idempotent; resumable for mailboxes that take longer than
-    /// one call.
+    /// Deletes a mailbox's archive and its sync position (admins): see [`purge_mailbox`].
     pub async fn purge_mailbox(
         &self,
         p: &Principal,
@@ -79,45 +76,63 @@ impl Services {
         now: OffsetDateTime,
     ) -> Result<PurgeReport> {
         authorize(p, Action::ManageUsers)?;
-        match self.store.user(&p.org, mailbox).await {
-            Ok(u) if u.sync_enabled => {
-                return Err(DomainError::Precondition(
-                    "switch sync off for this user first; otherwise the next run captures the mailbox again",
-                ));
-            }
-            Ok(_) | Err(DomainError::NotFound(_)) => {}
-            Err(e) => return Err(e),
-        }
-        for folder in MailFolder::ALL {
-            self.store.clear_cursor(&p.org, mailbox, folder).await?;
-        }
-        let started = std::time::Instant::now();
-        let mut deleted = 0;
-        let complete = loop {
-            let n = self
-                .store
-                .purge_messages(&p.org, mailbox, PURGE_CHUNK)
-                .await?;
-            deleted += n;
-            if n == 0 {
-                break true;
-            }
-            if started.elapsed() >= PURGE_BUDGET {
-                break false;
-            }
-        };
-        let event = AuditEvent::new(
+        purge_mailbox(
+            self.store.as_ref(),
             &p.org,
-            now,
+            mailbox,
             Actor::User(p.email.clone()),
-            AuditAction::MailboxPurged,
-            format!("mailbox:{}", mailbox.key()),
+            now,
         )
-        .change(
-            None,
-            Some(&serde_json::json!({"deleted": deleted, "complete": complete})),
-        );
-        self.store.append(event).await?;
-        Ok(PurgeReport { deleted, complete })
+        .await
     }
+}
+
+/// Deletes a mailbox's archive and its sync position, so a user switched on again starts a
+/// fresh backfill. The mailbox's sync must be off (or the user removed): otherwise the next run
+/// would capture it again. Idempotent; resumable for mailboxes that take longer than one call.
+/// Audited with `actor` (an admin, or an operator command).
+pub async fn purge_mailbox(
+    store: &dyn Store,
+    org: &OrgId,
+    mailbox: &Email,
+    actor: Actor,
+    now: OffsetDateTime,
+) -> Result<PurgeReport> {
+    match store.user(org, mailbox).await {
+        Ok(u) if u.sync_enabled => {
+            return Err(DomainError::Precondition(
+                "switch sync off for this user first; otherwise the next run captures the mailbox again",
+            ));
+        }
+        Ok(_) | Err(DomainError::NotFound(Entity::User)) => {}
+        Err(e) => return Err(e),
+    }
+    for folder in MailFolder::ALL {
+        store.clear_cursor(org, mailbox, folder).await?;
+    }
+    let started = std::time::Instant::now();
+    let mut deleted = 0;
+    let complete = loop {
+        let n = store.purge_messages(org, mailbox, PURGE_CHUNK).await?;
+        deleted += n;
+        if n == 0 {
+            break true;
+        }
+        if started.elapsed() >= PURGE_BUDGET {
+            break false;
+        }
+    };
+    let event = AuditEvent::new(
+        org,
+        now,
+        actor,
+        AuditAction::MailboxPurged,
+        format!("mailbox:{}", mailbox.key()),
+    )
+    .change(
+        None,
+        Some(&serde_json::json!({"deleted": deleted, "complete": complete})),
+    );
+    store.append(event).await?;
+    Ok(PurgeReport { deleted, complete })
 }

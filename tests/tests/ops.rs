@@ -1,0 +1,273 @@
+//! The operator commands (`o365-ops`) against the local stack: dynoxide for the store, moto for
+//! SQS and Secrets Manager. Each change is a dry run first (nothing changes), then confirmed.
+
+use o365_domain::audit::{Actor, AuditAction};
+use o365_domain::connection::ConnectionStatus;
+use o365_domain::failure::{Failure, FailureCode};
+use o365_domain::ids::Email;
+use o365_domain::mailbox::{MailFolder, MailboxCursor, SyncLink};
+use o365_domain::message::{CapturedMessage, MessageRemoval, RemovalReason};
+use o365_domain::page::PageRequest;
+use o365_domain::ports::{AuditLog, MailboxStateStore, MessageArchive, OrgStore, UserStore};
+use o365_domain::user::{MessageCounters, NewUser, SyncState};
+use o365_e2e::{StoreFixture, audit, now, org};
+use o365_runtime::ops;
+
+fn email(s: &str) -> Email {
+    Email::parse(s).unwrap()
+}
+
+async fn seeded() -> StoreFixture {
+    let fixture = StoreFixture::dynoxide().await;
+    let store = &fixture.store;
+    for name in ["acme", "globex"] {
+        let o = org(name);
+        store
+            .create_org(
+                &o,
+                &NewUser::parse("root@contoso.com", "Root", "admin").unwrap(),
+                audit(&o, AuditAction::OrgCreated, "org"),
+            )
+            .await
+            .unwrap();
+    }
+    let acme = org("acme");
+    store
+        .add_user(
+            &acme,
+            &NewUser::parse("adele@contoso.com", "Adele", "member").unwrap(),
+            audit(&acme, AuditAction::UserAdded, "user"),
+        )
+        .await
+        .unwrap();
+    fixture
+}
+
+fn message(id: &str) -> CapturedMessage {
+    CapturedMessage {
+        id: id.into(),
+        folder: MailFolder::Inbox,
+        internet_message_id: None,
+        conversation_id: None,
+        subject: Some("Hi".into()),
+        from: None,
+        to: vec![],
+        cc: vec![],
+        bcc: vec![],
+        received_at: Some(now()),
+        sent_at: None,
+        last_modified_at: None,
+        change_key: None,
+        preview: None,
+        has_attachments: false,
+        categories: vec![],
+        web_link: None,
+        body: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_and_show_orgs() {
+    let f = seeded().await;
+    let acme = org("acme");
+    f.store
+        .record_sync(
+            &acme,
+            &email("adele@contoso.com"),
+            &SyncState::Error {
+                cause: Failure::new(FailureCode::UserNotFound, Some("x"), "gone", now()),
+            },
+            now(),
+            MessageCounters::default(),
+        )
+        .await
+        .unwrap();
+    let lines = ops::list_orgs(&f.store).await.unwrap();
+    let names: Vec<_> = lines.iter().map(|l| l.org.to_string()).collect();
+    assert_eq!(names, ["acme", "globex"]);
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.connection.status == ConnectionStatus::None)
+    );
+    let report = ops::show_org(&f.store, &acme).await.unwrap();
+    assert_eq!(
+        report.users_in_error,
+        vec![(email("adele@contoso.com"), "user_not_found".to_owned())]
+    );
+    assert!(ops::show_org(&f.store, &org("nobody")).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resync_and_purge_are_dry_runs_until_confirmed() {
+    let f = seeded().await;
+    let (acme, adele) = (org("acme"), email("adele@contoso.com"));
+    f.store
+        .save_cursor(&MailboxCursor {
+            org: acme.clone(),
+            mailbox: adele.clone(),
+            folder: MailFolder::Inbox,
+            link: SyncLink::Delta("https://graph/delta?$deltatoken=1".into()),
+            saved_at: now(),
+            resync_started_at: None,
+        })
+        .await
+        .unwrap();
+    let dry = ops::resync_mailbox(&f.store, &acme, &adele, false)
+        .await
+        .unwrap();
+    assert_eq!(dry, vec![MailFolder::Inbox]);
+    assert!(
+        f.store
+            .cursor(&acme, &adele, MailFolder::Inbox)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    ops::resync_mailbox(&f.store, &acme, &adele, true)
+        .await
+        .unwrap();
+    assert!(
+        f.store
+            .cursor(&acme, &adele, MailFolder::Inbox)
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    let messages: Vec<_> = (0..7).map(|i| message(&format!("m{i}"))).collect();
+    f.store
+        .write_page(&acme, &adele, &messages, &[], now())
+        .await
+        .unwrap();
+    let removal = MessageRemoval {
+        id: "m0".into(),
+        folder: MailFolder::Inbox,
+        reason: RemovalReason::Deleted,
+    };
+    f.store
+        .write_page(&acme, &adele, &[], &[removal], now())
+        .await
+        .unwrap();
+    let dry = ops::purge(&f.store, &acme, &adele, false).await.unwrap();
+    assert_eq!(dry.deleted, 7, "the dry run counts, tombstone included");
+    let count = || async {
+        f.store
+            .all_messages(&acme, &adele, PageRequest::first(50))
+            .await
+            .unwrap()
+            .items
+            .len()
+    };
+    assert_eq!(count().await, 7, "the dry run deleted nothing");
+    f.store
+        .set_sync_enabled(
+            &acme,
+            &[(adele.clone(), true)],
+            audit(&acme, AuditAction::SyncToggled, "users"),
+        )
+        .await
+        .unwrap();
+    assert!(
+        ops::purge(&f.store, &acme, &adele, true).await.is_err(),
+        "refused while sync is on"
+    );
+    f.store
+        .set_sync_enabled(
+            &acme,
+            &[(adele.clone(), false)],
+            audit(&acme, AuditAction::SyncToggled, "users"),
+        )
+        .await
+        .unwrap();
+    let done = ops::purge(&f.store, &acme, &adele, true).await.unwrap();
+    assert_eq!((done.deleted, done.complete), (7, true));
+    assert_eq!(count().await, 0);
+    let events = f
+        .store
+        .list_audit(&acme, PageRequest::first(50))
+        .await
+        .unwrap()
+        .items;
+    assert!(
+        events.iter().any(|e| e.action == AuditAction::MailboxPurged
+            && e.actor == Actor::System("o365-ops".into()))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_are_redriven_only_when_confirmed() {
+    let sqs = o365_local_stack::sqs_client(&o365_e2e::moto_endpoint());
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let mut urls = Vec::new();
+    for name in [format!("dlq-{run}"), format!("jobs-{run}")] {
+        urls.push(
+            sqs.create_queue()
+                .queue_name(name)
+                .send()
+                .await
+                .unwrap()
+                .queue_url
+                .unwrap(),
+        );
+    }
+    let (dlq, jobs) = (&urls[0], &urls[1]);
+    for i in 0..3 {
+        sqs.send_message()
+            .queue_url(dlq)
+            .message_body(format!("{{\"job\":{i}}}"))
+            .send()
+            .await
+            .unwrap();
+    }
+    assert_eq!(ops::redrive(&sqs, dlq, jobs, false).await.unwrap(), 3);
+    assert_eq!(ops::redrive(&sqs, dlq, jobs, true).await.unwrap(), 3);
+    assert_eq!(
+        ops::redrive(&sqs, dlq, jobs, false).await.unwrap(),
+        0,
+        "empty"
+    );
+    let moved = sqs
+        .receive_message()
+        .queue_url(jobs)
+        .max_number_of_messages(10)
+        .send()
+        .await
+        .unwrap()
+        .messages
+        .unwrap_or_default();
+    let mut bodies: Vec<_> = moved.iter().map(|m| m.body().unwrap().to_owned()).collect();
+    bodies.sort();
+    assert_eq!(bodies, [r#"{"job":0}"#, r#"{"job":1}"#, r#"{"job":2}"#]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_state_key_rotates_only_when_confirmed() {
+    let client = o365_local_stack::secretsmanager_client(&o365_e2e::moto_endpoint());
+    let id = format!("{}/state-key", uuid::Uuid::new_v4().simple());
+    let first = r#"{"state_signing_key":"0123456789abcdef0123456789abcdef-first"}"#;
+    client
+        .create_secret()
+        .name(&id)
+        .secret_string(first)
+        .send()
+        .await
+        .unwrap();
+    let value = || async {
+        client
+            .get_secret_value()
+            .secret_id(&id)
+            .send()
+            .await
+            .unwrap()
+            .secret_string
+            .unwrap()
+    };
+    assert!(!ops::rotate_state_key(&client, &id, false).await.unwrap());
+    assert_eq!(value().await, first);
+    assert!(ops::rotate_state_key(&client, &id, true).await.unwrap());
+    let rotated: serde_json::Value = serde_json::from_str(&value().await).unwrap();
+    let key = rotated["state_signing_key"].as_str().unwrap();
+    assert_eq!(key.len(), 64);
+    assert_ne!(value().await, first);
+}
