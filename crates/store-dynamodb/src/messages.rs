@@ -29,7 +29,7 @@ use o365_domain::{DomainError, Result};
 use crate::keys::{self, message_pk};
 use crate::sdk_error::{is_conditional_failure, unavailable};
 use crate::tables::{BY_RECEIVED, PK, RECEIVED_KEY};
-use crate::{DynamoStore, Item, from_item, paging, rfc3339, s, to_item};
+use crate::{DynamoStore, Item, from_item, rfc3339, s, to_item};
 
 /// DynamoDB's item size limit (attribute names and values together).
 pub const MAX_ITEM_BYTES: usize = 400 * 1024;
@@ -165,16 +165,11 @@ fn message_item(
 
 /// `2026-05-01T10:11:12Z`: fixed width, so keys sort by time.
 fn second(t: OffsetDateTime) -> String {
-    let t = t.to_offset(time::UtcOffset::UTC);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
+    const FORMAT: &[time::format_description::FormatItem<'static>] =
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
+    t.to_offset(time::UtcOffset::UTC)
+        .format(FORMAT)
+        .unwrap_or_default()
 }
 
 /// The listing index's sort key: when the message arrived (sent, for one never received; else
@@ -231,6 +226,17 @@ fn stored_message(mut item: Item) -> Result<StoredMessage> {
         message,
         body_truncated,
         stored_at,
+    })
+}
+
+fn messages_page(raw: Page<Item>) -> Result<Page<StoredMessage>> {
+    Ok(Page {
+        items: raw
+            .items
+            .into_iter()
+            .map(stored_message)
+            .collect::<Result<_>>()?,
+        next: raw.next,
     })
 }
 
@@ -397,16 +403,7 @@ impl MessageArchive for DynamoStore {
         if !filters.is_empty() {
             request = request.filter_expression(filters.join(" AND "));
         }
-        let raw = self.query_page(request, PK, &partition, &page).await?;
-        let items = raw
-            .items
-            .into_iter()
-            .map(stored_message)
-            .collect::<Result<_>>()?;
-        Ok(Page {
-            items,
-            next: raw.next,
-        })
+        messages_page(self.query_page(request, PK, &partition, &page).await?)
     }
 
     async fn purge_messages(&self, org: &OrgId, mailbox: &Email, limit: usize) -> Result<u64> {
@@ -449,25 +446,13 @@ impl MessageArchive for DynamoStore {
         page: PageRequest,
     ) -> Result<Page<StoredMessage>> {
         let partition = message_pk(org, mailbox);
-        let out = self
+        let query = self
             .client
             .query()
             .table_name(&self.tables.messages)
             .key_condition_expression("pk = :p")
-            .expression_attribute_values(":p", s(&partition))
-            .limit(page.limit as i32)
-            .set_exclusive_start_key(paging::decode(page.after.as_deref(), PK, &partition)?)
-            .send()
-            .await
-            .map_err(unavailable)?;
-        let next = paging::encode(out.last_evaluated_key());
-        let items = out
-            .items
-            .unwrap_or_default()
-            .into_iter()
-            .map(stored_message)
-            .collect::<Result<_>>()?;
-        Ok(Page { items, next })
+            .expression_attribute_values(":p", s(&partition));
+        messages_page(self.query_page(query, PK, &partition, &page).await?)
     }
 }
 
