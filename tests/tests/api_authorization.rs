@@ -160,6 +160,24 @@ fn routes() -> Vec<Route> {
         r("GET", "/v1/audit", None, &[], 403, 200, 200),
         r("GET", "/v1/sync/runs", None, &[], 403, 200, 200),
         r("GET", "/v1/me", None, &[], 200, 200, 200),
+        r(
+            "GET",
+            "/v1/integration/capture-policy",
+            None,
+            &[],
+            403,
+            200,
+            200,
+        ),
+        r(
+            "PUT",
+            "/v1/integration/capture-policy",
+            Some(json!({"excluded_domains": ["lawfirm.com"], "version": 0})),
+            &[],
+            403,
+            200,
+            200,
+        ),
         // Captured mail: the owner (the member here) and admins; a message that does not exist
         // is 404 for those allowed to look.
         r(

@@ -496,6 +496,7 @@ async fn the_openapi_document_matches_the_routes() {
         "DELETE /v1/users/{email}",
         "GET /v1/audit",
         "GET /v1/integration",
+        "GET /v1/integration/capture-policy",
         "GET /v1/me",
         "GET /v1/sync/runs",
         "GET /v1/users",
@@ -510,6 +511,7 @@ async fn the_openapi_document_matches_the_routes() {
         "POST /v1/users",
         "POST /v1/users/sync",
         "POST /v1/users/{email}/purge",
+        "PUT /v1/integration/capture-policy",
         "PUT /v1/primary",
     ];
     assert_eq!(
@@ -517,4 +519,54 @@ async fn the_openapi_document_matches_the_routes() {
         "a route was added or removed: update this list and the front end's client"
     );
     assert_eq!(o365_http_api::openapi().paths.paths.len(), paths.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_capture_policy_is_validated_versioned_and_audited() {
+    let h = harness().await;
+    let path = "/v1/integration/capture-policy";
+    let r = h.as_user("acme", PRIMARY, "GET", path, None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["version"], 0);
+    assert_eq!(r.body["excluded_domains"], json!([]));
+    let before = audit_len(&h).await;
+    let bad = json!({"excluded_domains": ["not a domain"], "excluded_addresses": ["nope"], "skip_internal": true, "version": 0});
+    let r = h.as_user("acme", PRIMARY, "PUT", path, Some(bad)).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let fields: Vec<_> = r.body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            "excluded_domains[0]",
+            "excluded_addresses[0]",
+            "internal_domains"
+        ]
+    );
+    assert_eq!(audit_len(&h).await, before, "refused: nothing written");
+    let good = json!({"excluded_domains": ["@LawFirm.com", "lawfirm.com"], "excluded_addresses": ["HR@contoso.com"], "skip_internal": true, "internal_domains": ["contoso.com"], "version": 0});
+    let r = h.as_user("acme", PRIMARY, "PUT", path, Some(good)).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.headers["etag"], "\"1\"");
+    assert_eq!(
+        r.body["excluded_domains"],
+        json!(["lawfirm.com"]),
+        "normalised"
+    );
+    let stale = json!({"skip_internal": false});
+    let r = h
+        .call(
+            "PUT",
+            path,
+            Some(&h.token("acme", PRIMARY)),
+            Some(stale),
+            &[("if-match", "\"0\"")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::PRECONDITION_FAILED);
+    assert_eq!(audit_len(&h).await, before + 1);
 }

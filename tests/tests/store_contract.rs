@@ -656,6 +656,7 @@ async fn sync_outcomes_update_state_and_counters(store: &DynamoStore) {
         captured: 10,
         updated: 2,
         deleted: 1,
+        skipped: 3,
     };
     store
         .record_sync(&o, &root, &SyncState::Ok, now(), added)
@@ -671,7 +672,8 @@ async fn sync_outcomes_update_state_and_counters(store: &DynamoStore) {
         MessageCounters {
             captured: 20,
             updated: 4,
-            deleted: 2
+            deleted: 2,
+            skipped: 6,
         }
     );
     assert_eq!(
@@ -1012,6 +1014,35 @@ async fn a_tenant_is_bound_to_one_org_at_a_time(store: &DynamoStore) {
         )
         .await
         .unwrap();
+}
+
+async fn capture_policies_are_versioned(store: &DynamoStore) {
+    use o365_domain::capture_policy::CapturePolicy;
+    let o = org_with_admin(store, "acme").await;
+    assert_eq!(
+        store.capture_policy(&o).await.unwrap(),
+        CapturePolicy::default()
+    );
+    let v1 = CapturePolicy::parse(&["lawfirm.com".into()], &[], false, &[], 1).unwrap();
+    let o = &o;
+    let save = |p: CapturePolicy| async move {
+        store
+            .save_capture_policy(o, &p, audit(o, AuditAction::CapturePolicyChanged, "p"))
+            .await
+    };
+    save(v1.clone()).await.unwrap();
+    assert_eq!(store.capture_policy(&org("acme")).await.unwrap(), v1);
+    assert!(matches!(
+        save(v1.clone()).await,
+        Err(DomainError::Conflict(_))
+    ));
+    let v2 = CapturePolicy { version: 2, ..v1 };
+    save(v2.clone()).await.unwrap();
+    assert_eq!(store.capture_policy(&org("acme")).await.unwrap(), v2);
+    assert!(matches!(
+        store.capture_policy(&org("nobody")).await,
+        Err(DomainError::NotFound(Entity::Org))
+    ));
 }
 
 async fn directory_links_leave_the_version_alone(store: &DynamoStore) {
@@ -1440,6 +1471,7 @@ async fn sync_runs_are_listed_newest_first_per_org(store: &DynamoStore) {
                 captured: 10 * i as u64,
                 updated: 0,
                 deleted: 0,
+                skipped: 0,
             },
             pages: 2,
             error: None,
@@ -1537,6 +1569,7 @@ contract_suite!(
         a_round_trip_starts_whole_or_not_at_all,
         a_tenant_is_bound_to_one_org_at_a_time,
         directory_links_leave_the_version_alone,
+        capture_policies_are_versioned,
         cursors_and_leases,
         message_pages_are_idempotent_and_moves_converge,
         huge_bodies_are_cut_to_fit_one_item,

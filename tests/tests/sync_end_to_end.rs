@@ -407,7 +407,8 @@ async fn sync_backfill_churn_and_idle_runs_match_ground_truth() {
             MessageCounters {
                 captured: 100,
                 updated: 0,
-                deleted: 0
+                deleted: 0,
+                skipped: 0,
             }
         );
         // 60 inbox + 40 sent in pages of 25: 3 + 2 pages.
@@ -431,7 +432,8 @@ async fn sync_backfill_churn_and_idle_runs_match_ground_truth() {
             MessageCounters {
                 captured: 4,
                 updated: 3,
-                deleted: 2
+                deleted: 2,
+                skipped: 0,
             }
         )
     );
@@ -1197,4 +1199,81 @@ async fn an_unreadable_job_is_left_for_the_dead_letter_queue() {
         "{:?}",
         report.outcomes
     );
+}
+
+/// The org's capture policy keeps mail out of the archive at capture time: any excluded
+/// participant (domain or address), and internal-only mail when the org asks; skipped messages
+/// are counted, never stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_capture_policy_keeps_excluded_mail_out_of_the_archive() {
+    use o365_domain::capture_policy::CapturePolicy;
+    let w = world(1, 0, 0).await;
+    let upn = w.users[0].clone();
+    let policy = CapturePolicy::parse(
+        &["lawfirm.com".to_owned()],
+        &["hr@contoso.com".to_owned()],
+        true,
+        &["contoso.com".to_owned()],
+        1,
+    )
+    .unwrap();
+    w.store
+        .save_capture_policy(
+            &w.org,
+            &policy,
+            audit(&w.org, AuditAction::CapturePolicyChanged, "capture_policy"),
+        )
+        .await
+        .unwrap();
+    let who = |a: &str| ms_sim::Recipient {
+        name: a.into(),
+        address: a.into(),
+    };
+    let mut kept = Vec::new();
+    for (from, to, keep) in [
+        ("partner@lawfirm.com", "user000@contoso.com", false),
+        ("buyer@fabrikam.com", "hr@contoso.com", false),
+        ("alex@contoso.com", "user000@contoso.com", false),
+        ("buyer@fabrikam.com", "user000@contoso.com", true),
+        ("user000@contoso.com", "partner@notlawfirm.com", true),
+    ] {
+        let id = w
+            .sim
+            .add_message(
+                &upn,
+                Folder::Inbox,
+                ms_sim::NewMessage {
+                    from: Some(who(from)),
+                    to: Some(vec![who(to)]),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        if keep {
+            kept.push(id);
+        }
+    }
+    let engine = w.engine();
+    let outcomes: HashMap<String, JobOutcome> = w.sync_all(&engine, 2).await.into_iter().collect();
+    assert_eq!(outcomes[upn.as_str()], JobOutcome::Synced);
+    let mut stored: Vec<String> = Vec::new();
+    let page = w
+        .store
+        .all_messages(&w.org, &Email::parse(&upn).unwrap(), PageRequest::first(50))
+        .await
+        .unwrap();
+    for item in page.items {
+        if let StoredMessage::Live { message, .. } = item {
+            stored.push(message.id);
+        }
+    }
+    stored.sort();
+    kept.sort();
+    assert_eq!(stored, kept, "only admitted mail is archived");
+    let user = w
+        .store
+        .user(&w.org, &Email::parse(&upn).unwrap())
+        .await
+        .unwrap();
+    assert_eq!((user.counters.captured, user.counters.skipped), (2, 3));
 }

@@ -41,6 +41,8 @@ pub enum AuditAction {
     MessageRead,
     /// A mailbox's archive and sync position were deleted.
     MailboxPurged,
+    /// The org's capture policy (exclusions, internal mail) changed.
+    CapturePolicyChanged,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

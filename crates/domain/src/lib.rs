@@ -6,6 +6,7 @@
 
 pub mod admin_identity;
 pub mod audit;
+pub mod capture_policy;
 pub mod connection;
 pub mod consent;
 pub mod consent_state;

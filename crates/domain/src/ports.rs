@@ -46,6 +46,16 @@ pub trait OrgStore: Send + Sync {
         connection: &Connection,
         audit: AuditEvent,
     ) -> Result<()>;
+    /// What the org keeps out of its archive ([`CapturePolicy::default`] when never set).
+    async fn capture_policy(&self, org: &OrgId) -> Result<crate::capture_policy::CapturePolicy>;
+    /// Saves the policy, whose version is the stored one plus one (else `Conflict`), with its
+    /// audit event.
+    async fn save_capture_policy(
+        &self,
+        org: &OrgId,
+        policy: &crate::capture_policy::CapturePolicy,
+        audit: AuditEvent,
+    ) -> Result<()>;
     /// Orgs whose connection has `status` (e.g. every connected org, for the scheduled fan-out).
     async fn orgs_with_connection(
         &self,

@@ -115,6 +115,9 @@ pub struct MessageCounters {
     pub captured: u64,
     pub updated: u64,
     pub deleted: u64,
+    /// Kept out by the org's capture policy (never archived).
+    #[serde(default)]
+    pub skipped: u64,
 }
 
 /// The directory user a platform email resolved to. Graph is addressed by `object_id`, which

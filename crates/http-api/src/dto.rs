@@ -176,6 +176,8 @@ pub struct CountersDto {
     pub captured: u64,
     pub updated: u64,
     pub deleted: u64,
+    /// Kept out by the org's capture policy.
+    pub skipped: u64,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -228,6 +230,7 @@ impl UserDto {
                 captured: u.counters.captured,
                 updated: u.counters.updated,
                 deleted: u.counters.deleted,
+                skipped: u.counters.skipped,
             },
             directory: u.directory.as_ref().map(|d| DirectoryUserDto {
                 object_id: d.object_id.clone(),
@@ -377,6 +380,7 @@ impl From<&SyncRun> for SyncRunDto {
                 captured: r.counters.captured,
                 updated: r.counters.updated,
                 deleted: r.counters.deleted,
+                skipped: r.counters.skipped,
             },
             pages: r.pages,
             error: r

@@ -7,6 +7,7 @@ mod consent_callback;
 pub mod dto;
 mod extract;
 mod mail;
+mod policy;
 pub mod problem;
 mod routes;
 
@@ -110,6 +111,10 @@ fn api_routes() -> OpenApiRouter<ApiState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(routes::get_integration))
         .routes(routes!(routes::patch_settings))
+        .routes(routes!(
+            policy::get_capture_policy,
+            policy::put_capture_policy
+        ))
         .routes(routes!(routes::activate_connection))
         .routes(routes!(routes::verify_connection))
         .routes(routes!(routes::delete_connection))

@@ -4,6 +4,7 @@
 //! |--------------------|------------------------|-------------------|-----------------------------|--------|
 //! | org (settings, Primary, admin count) | `ORG#{org}` | `ORG`     |                             |        |
 //! | connection         | `ORG#{org}`            | `CONNECTION`      | `CONN#{status}`             | org    |
+//! | capture policy     | `ORG#{org}`            | `CAPTURE_POLICY`  |                             |        |
 //! | user               | `ORG#{org}`            | `USER#{email}`    | `USTATE#{org}#{state}`      | email  |
 //! | consent request    | `CONSENT#{nonce}`      | `CONSENT`         |                             |        |
 //! | tenant claim       | `TENANT#{tenant id}`   | `TENANT`          |                             |        |
@@ -27,6 +28,7 @@ pub fn org_pk(org: &OrgId) -> String {
 
 pub const ORG_SK: &str = "ORG";
 pub const CONNECTION_SK: &str = "CONNECTION";
+pub const CAPTURE_POLICY_SK: &str = "CAPTURE_POLICY";
 pub const USER_SK_PREFIX: &str = "USER#";
 
 pub fn user_sk(email: &Email) -> String {

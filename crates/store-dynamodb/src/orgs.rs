@@ -5,6 +5,7 @@ use aws_sdk_dynamodb::types::{ConditionCheck, Put, TransactWriteItem, Update};
 use serde::{Deserialize, Serialize};
 
 use o365_domain::audit::AuditEvent;
+use o365_domain::capture_policy::CapturePolicy;
 use o365_domain::connection::{Connection, ConnectionStatus};
 use o365_domain::ids::OrgId;
 use o365_domain::page::{Page, PageRequest};
@@ -13,7 +14,7 @@ use o365_domain::settings::IntegrationSettings;
 use o365_domain::user::NewUser;
 use o365_domain::{DomainError, Entity, Result};
 
-use crate::keys::{self, CONNECTION_SK, ORG_SK, connection_gsi_pk, org_pk};
+use crate::keys::{self, CAPTURE_POLICY_SK, CONNECTION_SK, ORG_SK, connection_gsi_pk, org_pk};
 use crate::sdk_error::{TransactionFailure, unavailable};
 use crate::tables::{GSI1, GSI1_PK};
 use crate::{DynamoStore, Item, from_item, n, s, to_item};
@@ -30,6 +31,14 @@ pub(crate) struct OrgRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub primary_email: Option<String>,
     pub admin_count: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct CapturePolicyRecord {
+    pk: String,
+    sk: String,
+    #[serde(flatten)]
+    policy: CapturePolicy,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -274,6 +283,59 @@ impl OrgStore for DynamoStore {
                 Err(DomainError::NotFound(Entity::Org))
             }
             Err(TransactionFailure::Cancelled(_)) => Err(DomainError::Conflict(Entity::Connection)),
+            Err(TransactionFailure::Other(e)) => Err(e),
+        }
+    }
+
+    async fn capture_policy(&self, org: &OrgId) -> Result<CapturePolicy> {
+        match self
+            .get(
+                &self.tables.state,
+                keys::key(org_pk(org), CAPTURE_POLICY_SK),
+            )
+            .await?
+        {
+            Some(item) => Ok(from_item::<CapturePolicyRecord>(item)?.policy),
+            None => {
+                self.org_record(org).await?;
+                Ok(CapturePolicy::default())
+            }
+        }
+    }
+
+    async fn save_capture_policy(
+        &self,
+        org: &OrgId,
+        policy: &CapturePolicy,
+        audit: AuditEvent,
+    ) -> Result<()> {
+        let org_exists =
+            self.condition_check(keys::key(org_pk(org), ORG_SK), "attribute_exists(pk)", None)?;
+        let item = to_item(&CapturePolicyRecord {
+            pk: org_pk(org),
+            sk: CAPTURE_POLICY_SK.into(),
+            policy: policy.clone(),
+        })?;
+        let put = if policy.version <= 1 {
+            self.put_item(item, Some("attribute_not_exists(pk)"), None)?
+        } else {
+            self.put_item(
+                item,
+                Some("version = :prev"),
+                Some(Item::from([(":prev".into(), n(policy.version - 1))])),
+            )?
+        };
+        match self
+            .transact(vec![org_exists, put, self.audit_put(&audit)?])
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(TransactionFailure::Cancelled(reasons))
+                if reasons.first().is_some_and(Option::is_some) =>
+            {
+                Err(DomainError::NotFound(Entity::Org))
+            }
+            Err(TransactionFailure::Cancelled(_)) => Err(DomainError::Conflict(Entity::Settings)),
             Err(TransactionFailure::Other(e)) => Err(e),
         }
     }

@@ -43,6 +43,8 @@ struct UserRecord {
     updated: u64,
     #[serde(default)]
     deleted: u64,
+    #[serde(default)]
+    skipped: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     directory: Option<DirectoryLink>,
     version: u64,
@@ -63,6 +65,7 @@ impl UserRecord {
                 captured: self.captured,
                 updated: self.updated,
                 deleted: self.deleted,
+                skipped: self.skipped,
             },
             directory: self.directory,
             version: self.version,
@@ -100,6 +103,7 @@ impl DynamoStore {
             captured: 0,
             updated: 0,
             deleted: 0,
+            skipped: 0,
             directory: None,
             version: 1,
         };
@@ -567,6 +571,7 @@ impl UserStore for DynamoStore {
         values.insert(":c".into(), n(added.captured));
         values.insert(":u".into(), n(added.updated));
         values.insert(":d".into(), n(added.deleted));
+        values.insert(":k".into(), n(added.skipped));
         // Sync outcomes leave `version` alone: it guards what admins edit, and a background run
         // must not turn an admin's save into a conflict.
         let result = self
@@ -574,7 +579,7 @@ impl UserStore for DynamoStore {
             .update_item()
             .table_name(&self.tables.state)
             .set_key(Some(keys::key(org_pk(org), user_sk(email))))
-            .update_expression("SET #state = :state, gsi1pk = :gsi, last_sync_at = :at ADD captured :c, updated :u, deleted :d")
+            .update_expression("SET #state = :state, gsi1pk = :gsi, last_sync_at = :at ADD captured :c, updated :u, deleted :d, skipped :k")
             .condition_expression("attribute_exists(pk)")
             .expression_attribute_names("#state", "state")
             .set_expression_attribute_values(Some(values))

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use o365_domain::DomainError;
 use o365_domain::audit::{Actor, AuditAction, AuditEvent};
+use o365_domain::capture_policy::CapturePolicy;
 use o365_domain::connection::{Connection, ConnectionStatus};
 use o365_domain::failure::{Failure, FailureCode, FailureScope};
 use o365_domain::ids::{Email, OrgId};
@@ -553,6 +554,11 @@ impl SyncEngine {
             .cfg
             .backfill_days
             .map(|d| t - time::Duration::days(i64::from(d)));
+        // What the org keeps out of its archive: read once per run.
+        let policy = match s.orgs.capture_policy(org).await {
+            Ok(p) => p,
+            Err(e) => return JobOutcome::Failed(e.to_string()),
+        };
         let mut retried = false;
         let mut link = match user.directory {
             Some(link) => link,
@@ -570,6 +576,7 @@ impl SyncEngine {
                     app,
                     &link.object_id,
                     folder,
+                    &policy,
                     backfill_since,
                     deadline,
                     report,
@@ -624,6 +631,7 @@ impl SyncEngine {
         app: o365_domain::connection::AppRegistration,
         user_id: &str,
         folder: MailFolder,
+        policy: &CapturePolicy,
         backfill_since: Option<OffsetDateTime>,
         deadline: Instant,
         report: &mut MailboxReport,
@@ -655,7 +663,7 @@ impl SyncEngine {
                 include_body: self.cfg.include_bodies,
                 deadline,
             };
-            let page = match self.mail.delta_page(request).await {
+            let mut page = match self.mail.delta_page(request).await {
                 Ok(p) => p,
                 Err(MicrosoftError::SyncStateExpired) if restarts < 2 => {
                     restarts += 1;
@@ -673,6 +681,10 @@ impl SyncEngine {
                 Err(e) => return Err(Stop::Microsoft(e)),
             };
             report.pages += 1;
+            // Kept out by the org's capture policy: never archived, only counted.
+            let fetched = page.messages.len();
+            page.messages.retain(|m| policy.admits(m));
+            report.counters.skipped += (fetched - page.messages.len()) as u64;
             // "captured" is a message the archive never held; anything it already holds, live in
             // this folder or another or as a tombstone (a move's removal processed first), is
             // "updated". That costs one read per message, paid only outside a first backfill

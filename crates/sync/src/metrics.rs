@@ -56,6 +56,7 @@ pub fn worker_lines(
             ("MessagesNew", "Count", c.captured as f64),
             ("MessagesUpdated", "Count", c.updated as f64),
             ("MessagesDeleted", "Count", c.deleted as f64),
+            ("MessagesSkipped", "Count", c.skipped as f64),
             ("GraphRequests", "Count", graph_requests as f64),
             ("GraphThrottles", "Count", throttles as f64),
             ("JobsDelayed", "Count", report.throttled as f64),

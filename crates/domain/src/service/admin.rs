@@ -6,6 +6,7 @@ use time::OffsetDateTime;
 use super::Services;
 use super::access::{Action, Principal, authorize};
 use crate::audit::{Actor, AuditAction, AuditEvent, AuditEvent as Event};
+use crate::capture_policy::{CapturePolicy, CapturePolicyChange};
 use crate::connection::{Connection, ConnectionStatus};
 use crate::error::{DomainError, Entity, Result};
 use crate::failure::{Failure, FailureCode};
@@ -56,6 +57,39 @@ impl Services {
             users_in_error,
             users_total,
         })
+    }
+
+    /// What the org keeps out of its archive (admins).
+    pub async fn capture_policy(&self, p: &Principal) -> Result<CapturePolicy> {
+        authorize(p, Action::ReadIntegration)?;
+        self.store.capture_policy(&p.org).await
+    }
+
+    /// Replaces the capture policy (admins). Affects captures from now on; what is archived
+    /// stays (purge a mailbox to remove it).
+    pub async fn set_capture_policy(
+        &self,
+        p: &Principal,
+        change: CapturePolicyChange,
+        expected_version: u64,
+        now: OffsetDateTime,
+    ) -> Result<CapturePolicy> {
+        authorize(p, Action::ChangeSettings)?;
+        let current = self.store.capture_policy(&p.org).await?;
+        if current.version != expected_version {
+            return Err(DomainError::Conflict(Entity::Settings));
+        }
+        let next = CapturePolicy::parse(
+            &change.excluded_domains,
+            &change.excluded_addresses,
+            change.skip_internal,
+            &change.internal_domains,
+            current.version + 1,
+        )?;
+        let audit = event(p, now, AuditAction::CapturePolicyChanged, "capture_policy")
+            .change(Some(&current), Some(&next));
+        self.store.save_capture_policy(&p.org, &next, audit).await?;
+        Ok(next)
     }
 
     /// The org's switch and connection, once per request, for showing users as they are

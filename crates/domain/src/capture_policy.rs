@@ -1,0 +1,233 @@
+//! What the org keeps out of its archive: messages that involve an excluded address or domain
+//! (a law firm, a personal-mail provider, an HR mailbox), and optionally internal mail — where
+//! every participant is in one of the org's own domains. Applied when mail is captured; a
+//! change affects new captures only.
+//!
+//! The rule: a message is kept out if ANY participant (from, to, cc, bcc) is excluded — one
+//! privileged correspondent is enough to make a thread private. A domain covers its subdomains.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{DomainError, FieldError};
+use crate::ids::Email;
+use crate::message::CapturedMessage;
+
+/// More than this many entries per list is a mistake, not a policy.
+pub const MAX_ENTRIES: usize = 500;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CapturePolicy {
+    /// Lower-case domain names.
+    pub excluded_domains: Vec<String>,
+    pub excluded_addresses: Vec<Email>,
+    /// Keep out mail whose participants are all in `internal_domains`.
+    pub skip_internal: bool,
+    pub internal_domains: Vec<String>,
+    /// Bumped by every change; 0 = never set (nothing excluded).
+    pub version: u64,
+}
+
+fn domain(field: &str, i: usize, raw: &str) -> Result<String, FieldError> {
+    let d = raw.trim().trim_start_matches('@').to_ascii_lowercase();
+    // A domain is what an address after '@' may be: reuse the email rules.
+    Email::parse(&format!("x@{d}")).map(|_| d).map_err(|_| {
+        FieldError::new(
+            format!("{field}[{i}]"),
+            "invalid_domain",
+            format!(
+                "'{}' is not a domain name",
+                raw.chars().take(80).collect::<String>()
+            ),
+        )
+    })
+}
+
+fn bounded(field: &str, len: usize) -> Result<(), FieldError> {
+    if len > MAX_ENTRIES {
+        return Err(FieldError::new(
+            field,
+            "too_many",
+            format!("at most {MAX_ENTRIES} entries"),
+        ));
+    }
+    Ok(())
+}
+
+/// A requested policy, as an admin sends it (validated by [`CapturePolicy::parse`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CapturePolicyChange {
+    pub excluded_domains: Vec<String>,
+    pub excluded_addresses: Vec<String>,
+    pub skip_internal: bool,
+    pub internal_domains: Vec<String>,
+}
+
+impl CapturePolicy {
+    /// Validates every entry and reports all problems at once; entries are normalised and
+    /// de-duplicated.
+    pub fn parse(
+        excluded_domains: &[String],
+        excluded_addresses: &[String],
+        skip_internal: bool,
+        internal_domains: &[String],
+        version: u64,
+    ) -> Result<Self, DomainError> {
+        let mut errors = Vec::new();
+        let mut domains = |field: &str, list: &[String]| -> Vec<String> {
+            if let Err(e) = bounded(field, list.len()) {
+                errors.push(e);
+            }
+            let mut out: Vec<String> = list
+                .iter()
+                .enumerate()
+                .filter_map(|(i, d)| domain(field, i, d).map_err(|e| errors.push(e)).ok())
+                .collect();
+            out.sort();
+            out.dedup();
+            out
+        };
+        let excluded_domains = domains("excluded_domains", excluded_domains);
+        let internal_domains = domains("internal_domains", internal_domains);
+        if let Err(e) = bounded("excluded_addresses", excluded_addresses.len()) {
+            errors.push(e);
+        }
+        let mut addresses: Vec<Email> = excluded_addresses
+            .iter()
+            .enumerate()
+            .filter_map(|(i, a)| {
+                Email::parse(a)
+                    .map_err(|e| errors.push(e.at(format!("excluded_addresses[{i}]"))))
+                    .ok()
+            })
+            .collect();
+        addresses.sort_by(|a, b| a.key().cmp(b.key()));
+        addresses.dedup();
+        if skip_internal && internal_domains.is_empty() {
+            errors.push(FieldError::new(
+                "internal_domains",
+                "required",
+                "name the org's own domains to skip internal mail",
+            ));
+        }
+        if !errors.is_empty() {
+            return Err(DomainError::Invalid(errors));
+        }
+        Ok(Self {
+            excluded_domains,
+            excluded_addresses: addresses,
+            skip_internal,
+            internal_domains,
+            version,
+        })
+    }
+
+    /// Whether the message may be archived.
+    pub fn admits(&self, message: &CapturedMessage) -> bool {
+        let participants: Vec<String> = message
+            .from
+            .iter()
+            .chain(&message.to)
+            .chain(&message.cc)
+            .chain(&message.bcc)
+            .filter_map(|r| r.address.as_deref())
+            .map(str::to_ascii_lowercase)
+            .collect();
+        let in_domains = |address: &str, domains: &[String]| {
+            address.rsplit_once('@').is_some_and(|(_, d)| {
+                domains
+                    .iter()
+                    .any(|x| d == x || d.ends_with(&format!(".{x}")))
+            })
+        };
+        let excluded = participants.iter().any(|p| {
+            in_domains(p, &self.excluded_domains)
+                || self.excluded_addresses.iter().any(|a| a.key() == p)
+        });
+        let internal = self.skip_internal
+            && !participants.is_empty()
+            && participants
+                .iter()
+                .all(|p| in_domains(p, &self.internal_domains));
+        !(excluded || internal)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mailbox::MailFolder;
+    use crate::message::Recipient;
+
+    fn mail(from: &str, to: &[&str]) -> CapturedMessage {
+        let r = |a: &str| Recipient {
+            name: None,
+            address: Some(a.into()),
+        };
+        CapturedMessage {
+            id: "1".into(),
+            folder: MailFolder::Inbox,
+            internet_message_id: None,
+            conversation_id: None,
+            subject: None,
+            from: Some(r(from)),
+            to: to.iter().map(|a| r(a)).collect(),
+            cc: vec![],
+            bcc: vec![],
+            received_at: None,
+            sent_at: None,
+            last_modified_at: None,
+            change_key: None,
+            preview: None,
+            has_attachments: false,
+            categories: vec![],
+            web_link: None,
+            body: None,
+        }
+    }
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn one_excluded_participant_keeps_the_message_out() {
+        let p = CapturePolicy::parse(&s(&["LawFirm.com"]), &s(&["hr@contoso.com"]), false, &[], 1)
+            .unwrap();
+        assert!(!p.admits(&mail("partner@lawfirm.com", &["adele@contoso.com"])));
+        assert!(
+            !p.admits(&mail("adele@contoso.com", &["x@mail.lawfirm.com"])),
+            "subdomains"
+        );
+        assert!(!p.admits(&mail("adele@contoso.com", &["HR@Contoso.com"])));
+        assert!(p.admits(&mail("adele@contoso.com", &["buyer@fabrikam.com"])));
+        assert!(
+            p.admits(&mail("adele@contoso.com", &["x@notlawfirm.com"])),
+            "not a suffix match"
+        );
+    }
+
+    #[test]
+    fn internal_mail_is_skipped_only_when_every_participant_is_internal() {
+        let p = CapturePolicy::parse(&[], &[], true, &s(&["contoso.com"]), 1).unwrap();
+        assert!(!p.admits(&mail("adele@contoso.com", &["alex@eu.contoso.com"])));
+        assert!(p.admits(&mail("adele@contoso.com", &["buyer@fabrikam.com"])));
+    }
+
+    #[test]
+    fn bad_entries_are_all_reported() {
+        let Err(DomainError::Invalid(errors)) =
+            CapturePolicy::parse(&s(&["not a domain", "ok.com"]), &s(&["nope"]), true, &[], 1)
+        else {
+            panic!("accepted")
+        };
+        let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "excluded_domains[0]",
+                "excluded_addresses[0]",
+                "internal_domains"
+            ]
+        );
+    }
+}
