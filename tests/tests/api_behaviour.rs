@@ -548,7 +548,7 @@ async fn the_capture_policy_is_validated_versioned_and_audited() {
         ]
     );
     assert_eq!(audit_len(&h).await, before, "refused: nothing written");
-    let good = json!({"excluded_domains": ["@LawFirm.com", "lawfirm.com"], "excluded_addresses": ["HR@contoso.com"], "skip_internal": true, "internal_domains": ["contoso.com"], "version": 0});
+    let good = json!({"excluded_domains": ["@LawFirm.com", "lawfirm.com"], "excluded_addresses": ["HR@contoso.com"], "skip_internal": true, "internal_domains": ["contoso.com"], "retention_days": 365, "version": 0});
     let r = h.as_user("acme", PRIMARY, "PUT", path, Some(good)).await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     assert_eq!(r.headers["etag"], "\"1\"");

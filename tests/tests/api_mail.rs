@@ -1,6 +1,7 @@
 //! Captured mail through the API: listed newest first without bodies, filtered, paged; one
 //! message with its body, every body read audited; only the owner and the org's admins.
 
+use o365_domain::message::WriteStamp;
 use std::sync::Arc;
 
 use ms_sim::SimConfig;
@@ -66,7 +67,7 @@ async fn world() -> ApiHarness {
             &adele,
             &messages,
             &[],
-            time::OffsetDateTime::now_utc(),
+            WriteStamp::from(time::OffsetDateTime::now_utc()),
         )
         .await
         .unwrap();
@@ -83,7 +84,7 @@ async fn world() -> ApiHarness {
             &adele,
             &[],
             &[removal],
-            time::OffsetDateTime::now_utc(),
+            WriteStamp::from(time::OffsetDateTime::now_utc()),
         )
         .await
         .unwrap();

@@ -6,6 +6,7 @@ use o365_domain::connection::ConnectionStatus;
 use o365_domain::failure::{Failure, FailureCode};
 use o365_domain::ids::Email;
 use o365_domain::mailbox::{MailFolder, MailboxCursor, SyncLink};
+use o365_domain::message::WriteStamp;
 use o365_domain::message::{CapturedMessage, MessageRemoval, RemovalReason};
 use o365_domain::page::PageRequest;
 use o365_domain::ports::{AuditLog, MailboxStateStore, MessageArchive, OrgStore, UserStore};
@@ -137,7 +138,7 @@ async fn resync_and_purge_are_dry_runs_until_confirmed() {
 
     let messages: Vec<_> = (0..7).map(|i| message(&format!("m{i}"))).collect();
     f.store
-        .write_page(&acme, &adele, &messages, &[], now())
+        .write_page(&acme, &adele, &messages, &[], WriteStamp::from(now()))
         .await
         .unwrap();
     let removal = MessageRemoval {
@@ -146,7 +147,7 @@ async fn resync_and_purge_are_dry_runs_until_confirmed() {
         reason: RemovalReason::Deleted,
     };
     f.store
-        .write_page(&acme, &adele, &[], &[removal], now())
+        .write_page(&acme, &adele, &[], &[removal], WriteStamp::from(now()))
         .await
         .unwrap();
     let dry = ops::purge(&f.store, &acme, &adele, false).await.unwrap();

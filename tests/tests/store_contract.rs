@@ -2,6 +2,7 @@
 //! (in-process) and moto. Each check asserts outcomes, including that refused writes left
 //! nothing behind.
 
+use o365_domain::message::WriteStamp;
 use std::sync::Arc;
 
 use o365_domain::audit::AuditAction;
@@ -1023,7 +1024,15 @@ async fn capture_policies_are_versioned(store: &DynamoStore) {
         store.capture_policy(&o).await.unwrap(),
         CapturePolicy::default()
     );
-    let v1 = CapturePolicy::parse(&["lawfirm.com".into()], &[], false, &[], 1).unwrap();
+    let v1 = CapturePolicy::parse(
+        &o365_domain::capture_policy::CapturePolicyChange {
+            excluded_domains: vec!["lawfirm.com".into()],
+            retention_days: Some(30),
+            ..Default::default()
+        },
+        1,
+    )
+    .unwrap();
     let o = &o;
     let save = |p: CapturePolicy| async move {
         store
@@ -1209,7 +1218,7 @@ async fn mail_lists_newest_first_without_bodies(store: &DynamoStore) {
         batch.push(m);
     }
     store
-        .write_page(&o, &mbx, &batch, &[], now())
+        .write_page(&o, &mbx, &batch, &[], WriteStamp::from(now()))
         .await
         .unwrap();
     let removal = MessageRemoval {
@@ -1218,7 +1227,7 @@ async fn mail_lists_newest_first_without_bodies(store: &DynamoStore) {
         reason: RemovalReason::Deleted,
     };
     store
-        .write_page(&o, &mbx, &[], &[removal], now())
+        .write_page(&o, &mbx, &[], &[removal], WriteStamp::from(now()))
         .await
         .unwrap();
     let (o, mbx) = (&o, &mbx);
@@ -1307,8 +1316,14 @@ async fn message_pages_are_idempotent_and_moves_converge(store: &DynamoStore) {
     let page: Vec<_> = (0..30)
         .map(|i| message(&format!("m{i:02}"), MailFolder::Inbox, "<p>hi</p>"))
         .collect();
-    let s1 = store.write_page(&o, &mbx, &page, &[], now()).await.unwrap();
-    let s2 = store.write_page(&o, &mbx, &page, &[], now()).await.unwrap();
+    let s1 = store
+        .write_page(&o, &mbx, &page, &[], WriteStamp::from(now()))
+        .await
+        .unwrap();
+    let s2 = store
+        .write_page(&o, &mbx, &page, &[], WriteStamp::from(now()))
+        .await
+        .unwrap();
     assert_eq!((s1.written, s2.written), (30, 30));
     assert_eq!(
         live_ids(store, &o, &mbx).await.len(),
@@ -1334,7 +1349,7 @@ async fn message_pages_are_idempotent_and_moves_converge(store: &DynamoStore) {
             &mbx,
             &[message("m01", MailFolder::SentItems, "x")],
             &[],
-            now(),
+            WriteStamp::from(now()),
         )
         .await
         .unwrap();
@@ -1344,7 +1359,13 @@ async fn message_pages_are_idempotent_and_moves_converge(store: &DynamoStore) {
         reason: RemovalReason::Changed,
     };
     let s = store
-        .write_page(&o, &mbx, &[], std::slice::from_ref(&removal), now())
+        .write_page(
+            &o,
+            &mbx,
+            &[],
+            std::slice::from_ref(&removal),
+            WriteStamp::from(now()),
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -1358,7 +1379,7 @@ async fn message_pages_are_idempotent_and_moves_converge(store: &DynamoStore) {
         reason: RemovalReason::Changed,
     };
     store
-        .write_page(&o, &mbx, &[], &[removal2], now())
+        .write_page(&o, &mbx, &[], &[removal2], WriteStamp::from(now()))
         .await
         .unwrap();
     store
@@ -1367,7 +1388,7 @@ async fn message_pages_are_idempotent_and_moves_converge(store: &DynamoStore) {
             &mbx,
             &[message("m02", MailFolder::SentItems, "x")],
             &[],
-            now(),
+            WriteStamp::from(now()),
         )
         .await
         .unwrap();
@@ -1378,11 +1399,17 @@ async fn message_pages_are_idempotent_and_moves_converge(store: &DynamoStore) {
         reason: RemovalReason::Deleted,
     };
     store
-        .write_page(&o, &mbx, &[], std::slice::from_ref(&deleted), now())
+        .write_page(
+            &o,
+            &mbx,
+            &[],
+            std::slice::from_ref(&deleted),
+            WriteStamp::from(now()),
+        )
         .await
         .unwrap();
     store
-        .write_page(&o, &mbx, &[], &[deleted], now())
+        .write_page(&o, &mbx, &[], &[deleted], WriteStamp::from(now()))
         .await
         .unwrap();
 
@@ -1423,7 +1450,7 @@ async fn huge_bodies_are_cut_to_fit_one_item(store: &DynamoStore) {
         })
         .collect();
     let summary = store
-        .write_page(&o, &mbx, &[big.clone()], &[], now())
+        .write_page(&o, &mbx, &[big.clone()], &[], WriteStamp::from(now()))
         .await
         .unwrap();
     assert_eq!(summary.bodies_truncated, 1);

@@ -1,6 +1,7 @@
 //! The sync engine end to end: Microsoft simulator + real DynamoDB API (dynoxide) + (one test)
 //! real SQS (moto). Every check compares the archive with the simulator's ground truth.
 
+use o365_domain::message::WriteStamp;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -537,7 +538,7 @@ impl MessageArchive for Crashy {
         m: &Email,
         msgs: &[CapturedMessage],
         rem: &[MessageRemoval],
-        at: OffsetDateTime,
+        at: WriteStamp,
     ) -> DResult<PageWriteSummary> {
         if self.tick() {
             return Err(Self::boom());
@@ -1210,10 +1211,13 @@ async fn the_capture_policy_keeps_excluded_mail_out_of_the_archive() {
     let w = world(1, 0, 0).await;
     let upn = w.users[0].clone();
     let policy = CapturePolicy::parse(
-        &["lawfirm.com".to_owned()],
-        &["hr@contoso.com".to_owned()],
-        true,
-        &["contoso.com".to_owned()],
+        &o365_domain::capture_policy::CapturePolicyChange {
+            excluded_domains: vec!["lawfirm.com".into()],
+            excluded_addresses: vec!["hr@contoso.com".into()],
+            skip_internal: true,
+            internal_domains: vec!["contoso.com".into()],
+            retention_days: Some(30),
+        },
         1,
     )
     .unwrap();
@@ -1276,4 +1280,29 @@ async fn the_capture_policy_keeps_excluded_mail_out_of_the_archive() {
         .await
         .unwrap();
     assert_eq!((user.counters.captured, user.counters.skipped), (2, 3));
+    // The org keeps mail 30 days: each archived item carries DynamoDB's TTL attribute.
+    let item = w
+        .store
+        .client()
+        .get_item()
+        .table_name(&w.store.tables().messages)
+        .key(
+            "pk",
+            aws_sdk_dynamodb::types::AttributeValue::S(format!("{}#{}", w.org, upn)),
+        )
+        .key(
+            "sk",
+            aws_sdk_dynamodb::types::AttributeValue::S(kept[0].clone()),
+        )
+        .send()
+        .await
+        .unwrap()
+        .item
+        .unwrap();
+    let expires: i64 = item["expires_at"].as_n().unwrap().parse().unwrap();
+    let in_30_days = (OffsetDateTime::now_utc() + time::Duration::days(30)).unix_timestamp();
+    assert!(
+        (expires - in_30_days).abs() < 3600,
+        "{expires} vs {in_30_days}"
+    );
 }

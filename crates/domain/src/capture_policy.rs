@@ -23,6 +23,10 @@ pub struct CapturePolicy {
     /// Keep out mail whose participants are all in `internal_domains`.
     pub skip_internal: bool,
     pub internal_domains: Vec<String>,
+    /// Archived mail is deleted this many days after it was received; `None` keeps it. A
+    /// change applies to mail captured from then on (earlier items keep their expiry).
+    #[serde(default)]
+    pub retention_days: Option<u32>,
     /// Bumped by every change; 0 = never set (nothing excluded).
     pub version: u64,
 }
@@ -60,18 +64,24 @@ pub struct CapturePolicyChange {
     pub excluded_addresses: Vec<String>,
     pub skip_internal: bool,
     pub internal_domains: Vec<String>,
+    pub retention_days: Option<u32>,
 }
+
+/// Longest retention one can set: ten years.
+pub const MAX_RETENTION_DAYS: u32 = 3650;
 
 impl CapturePolicy {
     /// Validates every entry and reports all problems at once; entries are normalised and
     /// de-duplicated.
-    pub fn parse(
-        excluded_domains: &[String],
-        excluded_addresses: &[String],
-        skip_internal: bool,
-        internal_domains: &[String],
-        version: u64,
-    ) -> Result<Self, DomainError> {
+    pub fn parse(change: &CapturePolicyChange, version: u64) -> Result<Self, DomainError> {
+        let CapturePolicyChange {
+            excluded_domains,
+            excluded_addresses,
+            skip_internal,
+            internal_domains,
+            retention_days,
+        } = change;
+        let skip_internal = *skip_internal;
         let mut errors = Vec::new();
         let mut domains = |field: &str, list: &[String]| -> Vec<String> {
             if let Err(e) = bounded(field, list.len()) {
@@ -109,6 +119,13 @@ impl CapturePolicy {
                 "name the org's own domains to skip internal mail",
             ));
         }
+        if retention_days.is_some_and(|d| d == 0 || d > MAX_RETENTION_DAYS) {
+            errors.push(FieldError::new(
+                "retention_days",
+                "out_of_range",
+                format!("keep mail 1 to {MAX_RETENTION_DAYS} days, or null to keep it"),
+            ));
+        }
         if !errors.is_empty() {
             return Err(DomainError::Invalid(errors));
         }
@@ -117,8 +134,15 @@ impl CapturePolicy {
             excluded_addresses: addresses,
             skip_internal,
             internal_domains,
+            retention_days: *retention_days,
             version,
         })
+    }
+
+    /// How long captured mail is kept, if limited.
+    pub fn keep_for(&self) -> Option<time::Duration> {
+        self.retention_days
+            .map(|d| time::Duration::days(i64::from(d)))
     }
 
     /// Whether the message may be archived.
@@ -191,8 +215,15 @@ mod tests {
 
     #[test]
     fn one_excluded_participant_keeps_the_message_out() {
-        let p = CapturePolicy::parse(&s(&["LawFirm.com"]), &s(&["hr@contoso.com"]), false, &[], 1)
-            .unwrap();
+        let p = CapturePolicy::parse(
+            &CapturePolicyChange {
+                excluded_domains: s(&["LawFirm.com"]),
+                excluded_addresses: s(&["hr@contoso.com"]),
+                ..Default::default()
+            },
+            1,
+        )
+        .unwrap();
         assert!(!p.admits(&mail("partner@lawfirm.com", &["adele@contoso.com"])));
         assert!(
             !p.admits(&mail("adele@contoso.com", &["x@mail.lawfirm.com"])),
@@ -208,16 +239,29 @@ mod tests {
 
     #[test]
     fn internal_mail_is_skipped_only_when_every_participant_is_internal() {
-        let p = CapturePolicy::parse(&[], &[], true, &s(&["contoso.com"]), 1).unwrap();
+        let p = CapturePolicy::parse(
+            &CapturePolicyChange {
+                skip_internal: true,
+                internal_domains: s(&["contoso.com"]),
+                ..Default::default()
+            },
+            1,
+        )
+        .unwrap();
         assert!(!p.admits(&mail("adele@contoso.com", &["alex@eu.contoso.com"])));
         assert!(p.admits(&mail("adele@contoso.com", &["buyer@fabrikam.com"])));
     }
 
     #[test]
     fn bad_entries_are_all_reported() {
-        let Err(DomainError::Invalid(errors)) =
-            CapturePolicy::parse(&s(&["not a domain", "ok.com"]), &s(&["nope"]), true, &[], 1)
-        else {
+        let bad = CapturePolicyChange {
+            excluded_domains: s(&["not a domain", "ok.com"]),
+            excluded_addresses: s(&["nope"]),
+            skip_internal: true,
+            internal_domains: vec![],
+            retention_days: Some(0),
+        };
+        let Err(DomainError::Invalid(errors)) = CapturePolicy::parse(&bad, 1) else {
             panic!("accepted")
         };
         let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
@@ -226,7 +270,8 @@ mod tests {
             [
                 "excluded_domains[0]",
                 "excluded_addresses[0]",
-                "internal_domains"
+                "internal_domains",
+                "retention_days"
             ]
         );
     }

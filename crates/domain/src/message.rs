@@ -60,6 +60,28 @@ pub enum RemovalReason {
     Changed,
 }
 
+/// When a page is written, and how long its messages are kept (the org's retention).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteStamp {
+    pub at: OffsetDateTime,
+    /// Counted from when a message was received (else from `at`); `None` keeps it.
+    pub keep_for: Option<time::Duration>,
+}
+
+impl From<OffsetDateTime> for WriteStamp {
+    fn from(at: OffsetDateTime) -> Self {
+        Self { at, keep_for: None }
+    }
+}
+
+impl WriteStamp {
+    /// When `message` expires from the archive, if the org keeps mail for a limited time.
+    pub fn expires_at(&self, message: &CapturedMessage) -> Option<OffsetDateTime> {
+        self.keep_for
+            .map(|keep| message.received_at.or(message.sent_at).unwrap_or(self.at) + keep)
+    }
+}
+
 /// Which archived messages of a mailbox a listing returns (newest first).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MessageQuery {

@@ -192,7 +192,7 @@ pub trait MessageArchive: Send + Sync {
         mailbox: &Email,
         messages: &[CapturedMessage],
         removals: &[MessageRemoval],
-        at: OffsetDateTime,
+        stamp: crate::message::WriteStamp,
     ) -> Result<PageWriteSummary>;
     async fn message(
         &self,

@@ -23,6 +23,8 @@ pub struct CapturePolicyDto {
     /// Skip mail whose participants are all in `internal_domains`.
     pub skip_internal: bool,
     pub internal_domains: Vec<String>,
+    /// Captured mail is deleted this many days after it was received (null: kept).
+    pub retention_days: Option<u32>,
     /// Send back as `version` (or `If-Match`) when changing the policy.
     pub version: u64,
 }
@@ -34,6 +36,7 @@ impl From<&CapturePolicy> for CapturePolicyDto {
             excluded_addresses: p.excluded_addresses.iter().map(|a| a.to_string()).collect(),
             skip_internal: p.skip_internal,
             internal_domains: p.internal_domains.clone(),
+            retention_days: p.retention_days,
             version: p.version,
         }
     }
@@ -50,6 +53,8 @@ pub struct CapturePolicyRequest {
     pub skip_internal: bool,
     #[serde(default)]
     pub internal_domains: Vec<String>,
+    /// 1 to 3650 days; null or absent keeps mail.
+    pub retention_days: Option<u32>,
     /// The version you read (alternatively send `If-Match`).
     pub version: Option<u64>,
 }
@@ -89,6 +94,7 @@ pub async fn put_capture_policy(
         excluded_addresses: body.excluded_addresses,
         skip_internal: body.skip_internal,
         internal_domains: body.internal_domains,
+        retention_days: body.retention_days,
     };
     let policy = state
         .services

@@ -20,7 +20,7 @@ use o365_domain::ids::{Email, OrgId};
 use o365_domain::mailbox::MailFolder;
 use o365_domain::message::{
     BodyType, CapturedMessage, MessageBody, MessageQuery, MessageRemoval, PageWriteSummary,
-    RemovalReason, StoredMessage,
+    RemovalReason, StoredMessage, WriteStamp,
 };
 use o365_domain::page::{Page, PageRequest};
 use o365_domain::ports::MessageArchive;
@@ -28,8 +28,8 @@ use o365_domain::{DomainError, Result};
 
 use crate::keys::{self, message_pk};
 use crate::sdk_error::{is_conditional_failure, unavailable};
-use crate::tables::{BY_RECEIVED, PK, RECEIVED_KEY};
-use crate::{DynamoStore, Item, from_item, rfc3339, s, to_item};
+use crate::tables::{BY_RECEIVED, PK, RECEIVED_KEY, TTL_ATTRIBUTE};
+use crate::{DynamoStore, Item, from_item, n, rfc3339, s, to_item};
 
 /// DynamoDB's item size limit (attribute names and values together).
 pub const MAX_ITEM_BYTES: usize = 400 * 1024;
@@ -311,8 +311,9 @@ impl MessageArchive for DynamoStore {
         mailbox: &Email,
         messages: &[CapturedMessage],
         removals: &[MessageRemoval],
-        at: OffsetDateTime,
+        stamp: WriteStamp,
     ) -> Result<PageWriteSummary> {
+        let at = stamp.at;
         let mut summary = PageWriteSummary::default();
         // A batch may not name one key twice; a page can (replays): the last copy wins.
         let mut latest: Vec<&CapturedMessage> = Vec::with_capacity(messages.len());
@@ -323,7 +324,14 @@ impl MessageArchive for DynamoStore {
         }
         let mut requests = Vec::with_capacity(latest.len());
         for m in latest.into_iter().rev() {
-            let (item, truncated) = message_item(org, mailbox, m, at)?;
+            let (mut item, truncated) = message_item(org, mailbox, m, at)?;
+            // The org's retention, as DynamoDB TTL: expired items are deleted by DynamoDB.
+            if let Some(expires) = stamp.expires_at(m) {
+                item.insert(
+                    TTL_ATTRIBUTE.into(),
+                    n(expires.unix_timestamp().max(0) as u64),
+                );
+            }
             summary.bodies_truncated += u64::from(truncated);
             requests.push(
                 WriteRequest::builder()

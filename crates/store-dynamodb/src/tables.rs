@@ -132,7 +132,8 @@ pub fn table_definitions() -> Vec<TableDefinition> {
                 sort_key: RECEIVED_KEY,
                 projection: IndexProjection::Include(MESSAGE_LISTING_ATTRIBUTES),
             }],
-            ttl_attribute: None,
+            // The org's retention: message items carry an expiry when the org sets one.
+            ttl_attribute: Some(TTL_ATTRIBUTE),
         },
     ]
 }

@@ -6,6 +6,7 @@
 //! `cargo bench -p o365-sync-engine --bench backfill -- [MAILBOXES] [MESSAGES] [--bodies]`
 //! (defaults 1000 × 1000, no bodies).
 
+use o365_domain::message::WriteStamp;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -60,7 +61,7 @@ impl MessageArchive for Counting {
         m: &Email,
         msgs: &[CapturedMessage],
         rem: &[MessageRemoval],
-        at: OffsetDateTime,
+        at: WriteStamp,
     ) -> DResult<PageWriteSummary> {
         self.writes
             .fetch_add((msgs.len() + rem.len()) as u64, Ordering::Relaxed);

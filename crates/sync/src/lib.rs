@@ -17,6 +17,7 @@ pub mod metrics;
 mod resolve;
 pub mod sqs;
 
+use o365_domain::message::WriteStamp;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -715,7 +716,16 @@ impl SyncEngine {
             };
             if !page.messages.is_empty() || !page.removals.is_empty() {
                 s.archive
-                    .write_page(org, mailbox, &page.messages, &page.removals, at)
+                    .write_page(
+                        org,
+                        mailbox,
+                        &page.messages,
+                        &page.removals,
+                        WriteStamp {
+                            at,
+                            keep_for: policy.keep_for(),
+                        },
+                    )
                     .await?;
             }
             let done = matches!(page.next, SyncLink::Delta(_));
@@ -803,7 +813,13 @@ impl SyncEngine {
             report.counters.deleted += gone.len() as u64;
             self.stores
                 .archive
-                .write_page(org, mailbox, &[], &gone, now().max(started))
+                .write_page(
+                    org,
+                    mailbox,
+                    &[],
+                    &gone,
+                    WriteStamp::from(now().max(started)),
+                )
                 .await?;
         }
         Ok(())

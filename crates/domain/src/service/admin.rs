@@ -79,13 +79,7 @@ impl Services {
         if current.version != expected_version {
             return Err(DomainError::Conflict(Entity::Settings));
         }
-        let next = CapturePolicy::parse(
-            &change.excluded_domains,
-            &change.excluded_addresses,
-            change.skip_internal,
-            &change.internal_domains,
-            current.version + 1,
-        )?;
+        let next = CapturePolicy::parse(&change, current.version + 1)?;
         let audit = event(p, now, AuditAction::CapturePolicyChanged, "capture_policy")
             .change(Some(&current), Some(&next));
         self.store.save_capture_policy(&p.org, &next, audit).await?;
