@@ -1319,3 +1319,49 @@ async fn a_personal_account_is_refused() {
     expect_front_end(&r, "personal_account");
     assert!(integration(&h, "acme").await["connection"]["tenant_id"].is_null());
 }
+
+/// Switching the service account off says what it stops before doing it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switching_the_service_account_off_needs_confirmation() {
+    let h = harness(SimConfig::default()).await;
+    h.org("acme").await;
+    expect_front_end(
+        &h.connect("acme", ConsentDecision::Accept).await,
+        "connected",
+    );
+    h.as_user(
+        "acme",
+        PRIMARY,
+        "POST",
+        "/v1/users/sync",
+        Some(json!({"changes": [{"email": "adele@contoso.com", "sync_enabled": true}]})),
+    )
+    .await;
+    let version = integration(&h, "acme").await["settings"]["version"]
+        .as_u64()
+        .unwrap();
+    let off = |confirm: bool| {
+        h.as_user(
+            "acme",
+            PRIMARY,
+            "PATCH",
+            "/v1/integration/settings",
+            Some(json!({"use_service_account": false, "version": version, "confirm": confirm})),
+        )
+    };
+    let r = off(false).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{:?}", r.body);
+    assert!(r.body["detail"].as_str().unwrap().contains("confirm"));
+    assert_eq!(
+        integration(&h, "acme").await["connection"]["status"],
+        "connected",
+        "nothing changed"
+    );
+    let r = off(true).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(
+        integration(&h, "acme").await["connection"]["status"],
+        "none"
+    );
+    assert_eq!(adele(&h).await["error"]["code"], "service_account_off");
+}

@@ -96,7 +96,7 @@ async fn a_stale_settings_version_is_a_conflict(store: &DynamoStore) {
     let v1 = store.settings(&o).await.unwrap();
     let v2 = v1.apply(SettingsChange {
         use_service_account: Some(true),
-        read_only: None,
+        ..Default::default()
     });
     store
         .save_settings(
@@ -110,8 +110,8 @@ async fn a_stale_settings_version_is_a_conflict(store: &DynamoStore) {
     assert_eq!(store.settings(&o).await.unwrap(), v2);
     // A second writer still holding v1 must not overwrite v2.
     let stale = v1.apply(SettingsChange {
-        use_service_account: None,
         read_only: Some(true),
+        ..Default::default()
     });
     let result = store
         .save_settings(

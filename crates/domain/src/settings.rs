@@ -46,4 +46,8 @@ impl IntegrationSettings {
 pub struct SettingsChange {
     pub use_service_account: Option<bool>,
     pub read_only: Option<bool>,
+    /// The caller knows what switching the service account off stops (the connection is
+    /// deleted and no user's mail syncs): required for that change.
+    #[serde(default)]
+    pub confirm: bool,
 }

@@ -150,13 +150,18 @@ impl From<&IntegrationView> for IntegrationDto {
 pub struct SettingsPatch {
     pub use_service_account: Option<bool>,
     pub read_only: Option<bool>,
+    /// Required to switch the service account off while a connection exists: it deletes the
+    /// connection and stops every user's sync.
+    #[serde(default)]
+    pub confirm: bool,
     /// The version you read (alternatively send `If-Match`).
     pub version: Option<u64>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ConsentLinkDto {
-    /// Send the Primary admin's browser here (Microsoft's admin-consent page).
+    /// Send the Primary admin's browser here: Microsoft's sign-in, which leads on to the
+    /// admin-consent page of the tenant the admin signs in to.
     pub consent_url: String,
     #[serde(with = "time::serde::rfc3339")]
     pub expires_at: OffsetDateTime,

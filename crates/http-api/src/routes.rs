@@ -63,6 +63,7 @@ pub async fn patch_settings(
     let change = SettingsChange {
         use_service_account: patch.use_service_account,
         read_only: patch.read_only,
+        confirm: patch.confirm,
     };
     let settings = state
         .services

@@ -137,6 +137,15 @@ impl Services {
             return Ok(current);
         }
         let connection = self.store.connection(&p.org).await?;
+        if current.use_service_account
+            && !next.use_service_account
+            && connection.status != ConnectionStatus::None
+            && !change.confirm
+        {
+            return Err(DomainError::Precondition(
+                "switching \"Use Service Account\" off deletes the connection and stops the sync of every user (GET /v1/users shows who syncs today); send \"confirm\": true to go ahead",
+            ));
+        }
         let live = matches!(
             connection.status,
             ConnectionStatus::Connected
