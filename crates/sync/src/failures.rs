@@ -1,0 +1,131 @@
+//! Where a stopped run's failure lands: the user, the org's connection, or the queue.
+
+use super::*;
+
+impl SyncEngine {
+    pub(crate) async fn stop(
+        &self,
+        job: &SyncJob,
+        connection: &Connection,
+        stop: Stop,
+        report: &MailboxReport,
+        failure: &mut Option<Failure>,
+    ) -> JobOutcome {
+        match stop {
+            Stop::Store(e) => JobOutcome::Failed(e.to_string()),
+            Stop::Microsoft(e) => {
+                self.microsoft_stop(job, connection, e, report, failure)
+                    .await
+            }
+        }
+    }
+
+    pub(crate) async fn microsoft_stop(
+        &self,
+        job: &SyncJob,
+        connection: &Connection,
+        error: MicrosoftError,
+        report: &MailboxReport,
+        failure_out: &mut Option<Failure>,
+    ) -> JobOutcome {
+        let (org, mailbox) = (&job.org, &job.mailbox);
+        let s = &self.stores;
+        match error {
+            MicrosoftError::Throttled { retry_after } => {
+                // Keep the mailbox ours while the job waits on the queue.
+                let t = now();
+                let _ = s
+                    .state
+                    .acquire_lease(
+                        org,
+                        mailbox,
+                        &job.job_id,
+                        plus(t, retry_after + self.cfg.run_lease),
+                        t,
+                    )
+                    .await;
+                JobOutcome::RetryAfter(retry_after)
+            }
+            MicrosoftError::Unavailable { message } => {
+                *failure_out = Some(Failure::new(
+                    FailureCode::MicrosoftUnavailable,
+                    None,
+                    message.clone(),
+                    now(),
+                ));
+                JobOutcome::Failed(message)
+            }
+            MicrosoftError::SyncStateExpired => {
+                JobOutcome::Failed("the delta link kept expiring".into())
+            }
+            MicrosoftError::Refused {
+                code,
+                microsoft_code,
+                message,
+            } => {
+                let failure = Failure::new(code, Some(&microsoft_code), message, now());
+                *failure_out = Some(failure.clone());
+                match code.scope() {
+                    FailureScope::User => {
+                        let state = SyncState::Error { cause: failure };
+                        if let Err(e) = s
+                            .users
+                            .record_sync(org, mailbox, &state, now(), report.counters)
+                            .await
+                        {
+                            return JobOutcome::Failed(e.to_string());
+                        }
+                        let _ = s.state.release_lease(org, mailbox, &job.job_id).await;
+                        JobOutcome::UserError(code)
+                    }
+                    FailureScope::Transient => JobOutcome::Failed(failure.message),
+                    FailureScope::Org => {
+                        if let Err(e) = self.fail_org(org, connection, failure).await {
+                            return JobOutcome::Failed(e.to_string());
+                        }
+                        let _ = s.state.release_lease(org, mailbox, &job.job_id).await;
+                        JobOutcome::OrgError(code)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Puts the org's connection in Error (once), with an audit event by the sync system.
+    pub(crate) async fn fail_org(
+        &self,
+        org: &OrgId,
+        seen: &Connection,
+        failure: Failure,
+    ) -> o365_domain::Result<()> {
+        let mut before = seen.clone();
+        for _ in 0..3 {
+            if before.status != ConnectionStatus::Connected {
+                return Ok(()); // Someone (maybe another mailbox of this org) already acted.
+            }
+            let after = Connection {
+                status: ConnectionStatus::Error,
+                last_error: Some(failure.clone()),
+                version: before.version + 1,
+                ..before.clone()
+            };
+            let audit = AuditEvent::new(
+                org,
+                now(),
+                Actor::System("sync".into()),
+                AuditAction::ConnectionFailed,
+                "connection",
+            )
+            .change(Some(&before), Some(&after));
+            match self.stores.orgs.save_connection(org, &after, audit).await {
+                Ok(()) => {
+                    tracing::warn!(org = %org, error_code = code_name(failure.code), microsoft_code = failure.microsoft_code.as_deref(), "org connection set to error by sync");
+                    return Ok(());
+                }
+                Err(DomainError::Conflict(_)) => before = self.stores.orgs.connection(org).await?,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}

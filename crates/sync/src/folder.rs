@@ -1,0 +1,207 @@
+//! One folder's delta chain: page, archive write, then checkpoint; a 410 starts the folder
+//! over and reconciles what the new round no longer returns.
+
+use super::*;
+
+impl SyncEngine {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn sync_folder(
+        &self,
+        job: &SyncJob,
+        tenant: o365_domain::ids::TenantId,
+        app: o365_domain::connection::AppRegistration,
+        user_id: &str,
+        folder: MailFolder,
+        policy: &CapturePolicy,
+        backfill_since: Option<OffsetDateTime>,
+        deadline: Instant,
+        report: &mut MailboxReport,
+    ) -> Result<(), Stop> {
+        let (org, mailbox) = (&job.org, &job.mailbox);
+        let s = &self.stores;
+        let mut restarts = 0;
+        let stored = s.state.cursor(org, mailbox, folder).await?;
+        // After a 410 the folder is read again from scratch; whatever the archive holds in this
+        // folder that the new round does not return was removed while the link was dead. The
+        // round's start is persisted with every cursor of the round, so the reconciliation at
+        // its end survives crashes and redeliveries: it compares each item's stored write time
+        // with this instant instead of a set of ids held in memory.
+        let mut resync_started_at = stored.as_ref().and_then(|c| c.resync_started_at);
+        let mut link = stored.map(|c| c.link);
+        // A first backfill (no cursor at all) archives nothing that exists: skip the look-ups.
+        let mut fresh_round = link.is_none();
+        loop {
+            let request = DeltaRequest {
+                tenant: &tenant,
+                app,
+                mailbox,
+                user_id,
+                folder,
+                from: link.as_ref(),
+                page_size: self.cfg.page_size,
+                backfill_since: if link.is_none() { backfill_since } else { None },
+                // Both of our apps hold Mail.Read or Mail.ReadWrite: bodies are allowed.
+                include_body: self.cfg.include_bodies,
+                deadline,
+            };
+            let mut page = match self.mail.delta_page(request).await {
+                Ok(p) => p,
+                Err(MicrosoftError::SyncStateExpired) if restarts < 2 => {
+                    restarts += 1;
+                    tracing::info!(org = %org, mailbox = mailbox.key(), folder = folder.well_known_name(), "delta link expired; resyncing the folder");
+                    // The stored cursor is left alone: until the new round's first page is
+                    // stored it still names the dead link, so a crash before then meets the
+                    // same 410 and starts the round again. (A 410 in the middle of a resync
+                    // round restarts it with a new start: what the abandoned part wrote is
+                    // then older than the new round and reconciled like the rest.)
+                    link = None;
+                    resync_started_at = Some(now());
+                    fresh_round = false;
+                    continue;
+                }
+                Err(e) => return Err(Stop::Microsoft(e)),
+            };
+            report.pages += 1;
+            // Kept out by the org's capture policy: never archived, only counted.
+            let fetched = page.messages.len();
+            page.messages.retain(|m| policy.admits(m));
+            report.counters.skipped += (fetched - page.messages.len()) as u64;
+            // "captured" is a message the archive never held; anything it already holds, live in
+            // this folder or another or as a tombstone (a move's removal processed first), is
+            // "updated". That costs one read per message, paid only outside a first backfill
+            // (incremental rounds are small; a resync is rare), and only for counting: writes
+            // are idempotent either way. A first backfill skips the reads and counts every
+            // message as captured; the only message it can count twice is one moved between
+            // the two folders' first rounds.
+            if fresh_round {
+                report.counters.captured += page.messages.len() as u64;
+            } else {
+                for m in &page.messages {
+                    match s.archive.message(org, mailbox, &m.id).await? {
+                        Some(_) => report.counters.updated += 1,
+                        None => report.counters.captured += 1,
+                    }
+                }
+            }
+            report.counters.deleted += page
+                .removals
+                .iter()
+                .filter(|r| r.reason == RemovalReason::Deleted)
+                .count() as u64;
+            // Within a resync round every write is stamped no earlier than the round's start,
+            // whatever this host's clock says, so the round's own items never look stale.
+            let at = match resync_started_at {
+                Some(started) => now().max(started),
+                None => now(),
+            };
+            if !page.messages.is_empty() || !page.removals.is_empty() {
+                s.archive
+                    .write_page(
+                        org,
+                        mailbox,
+                        &page.messages,
+                        &page.removals,
+                        WriteStamp {
+                            at,
+                            keep_for: policy.keep_for(),
+                        },
+                    )
+                    .await?;
+            }
+            let done = matches!(page.next, SyncLink::Delta(_));
+            if done && let Some(started) = resync_started_at {
+                // Reconcile BEFORE the round's end is saved: a crash here leaves the previous
+                // page's link (and the marker) stored, the rerun replays the last page and
+                // reconciles again (idempotent).
+                self.reconcile(job, folder, started, report).await?;
+            }
+            // Only after the page is safely stored (and a resync reconciled) does the chain
+            // move on.
+            s.state
+                .save_cursor(&MailboxCursor {
+                    org: org.clone(),
+                    mailbox: mailbox.clone(),
+                    folder,
+                    link: page.next.clone(),
+                    saved_at: now(),
+                    resync_started_at: if done { None } else { resync_started_at },
+                })
+                .await?;
+            if done {
+                return Ok(());
+            }
+            link = Some(page.next);
+        }
+    }
+
+    /// Tombstones live messages of `folder` that a complete resync round, begun at `started`,
+    /// did not return: every item the round returned was (re)written at or after `started`, so
+    /// a live item of this folder stored earlier is one the round no longer saw. Messages older
+    /// than the backfill window the round asked for are kept (the round could not return them).
+    /// Removals are conditional on the folder, so a message moved meanwhile is left alone.
+    pub(crate) async fn reconcile(
+        &self,
+        job: &SyncJob,
+        folder: MailFolder,
+        started: OffsetDateTime,
+        report: &mut MailboxReport,
+    ) -> Result<(), Stop> {
+        let (org, mailbox) = (&job.org, &job.mailbox);
+        // The round's first request was made at or after `started`, with a window ending no
+        // later than this (a later window start only keeps more).
+        let since = self
+            .cfg
+            .backfill_days
+            .map(|d| started - time::Duration::days(i64::from(d)));
+        let mut gone = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self
+                .stores
+                .archive
+                .all_messages(
+                    org,
+                    mailbox,
+                    PageRequest {
+                        limit: PageRequest::MAX_LIMIT,
+                        after: after.take(),
+                    },
+                )
+                .await?;
+            for item in page.items {
+                if let StoredMessage::Live {
+                    message, stored_at, ..
+                } = item
+                    && message.folder == folder
+                    && stored_at.is_none_or(|t| t < started)
+                    && since.is_none_or(|s| message.received_at.is_none_or(|r| r >= s))
+                {
+                    gone.push(o365_domain::message::MessageRemoval {
+                        id: message.id,
+                        folder,
+                        reason: RemovalReason::Changed,
+                    });
+                }
+            }
+            match page.next {
+                Some(n) => after = Some(n),
+                None => break,
+            }
+        }
+        if !gone.is_empty() {
+            tracing::info!(org = %org, mailbox = mailbox.key(), folder = folder.well_known_name(), removed = gone.len(), "resync reconciled");
+            report.counters.deleted += gone.len() as u64;
+            self.stores
+                .archive
+                .write_page(
+                    org,
+                    mailbox,
+                    &[],
+                    &gone,
+                    WriteStamp::from(now().max(started)),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+}

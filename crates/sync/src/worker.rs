@@ -1,0 +1,250 @@
+//! The worker: a batch of queued jobs, one mailbox run each (both folders), its outcome
+//! and its history record.
+
+use super::*;
+
+impl SyncEngine {
+    // ---- worker ---------------------------------------------------------------------------
+
+    /// Runs a batch of queue records; returns which to report as failed.
+    pub async fn handle_batch(
+        self: &Arc<Self>,
+        records: Vec<QueueRecord>,
+        deadline: Instant,
+    ) -> BatchReport {
+        let mut report = BatchReport::default();
+        let limit = Arc::new(tokio::sync::Semaphore::new(
+            self.cfg.max_parallel_mailboxes.max(1),
+        ));
+        let mut tasks = tokio::task::JoinSet::new();
+        for record in records {
+            let job: SyncJob = match serde_json::from_str(&record.body) {
+                Ok(j) => j,
+                Err(e) => {
+                    // A message we cannot read will never succeed, but it is evidence of a bug:
+                    // reported as failed, the queue's redrive policy moves it to the dead-letter
+                    // queue instead of it vanishing.
+                    tracing::error!(message_id = record.message_id, error = %e, "unreadable sync job; left for the dead-letter queue");
+                    report.failed.push(record.message_id);
+                    continue;
+                }
+            };
+            let engine = self.clone();
+            let limit = limit.clone();
+            // The invocation's span (request id, trace id) follows each mailbox task.
+            tasks.spawn(tracing::Instrument::in_current_span(async move {
+                let _permit = limit.acquire_owned().await;
+                let (outcome, mailbox_report) = engine.run_job(&job, deadline).await;
+                (record, outcome, mailbox_report)
+            }));
+        }
+        while let Some(done) = tasks.join_next().await {
+            let Ok((record, outcome, r)) = done else {
+                tracing::error!("a mailbox task panicked");
+                continue;
+            };
+            report.mailboxes += 1;
+            report.totals.pages += r.pages;
+            report.totals.counters.captured += r.counters.captured;
+            report.totals.counters.updated += r.counters.updated;
+            report.totals.counters.deleted += r.counters.deleted;
+            match &outcome {
+                JobOutcome::RetryAfter(d) => {
+                    report.throttled += 1;
+                    if let Err(e) = self.queue.retry_later(&record.receipt_handle, *d).await {
+                        tracing::warn!(message_id = record.message_id, error = %e, "cannot delay the job; default visibility applies");
+                    }
+                    report.failed.push(record.message_id.clone());
+                }
+                JobOutcome::Failed(_) => report.failed.push(record.message_id.clone()),
+                JobOutcome::UserError(c) | JobOutcome::OrgError(c) => {
+                    *report.errors_by_code.entry(code_name(*c)).or_default() += 1;
+                }
+                JobOutcome::Synced | JobOutcome::Skipped(_) => {}
+            }
+            report.outcomes.push((record.message_id, outcome));
+        }
+        report
+    }
+
+    /// One mailbox, both folders. Never panics; every path logs one line.
+    pub async fn run_job(&self, job: &SyncJob, deadline: Instant) -> (JobOutcome, MailboxReport) {
+        let started = Instant::now();
+        let started_at = now();
+        let mut report = MailboxReport::default();
+        let mut failure = None;
+        let outcome = self
+            .run_job_inner(job, deadline, &mut report, &mut failure)
+            .await;
+        let (kind, code) = match &outcome {
+            JobOutcome::Synced => ("synced", None),
+            JobOutcome::UserError(c) => ("user_error", Some(code_name(*c))),
+            JobOutcome::OrgError(c) => ("org_error", Some(code_name(*c))),
+            JobOutcome::Skipped(_) => ("skipped", None),
+            JobOutcome::RetryAfter(_) => ("retry_later", None),
+            JobOutcome::Failed(_) => ("failed", None),
+        };
+        tracing::info!(
+            target: "mailbox_run",
+            org = %job.org,
+            mailbox = job.mailbox.key(),
+            job_id = job.job_id,
+            outcome = kind,
+            error_code = code.as_deref(),
+            reason = match &outcome { JobOutcome::Skipped(r) => Some(*r), _ => None },
+            retry_after_ms = match &outcome { JobOutcome::RetryAfter(d) => Some(d.as_millis() as u64), _ => None },
+            captured = report.counters.captured,
+            updated = report.counters.updated,
+            deleted = report.counters.deleted,
+            pages = report.pages,
+            duration_ms = started.elapsed().as_millis() as u64,
+            "mailbox run"
+        );
+        self.record_run(job, started_at, &outcome, &report, failure)
+            .await;
+        (outcome, report)
+    }
+
+    /// The run's history record. Best effort: a run that cannot be recorded is logged, and the
+    /// job's outcome stands.
+    pub(crate) async fn record_run(
+        &self,
+        job: &SyncJob,
+        started_at: OffsetDateTime,
+        outcome: &JobOutcome,
+        report: &MailboxReport,
+        failure: Option<Failure>,
+    ) {
+        let outcome = match outcome {
+            JobOutcome::Skipped(_) => return,
+            JobOutcome::Synced => RunOutcome::Synced,
+            JobOutcome::UserError(_) => RunOutcome::UserError,
+            JobOutcome::OrgError(_) => RunOutcome::OrgError,
+            JobOutcome::RetryAfter(_) => RunOutcome::Deferred,
+            JobOutcome::Failed(_) => RunOutcome::Failed,
+        };
+        let run = SyncRun {
+            org: job.org.clone(),
+            mailbox: job.mailbox.clone(),
+            started_at,
+            finished_at: now(),
+            outcome,
+            counters: report.counters,
+            pages: report.pages,
+            error: failure,
+        };
+        if let Err(e) = self.stores.runs.record_run(&run).await {
+            tracing::warn!(org = %job.org, mailbox = job.mailbox.key(), job_id = job.job_id, error = %e, "cannot record the sync run");
+        }
+    }
+
+    pub(crate) async fn run_job_inner(
+        &self,
+        job: &SyncJob,
+        deadline: Instant,
+        report: &mut MailboxReport,
+        failure: &mut Option<Failure>,
+    ) -> JobOutcome {
+        let (org, mailbox) = (&job.org, &job.mailbox);
+        let s = &self.stores;
+        let connection = match s.orgs.connection(org).await {
+            Ok(c) => c,
+            Err(e) => return JobOutcome::Failed(e.to_string()),
+        };
+        let (ConnectionStatus::Connected, Some(tenant), Some(app)) =
+            (connection.status, connection.tenant_id, connection.app)
+        else {
+            let _ = s.state.release_lease(org, mailbox, &job.job_id).await;
+            return JobOutcome::Skipped("org not connected");
+        };
+        let user = match s.users.user(org, mailbox).await {
+            Ok(u) if u.sync_enabled => u,
+            Ok(_) | Err(DomainError::NotFound(_)) => {
+                let _ = s.state.release_lease(org, mailbox, &job.job_id).await;
+                return JobOutcome::Skipped("user removed or sync switched off");
+            }
+            Err(e) => return JobOutcome::Failed(e.to_string()),
+        };
+        let t = now();
+        match s
+            .state
+            .acquire_lease(org, mailbox, &job.job_id, plus(t, self.cfg.run_lease), t)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => return JobOutcome::Skipped("another job holds the mailbox"),
+            Err(e) => return JobOutcome::Failed(e.to_string()),
+        }
+        let backfill_since = self
+            .cfg
+            .backfill_days
+            .map(|d| t - time::Duration::days(i64::from(d)));
+        // What the org keeps out of its archive: read once per run.
+        let policy = match s.orgs.capture_policy(org).await {
+            Ok(p) => p,
+            Err(e) => return JobOutcome::Failed(e.to_string()),
+        };
+        let mut retried = false;
+        let mut link = match user.directory {
+            Some(link) => link,
+            None => match self.resolve(job, tenant, app).await {
+                Ok(link) => link,
+                Err(stop) => return self.stop(job, &connection, stop, report, failure).await,
+            },
+        };
+        let mut folders = MailFolder::ALL.iter();
+        while let Some(&folder) = folders.next() {
+            let result = self
+                .sync_folder(
+                    job,
+                    tenant,
+                    app,
+                    &link.object_id,
+                    folder,
+                    &policy,
+                    backfill_since,
+                    deadline,
+                    report,
+                )
+                .await;
+            match result {
+                Ok(()) => {}
+                // Graph does not know the user the stored id or links name (a user deleted and
+                // re-created, or links from before mailboxes were addressed by id naming an
+                // address that moved): look the email up again, once, drop the folders' links
+                // (they name the old user) and start both folders fresh.
+                Err(ref e) if resolve::is_user_not_found(e) && !retried => {
+                    retried = true;
+                    link = match self.resolve(job, tenant, app).await {
+                        Ok(found) => found,
+                        Err(stop) => {
+                            return self.stop(job, &connection, stop, report, failure).await;
+                        }
+                    };
+                    tracing::info!(org = %job.org, mailbox = job.mailbox.key(), "mailbox looked up again; its folders start over");
+                    for folder in MailFolder::ALL {
+                        if let Err(e) = self
+                            .stores
+                            .state
+                            .clear_cursor(&job.org, &job.mailbox, folder)
+                            .await
+                        {
+                            return JobOutcome::Failed(e.to_string());
+                        }
+                    }
+                    folders = MailFolder::ALL.iter();
+                }
+                Err(stop) => return self.stop(job, &connection, stop, report, failure).await,
+            }
+        }
+        if let Err(e) = s
+            .users
+            .record_sync(org, mailbox, &SyncState::Ok, now(), report.counters)
+            .await
+        {
+            return JobOutcome::Failed(e.to_string());
+        }
+        let _ = s.state.release_lease(org, mailbox, &job.job_id).await;
+        JobOutcome::Synced
+    }
+}
