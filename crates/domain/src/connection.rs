@@ -133,6 +133,16 @@ fn account_or_legacy<'de, D: serde::Deserializer<'de>>(
 }
 
 impl Connection {
+    /// The connection after a failure of its grant (the sync, a verification): in error with
+    /// that cause, everything else kept. The one such transition.
+    pub fn failed(&self, failure: Failure) -> Connection {
+        Connection {
+            status: ConnectionStatus::Error,
+            last_error: Some(failure),
+            ..self.clone()
+        }
+    }
+
     /// Why no mailbox of the org can sync through this connection, or `None` while it works
     /// (or is only waiting for Microsoft to propagate a fresh grant).
     pub fn blocking_failure(

@@ -147,6 +147,12 @@ pub struct User {
     pub version: u64,
 }
 
+/// The one alarm rule (the API shows it, the fan-out emits it as a metric): an org is in alarm
+/// when at least a fifth of the users whose sync is on are in error.
+pub fn org_in_alarm(users_in_error: u64, users_syncing: u64) -> bool {
+    users_syncing > 0 && users_in_error * 5 >= users_syncing
+}
+
 /// What decides whether a user's mail can sync right now beyond the user's own record: the
 /// org's switch and connection. Read once per request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -213,6 +219,14 @@ mod tests {
         let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(fields, ["email", "display_name", "role"]);
         assert_eq!(errors[2].code, "unknown_role");
+    }
+
+    #[test]
+    fn an_org_is_in_alarm_from_a_fifth_of_its_syncing_users_in_error() {
+        assert!(!org_in_alarm(0, 0));
+        assert!(!org_in_alarm(1, 6));
+        assert!(org_in_alarm(1, 5));
+        assert!(org_in_alarm(3, 3));
     }
 
     #[test]

@@ -118,9 +118,11 @@ pub struct MicrosoftAccountDto {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct OrgStatusDto {
+    /// Users whose sync is on.
     pub users_total: usize,
+    /// Of those, users in error.
     pub users_in_error: usize,
-    /// 20 % or more of the users are in error.
+    /// 20 % or more of the users whose sync is on are in error.
     pub alarm: bool,
 }
 

@@ -104,10 +104,8 @@ impl SyncEngine {
                 return Ok(()); // Someone (maybe another mailbox of this org) already acted.
             }
             let after = Connection {
-                status: ConnectionStatus::Error,
-                last_error: Some(failure.clone()),
                 version: before.version + 1,
-                ..before.clone()
+                ..before.failed(failure.clone())
             };
             let audit = AuditEvent::new(
                 org,

@@ -121,8 +121,7 @@ impl SyncEngine {
             report.enqueued = (jobs.len() - failed.len()) as u64;
         }
         report.users_in_error = self.count_users(org, SyncStateKind::Error).await?;
-        report.alarm = report.users > 0
-            && report.users_in_error as f64 >= self.cfg.org_alarm_ratio * report.users as f64;
+        report.alarm = o365_domain::user::org_in_alarm(report.users_in_error, report.users);
         if report.alarm {
             tracing::warn!(
                 org = %org,

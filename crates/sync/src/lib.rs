@@ -75,8 +75,6 @@ pub struct SyncConfig {
     pub enqueue_lease: Duration,
     /// Mailboxes synced at once by one worker invocation.
     pub max_parallel_mailboxes: usize,
-    /// An org is in alarm when at least this share of its sync-enabled users is in error.
-    pub org_alarm_ratio: f64,
     /// Ask Graph for message bodies (both of our apps may read them; the bench can skip them).
     pub include_bodies: bool,
 }
@@ -89,7 +87,6 @@ impl Default for SyncConfig {
             run_lease: Duration::from_secs(15 * 60),
             enqueue_lease: Duration::from_secs(30 * 60),
             max_parallel_mailboxes: 10,
-            org_alarm_ratio: 0.2,
             include_bodies: true,
         }
     }
@@ -170,7 +167,7 @@ pub struct OrgFanOut {
     pub send_failures: u64,
     pub users: u64,
     pub users_in_error: u64,
-    /// At least `org_alarm_ratio` of the org's sync-enabled users are in error.
+    /// The domain's alarm rule holds ([`o365_domain::user::org_in_alarm`]).
     pub alarm: bool,
 }
 

@@ -37,7 +37,7 @@ pub struct IntegrationView {
 
 impl IntegrationView {
     pub fn alarm(&self) -> bool {
-        self.users_total > 0 && self.users_in_error * 5 >= self.users_total
+        crate::user::org_in_alarm(self.users_in_error as u64, self.users_total as u64)
     }
 }
 
@@ -103,10 +103,10 @@ impl Services {
         let mut page = PageRequest::first(PageRequest::MAX_LIMIT);
         loop {
             let chunk = self.store.list_users(&p.org, None, page.clone()).await?;
-            total += chunk.items.len();
-            errors += chunk
-                .items
-                .iter()
+            // The population the alarm rule counts: users whose sync is on.
+            let syncing = chunk.items.iter().filter(|u| u.sync_enabled);
+            total += syncing.clone().count();
+            errors += syncing
                 .filter(|u| u.state.kind() == SyncStateKind::Error)
                 .count();
             match chunk.next {

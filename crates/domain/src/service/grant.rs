@@ -244,24 +244,15 @@ impl Grants {
             | Attempt::Failed {
                 failure,
                 release_tenant: false,
-            } => (
-                AuditAction::ConnectionFailed,
-                Connection {
-                    status: ConnectionStatus::Error,
-                    last_error: Some(failure),
-                    ..seen.clone()
-                },
-            ),
+            } => (AuditAction::ConnectionFailed, seen.failed(failure)),
             Attempt::Failed {
                 failure,
                 release_tenant: true,
             } => (
                 AuditAction::ConnectionFailed,
                 Connection {
-                    status: ConnectionStatus::Error,
                     tenant_id: None,
-                    last_error: Some(failure),
-                    ..seen.clone()
+                    ..seen.failed(failure)
                 },
             ),
         };
