@@ -906,7 +906,7 @@ async fn sync_error_classes_land_on_the_user_or_the_org() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_fan_out_runs_through_real_sqs() {
-    use o365_sync_engine::sqs::SqsJobQueue;
+    use o365_queue_sqs::SqsJobQueue;
     let w = world(12, 15, 5).await;
     let sqs = o365_local_stack::sqs_client(&o365_e2e::moto_endpoint());
     let name = format!("jobs-{}", uuid::Uuid::new_v4().simple());

@@ -15,9 +15,9 @@ use o365_domain::service::grant::Grants;
 use o365_domain::service::{ServiceConfig, Services, Store};
 use o365_http_api::{ApiState, AuthConfig, Authenticator, FrontendConfig, KeySource};
 use o365_msgraph::{EntraSignIn, GraphClient, GraphConfig, SignInConfig};
+use o365_queue_sqs::SqsJobQueue;
 use o365_secrets::{SecretIds, SecretsManagerStore};
 use o365_store_dynamodb::{DynamoStore, TableNames};
-use o365_sync_engine::sqs::SqsJobQueue;
 use o365_sync_engine::{Stores, SyncConfig, SyncEngine};
 
 /// A configuration problem, named by its variable.

@@ -13,15 +13,14 @@
 //!
 //! Modules by responsibility: `fanout`, `worker` (a batch, one mailbox run), `folder` (one
 //! folder's delta chain and the 410 reconciliation), `failures` (where a failure lands),
-//! `resolve` (the mailbox's directory user), [`metrics`], and [`sqs`] — the queue adapter, the
-//! only AWS types here.
+//! `resolve` (the mailbox's directory user) and [`metrics`]. No AWS types: the SQS adapter of
+//! [`JobQueue`] is the `o365-queue-sqs` crate.
 
 mod failures;
 mod fanout;
 mod folder;
 pub mod metrics;
 mod resolve;
-pub mod sqs;
 mod worker;
 
 use o365_domain::message::WriteStamp;

@@ -8,8 +8,8 @@ use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use o365_domain::ports::SecretStore;
 use o365_msgraph::GraphClient;
+use o365_queue_sqs::SqsJobQueue;
 use o365_runtime::Env;
-use o365_sync_engine::sqs::SqsJobQueue;
 use o365_sync_engine::{QueueRecord, Stores, SyncEngine, metrics};
 
 /// Time kept back from the invocation's deadline to save state and answer.

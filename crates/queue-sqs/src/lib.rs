@@ -8,7 +8,7 @@ use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use o365_domain::DomainError;
 
-use crate::{JobQueue, SyncJob};
+use o365_sync_engine::{JobQueue, SyncJob};
 
 /// SQS allows at most 10 entries per batch and a visibility timeout of 12 hours.
 pub const SQS_BATCH: usize = 10;
