@@ -128,6 +128,20 @@ async fn mail_is_listed_newest_first_filtered_and_paged_without_bodies() {
     assert_eq!(first["subject"], "Subject m4");
     assert_eq!(first["from"]["address"], "alex@contoso.com");
     assert!(first.get("body").is_none(), "no bodies in listings");
+    // Listings carry previews: someone else's listing is audited, the owner's own is not.
+    h.as_user("acme", "adele@contoso.com", "GET", base, None)
+        .await;
+    let audit = h
+        .as_user("acme", GLOBAL_ADMIN, "GET", "/v1/audit?limit=200", None)
+        .await;
+    let listed: Vec<_> = audit.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "mail_listed")
+        .map(|e| e["actor"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(listed, [GLOBAL_ADMIN]);
 
     let r = h
         .as_user(
@@ -177,7 +191,12 @@ async fn mail_is_listed_newest_first_filtered_and_paged_without_bodies() {
     }
     assert_eq!(seen, ["m4", "m3", "m2"]);
 
-    for bad in ["folder=archive", "received_since=yesterday", "limit=0"] {
+    for bad in [
+        "folder=archive",
+        "received_since=yesterday",
+        "limit=0",
+        "received_since=2026-11-05T00:00:00Z&received_until=2026-11-01T00:00:00Z",
+    ] {
         let r = h
             .as_user("acme", GLOBAL_ADMIN, "GET", &format!("{base}?{bad}"), None)
             .await;
@@ -310,6 +329,25 @@ async fn a_purge_removes_the_archive_and_the_sync_position_and_is_audited() {
         ),
     )
     .await;
+    // Refused while a run that began before the switch still holds the mailbox.
+    let now = time::OffsetDateTime::now_utc();
+    assert!(
+        o365_domain::ports::MailboxStateStore::acquire_lease(
+            &h.fixture.store,
+            &org,
+            &adele,
+            "job-1",
+            now + time::Duration::minutes(5),
+            now,
+        )
+        .await
+        .unwrap()
+    );
+    let r = h.as_user("acme", GLOBAL_ADMIN, "POST", purge, None).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{:?}", r.body);
+    o365_domain::ports::MailboxStateStore::release_lease(&h.fixture.store, &org, &adele, "job-1")
+        .await
+        .unwrap();
     let r = h.as_user("acme", GLOBAL_ADMIN, "POST", purge, None).await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     assert_eq!(r.body["deleted"], 4, "three live messages and a tombstone");

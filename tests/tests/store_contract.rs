@@ -1277,8 +1277,26 @@ async fn mail_lists_newest_first_without_bodies(store: &DynamoStore) {
         .await),
         ["a", "c (removed)"]
     );
+    // Past its retention (TTL lags): neither listed nor read.
+    let mut old = message("old", MailFolder::Inbox, "<p>x</p>");
+    old.received_at = Some(now() - Duration::days(2));
+    store
+        .write_page(
+            o,
+            mbx,
+            &[old],
+            &[],
+            WriteStamp {
+                at: now(),
+                keep_for: Some(Duration::days(1)),
+            },
+        )
+        .await
+        .unwrap();
+    assert!(!ids(list(MessageQuery::default()).await).contains(&"old".to_owned()));
+    assert!(store.message(o, mbx, "old").await.unwrap().is_none());
     // A purge deletes in chunks, tombstones included, until nothing is left.
-    assert_eq!(store.purge_messages(o, mbx, 2).await.unwrap(), 2);
+    assert_eq!(store.purge_messages(o, mbx, 3).await.unwrap(), 3);
     assert_eq!(store.purge_messages(o, mbx, 2).await.unwrap(), 1);
     assert_eq!(store.purge_messages(o, mbx, 2).await.unwrap(), 0);
     assert!(

@@ -39,6 +39,8 @@ pub enum AuditAction {
     CallbackIgnored,
     /// Someone read a captured message's body.
     MessageRead,
+    /// Someone listed another person's captured mail (listings carry previews).
+    MailListed,
     /// A mailbox's archive and sync position were deleted.
     MailboxPurged,
     /// The org's capture policy (exclusions, internal mail) changed.

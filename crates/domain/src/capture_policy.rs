@@ -145,6 +145,18 @@ impl CapturePolicy {
             .map(|d| time::Duration::days(i64::from(d)))
     }
 
+    /// Whether the message is archived now: admitted, and not already past the retention
+    /// (a backfill reaches back further than the org keeps mail).
+    pub fn keeps(&self, message: &CapturedMessage, now: time::OffsetDateTime) -> bool {
+        let expired = self.keep_for().is_some_and(|keep| {
+            message
+                .received_at
+                .or(message.sent_at)
+                .is_some_and(|at| at + keep <= now)
+        });
+        !expired && self.admits(message)
+    }
+
     /// Whether the message may be archived.
     pub fn admits(&self, message: &CapturedMessage) -> bool {
         let participants: Vec<String> = message
@@ -250,6 +262,25 @@ mod tests {
         .unwrap();
         assert!(!p.admits(&mail("adele@contoso.com", &["alex@eu.contoso.com"])));
         assert!(p.admits(&mail("adele@contoso.com", &["buyer@fabrikam.com"])));
+    }
+
+    #[test]
+    fn mail_older_than_the_retention_is_not_kept() {
+        let p = CapturePolicy::parse(
+            &CapturePolicyChange {
+                retention_days: Some(30),
+                ..Default::default()
+            },
+            1,
+        )
+        .unwrap();
+        let now = time::OffsetDateTime::now_utc();
+        let mut old = mail("a@fabrikam.com", &["b@contoso.com"]);
+        old.received_at = Some(now - time::Duration::days(31));
+        let mut recent = old.clone();
+        recent.received_at = Some(now - time::Duration::days(29));
+        assert!(!p.keeps(&old, now));
+        assert!(p.keeps(&recent, now));
     }
 
     #[test]

@@ -358,13 +358,23 @@ impl MessageArchive for DynamoStore {
         mailbox: &Email,
         id: &str,
     ) -> Result<Option<StoredMessage>> {
-        self.get(
-            &self.tables.messages,
-            keys::key(message_pk(org, mailbox), id),
-        )
-        .await?
-        .map(stored_message)
-        .transpose()
+        let item = self
+            .get(
+                &self.tables.messages,
+                keys::key(message_pk(org, mailbox), id),
+            )
+            .await?;
+        // Past its retention (DynamoDB's TTL deletes it within days): gone already.
+        let expired = item
+            .as_ref()
+            .and_then(|i| i.get(TTL_ATTRIBUTE))
+            .and_then(|v| v.as_n().ok())
+            .and_then(|v| v.parse::<i64>().ok())
+            .is_some_and(|at| at <= OffsetDateTime::now_utc().unix_timestamp());
+        if expired {
+            return Ok(None);
+        }
+        item.map(stored_message).transpose()
     }
 
     async fn list_messages(
@@ -387,7 +397,8 @@ impl MessageArchive for DynamoStore {
                 .map(second)
                 .unwrap_or_else(|| "9".into())
         );
-        let mut filters = Vec::new();
+        // Past its retention but not yet removed by DynamoDB's TTL (which lags): not shown.
+        let mut filters = vec!["(attribute_not_exists(expires_at) OR expires_at > :now)"];
         let mut request = self
             .client
             .query()
@@ -397,6 +408,10 @@ impl MessageArchive for DynamoStore {
             .expression_attribute_values(":p", s(&partition))
             .expression_attribute_values(":low", s(low))
             .expression_attribute_values(":high", s(high))
+            .expression_attribute_values(
+                ":now",
+                n(OffsetDateTime::now_utc().unix_timestamp().max(0) as u64),
+            )
             .scan_index_forward(false);
         if let Some(folder) = query.folder {
             filters.push("folder = :folder");
@@ -408,9 +423,7 @@ impl MessageArchive for DynamoStore {
                 .expression_attribute_names("#state", "state")
                 .expression_attribute_values(":live", s("live"));
         }
-        if !filters.is_empty() {
-            request = request.filter_expression(filters.join(" AND "));
-        }
+        request = request.filter_expression(filters.join(" AND "));
         messages_page(self.query_page(request, PK, &partition, &page).await?)
     }
 

@@ -106,6 +106,7 @@ pub const MESSAGE_LISTING_ATTRIBUTES: &[&str] = &[
     "removal_reason",
     "body_truncated",
     "recipients_truncated",
+    TTL_ATTRIBUTE,
 ];
 
 pub fn table_definitions() -> Vec<TableDefinition> {

@@ -62,9 +62,11 @@ impl SyncEngine {
                 Err(e) => return Err(Stop::Microsoft(e)),
             };
             report.pages += 1;
-            // Kept out by the org's capture policy: never archived, only counted.
+            // Kept out by the org's capture policy (excluded, or already past its retention):
+            // never archived, only counted.
             let fetched = page.messages.len();
-            page.messages.retain(|m| policy.admits(m));
+            let t = now();
+            page.messages.retain(|m| policy.keeps(m, t));
             report.counters.skipped += (fetched - page.messages.len()) as u64;
             // "captured" is a message the archive never held; anything it already holds, live in
             // this folder or another or as a tombstone (a move's removal processed first), is

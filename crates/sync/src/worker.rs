@@ -48,6 +48,7 @@ impl SyncEngine {
             report.totals.counters.captured += r.counters.captured;
             report.totals.counters.updated += r.counters.updated;
             report.totals.counters.deleted += r.counters.deleted;
+            report.totals.counters.skipped += r.counters.skipped;
             match &outcome {
                 JobOutcome::RetryAfter(d) => {
                     report.throttled += 1;

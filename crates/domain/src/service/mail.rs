@@ -13,8 +13,11 @@ use crate::mailbox::MailFolder;
 use crate::message::{MessageQuery, StoredMessage};
 use crate::page::{Page, PageRequest};
 
-/// How long one purge call works before answering; a larger mailbox takes more calls.
-const PURGE_BUDGET: std::time::Duration = std::time::Duration::from_secs(20);
+/// How long one purge call works before answering (well inside API Gateway's 29 s); a larger
+/// mailbox takes more calls.
+const PURGE_BUDGET: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long a purge holds the mailbox against sync runs.
+const PURGE_LEASE: time::Duration = time::Duration::minutes(2);
 const PURGE_CHUNK: usize = 500;
 
 /// What a purge call did.
@@ -34,8 +37,28 @@ impl Services {
         page: PageRequest,
     ) -> Result<Page<StoredMessage>> {
         authorize(p, Action::ReadMail(mailbox))?;
+        if let (Some(since), Some(until)) = (query.received_since, query.received_until)
+            && since > until
+        {
+            return Err(DomainError::invalid(
+                "received_until",
+                "before_since",
+                "received_until is earlier than received_since",
+            ));
+        }
         // Only mailboxes of the caller's org: a user of another org is simply not found.
         self.store.user(&p.org, mailbox).await?;
+        // Listings carry previews (the start of each body): someone else's are audited too.
+        if p.email != *mailbox {
+            let event = AuditEvent::new(
+                &p.org,
+                OffsetDateTime::now_utc(),
+                Actor::User(p.email.clone()),
+                AuditAction::MailListed,
+                format!("mailbox:{}", mailbox.key()),
+            );
+            self.store.append(event).await?;
+        }
         self.store.list_messages(&p.org, mailbox, query, page).await
     }
 
@@ -107,32 +130,46 @@ pub async fn purge_mailbox(
         Ok(_) | Err(DomainError::NotFound(Entity::User)) => {}
         Err(e) => return Err(e),
     }
-    for folder in MailFolder::ALL {
-        store.clear_cursor(org, mailbox, folder).await?;
+    // The mailbox's lease keeps a run that started before sync was switched off from writing
+    // pages (and a delta link) back after the purge.
+    let holder = format!("purge-{}", uuid::Uuid::new_v4().simple());
+    if !store
+        .acquire_lease(org, mailbox, &holder, now + PURGE_LEASE, now)
+        .await?
+    {
+        return Err(DomainError::Precondition(
+            "a sync run of this mailbox is still under way; purge again in a few minutes",
+        ));
     }
-    let started = std::time::Instant::now();
-    let mut deleted = 0;
-    let complete = loop {
-        let n = store.purge_messages(org, mailbox, PURGE_CHUNK).await?;
-        deleted += n;
-        if n == 0 {
-            break true;
-        }
-        if started.elapsed() >= PURGE_BUDGET {
-            break false;
-        }
-    };
+    // The intent is in the audit log before anything is deleted.
     let event = AuditEvent::new(
         org,
         now,
         actor,
         AuditAction::MailboxPurged,
         format!("mailbox:{}", mailbox.key()),
-    )
-    .change(
-        None,
-        Some(&serde_json::json!({"deleted": deleted, "complete": complete})),
     );
-    store.append(event).await?;
-    Ok(PurgeReport { deleted, complete })
+    let purged = async {
+        store.append(event).await?;
+        let started = std::time::Instant::now();
+        let mut deleted = 0;
+        let complete = loop {
+            let n = store.purge_messages(org, mailbox, PURGE_CHUNK).await?;
+            deleted += n;
+            if n == 0 {
+                break true;
+            }
+            if started.elapsed() >= PURGE_BUDGET {
+                break false;
+            }
+        };
+        // Last, so nothing written meanwhile can leave a position behind.
+        for folder in MailFolder::ALL {
+            store.clear_cursor(org, mailbox, folder).await?;
+        }
+        Ok(PurgeReport { deleted, complete })
+    }
+    .await;
+    let _ = store.release_lease(org, mailbox, &holder).await;
+    purged
 }
