@@ -41,6 +41,7 @@ fn message(id: &str, folder: MailFolder, received: time::OffsetDateTime) -> Capt
         has_attachments: false,
         categories: vec![],
         web_link: None,
+        details: Default::default(),
         body: Some(MessageBody {
             content_type: BodyType::Html,
             content: format!("<p>Body of {id}</p>"),
@@ -58,7 +59,21 @@ async fn world() -> ApiHarness {
         message("m1", MailFolder::Inbox, datetime!(2026-11-01 09:00 UTC)),
         message("m2", MailFolder::SentItems, datetime!(2026-11-02 09:00 UTC)),
         message("m3", MailFolder::Inbox, datetime!(2026-11-03 09:00 UTC)),
-        message("m4", MailFolder::Inbox, datetime!(2026-11-04 09:00 UTC)),
+        CapturedMessage {
+            details: o365_domain::message::MessageDetails {
+                sender: Some(Recipient {
+                    name: Some("Assistant".into()),
+                    address: Some("assistant@contoso.com".into()),
+                }),
+                reply_to: vec![],
+                is_read: Some(true),
+                is_draft: Some(false),
+                importance: Some("high".into()),
+                flag_status: Some("flagged".into()),
+                parent_folder_id: Some("AAMkInbox".into()),
+            },
+            ..message("m4", MailFolder::Inbox, datetime!(2026-11-04 09:00 UTC))
+        },
     ];
     h.fixture
         .store
@@ -128,6 +143,19 @@ async fn mail_is_listed_newest_first_filtered_and_paged_without_bodies() {
     assert_eq!(first["subject"], "Subject m4");
     assert_eq!(first["from"]["address"], "alex@contoso.com");
     assert!(first.get("body").is_none(), "no bodies in listings");
+    assert_eq!(first["sender"]["address"], "assistant@contoso.com");
+    assert_eq!(
+        (
+            &first["is_read"],
+            &first["importance"],
+            &first["flag_status"]
+        ),
+        (
+            &serde_json::json!(true),
+            &serde_json::json!("high"),
+            &serde_json::json!("flagged")
+        )
+    );
     // Listings carry previews: someone else's listing is audited, the owner's own is not.
     h.as_user("acme", "adele@contoso.com", "GET", base, None)
         .await;

@@ -63,6 +63,7 @@ fn message(id: &str) -> CapturedMessage {
         has_attachments: false,
         categories: vec![],
         web_link: None,
+        details: Default::default(),
         body: None,
     }
 }

@@ -1191,6 +1191,7 @@ fn message(id: &str, folder: MailFolder, body: &str) -> CapturedMessage {
         has_attachments: false,
         categories: vec!["Blue".into()],
         web_link: Some("https://outlook.office365.com/owa/?ItemID=x".into()),
+        details: Default::default(),
         body: Some(MessageBody {
             content_type: BodyType::Html,
             content: body.into(),

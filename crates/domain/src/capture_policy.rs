@@ -165,6 +165,8 @@ impl CapturePolicy {
             .chain(&message.to)
             .chain(&message.cc)
             .chain(&message.bcc)
+            .chain(&message.details.sender)
+            .chain(&message.details.reply_to)
             .filter_map(|r| r.address.as_deref())
             .map(str::to_ascii_lowercase)
             .collect();
@@ -217,6 +219,7 @@ mod tests {
             has_attachments: false,
             categories: vec![],
             web_link: None,
+            details: Default::default(),
             body: None,
         }
     }

@@ -24,6 +24,29 @@ pub struct MessageBody {
     pub content: String,
 }
 
+/// What Outlook users see and change on a message besides its content.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageDetails {
+    /// Who sent it on behalf of `from` (a delegate, a shared mailbox), when different.
+    #[serde(default)]
+    pub sender: Option<Recipient>,
+    #[serde(default)]
+    pub reply_to: Vec<Recipient>,
+    #[serde(default)]
+    pub is_read: Option<bool>,
+    #[serde(default)]
+    pub is_draft: Option<bool>,
+    /// `low`, `normal` or `high`.
+    #[serde(default)]
+    pub importance: Option<String>,
+    /// `notFlagged`, `flagged` or `complete`.
+    #[serde(default)]
+    pub flag_status: Option<String>,
+    /// The folder's Graph id (well-known folders are `folder` already).
+    #[serde(default)]
+    pub parent_folder_id: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CapturedMessage {
     /// Graph's immutable id: the same across folder moves, so one message is one item.
@@ -47,6 +70,9 @@ pub struct CapturedMessage {
     pub has_attachments: bool,
     pub categories: Vec<String>,
     pub web_link: Option<String>,
+    /// Stored beside the other fields (older items read as empty).
+    #[serde(default, flatten)]
+    pub details: MessageDetails,
     /// Present only when the app's permission includes bodies.
     pub body: Option<MessageBody>,
 }

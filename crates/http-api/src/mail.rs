@@ -50,6 +50,9 @@ pub struct MessageSummaryDto {
     pub state: String,
     pub subject: Option<String>,
     pub from: Option<AddressDto>,
+    /// Who sent it on behalf of `from`, when different.
+    pub sender: Option<AddressDto>,
+    pub reply_to: Vec<AddressDto>,
     pub to: Vec<AddressDto>,
     pub cc: Vec<AddressDto>,
     pub bcc: Vec<AddressDto>,
@@ -60,6 +63,12 @@ pub struct MessageSummaryDto {
     pub preview: Option<String>,
     pub has_attachments: bool,
     pub categories: Vec<String>,
+    pub is_read: Option<bool>,
+    pub is_draft: Option<bool>,
+    /// `low`, `normal` or `high`.
+    pub importance: Option<String>,
+    /// `notFlagged`, `flagged` or `complete`.
+    pub flag_status: Option<String>,
     pub conversation_id: Option<String>,
     pub internet_message_id: Option<String>,
     #[serde(with = "time::serde::rfc3339::option")]
@@ -97,13 +106,15 @@ pub struct MessageDto {
     pub body: Option<BodyDto>,
 }
 
+fn address(r: &Recipient) -> AddressDto {
+    AddressDto {
+        name: r.name.clone(),
+        address: r.address.clone(),
+    }
+}
+
 fn addresses(list: &[Recipient]) -> Vec<AddressDto> {
-    list.iter()
-        .map(|r| AddressDto {
-            name: r.name.clone(),
-            address: r.address.clone(),
-        })
-        .collect()
+    list.iter().map(address).collect()
 }
 
 fn live_summary(m: &CapturedMessage) -> MessageSummaryDto {
@@ -112,10 +123,9 @@ fn live_summary(m: &CapturedMessage) -> MessageSummaryDto {
         folder: m.folder.well_known_name().into(),
         state: "live".into(),
         subject: m.subject.clone(),
-        from: m.from.as_ref().map(|r| AddressDto {
-            name: r.name.clone(),
-            address: r.address.clone(),
-        }),
+        from: m.from.as_ref().map(address),
+        sender: m.details.sender.as_ref().map(address),
+        reply_to: addresses(&m.details.reply_to),
         to: addresses(&m.to),
         cc: addresses(&m.cc),
         bcc: addresses(&m.bcc),
@@ -124,6 +134,10 @@ fn live_summary(m: &CapturedMessage) -> MessageSummaryDto {
         preview: m.preview.clone(),
         has_attachments: m.has_attachments,
         categories: m.categories.clone(),
+        is_read: m.details.is_read,
+        is_draft: m.details.is_draft,
+        importance: m.details.importance.clone(),
+        flag_status: m.details.flag_status.clone(),
         conversation_id: m.conversation_id.clone(),
         internet_message_id: m.internet_message_id.clone(),
         removed_at: None,
@@ -161,6 +175,8 @@ impl From<&StoredMessage> for MessageDto {
                     state: "removed".into(),
                     subject: None,
                     from: None,
+                    sender: None,
+                    reply_to: vec![],
                     to: vec![],
                     cc: vec![],
                     bcc: vec![],
@@ -169,6 +185,10 @@ impl From<&StoredMessage> for MessageDto {
                     preview: None,
                     has_attachments: false,
                     categories: vec![],
+                    is_read: None,
+                    is_draft: None,
+                    importance: None,
+                    flag_status: None,
                     conversation_id: None,
                     internet_message_id: None,
                     removed_at: Some(*removed_at),

@@ -2,7 +2,8 @@
 
 use o365_domain::mailbox::{MailFolder, SyncLink};
 use o365_domain::message::{
-    BodyType, CapturedMessage, MessageBody, MessageRemoval, Recipient, RemovalReason,
+    BodyType, CapturedMessage, MessageBody, MessageDetails, MessageRemoval, Recipient,
+    RemovalReason,
 };
 use o365_domain::microsoft::DeltaPage;
 use serde::Deserialize;
@@ -10,7 +11,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 /// Fields we store; `body` is added only when the app may read bodies.
-pub(crate) const SELECT: &str = "id,internetMessageId,conversationId,subject,from,toRecipients,ccRecipients,bccRecipients,receivedDateTime,sentDateTime,lastModifiedDateTime,changeKey,bodyPreview,hasAttachments,categories,webLink,parentFolderId";
+pub(crate) const SELECT: &str = "id,internetMessageId,conversationId,subject,from,sender,toRecipients,ccRecipients,bccRecipients,replyTo,receivedDateTime,sentDateTime,lastModifiedDateTime,changeKey,bodyPreview,hasAttachments,categories,webLink,parentFolderId,isRead,isDraft,importance,flag";
 
 #[derive(Deserialize)]
 pub(crate) struct RawPage {
@@ -47,7 +48,21 @@ struct RawItem {
     #[serde(default)]
     categories: Option<Vec<String>>,
     web_link: Option<String>,
+    sender: Option<RawRecipient>,
+    #[serde(default)]
+    reply_to: Option<Vec<RawRecipient>>,
+    is_read: Option<bool>,
+    is_draft: Option<bool>,
+    importance: Option<String>,
+    flag: Option<RawFlag>,
+    parent_folder_id: Option<String>,
     body: Option<RawBody>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawFlag {
+    flag_status: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -155,6 +170,15 @@ pub(crate) fn parse_page(
             has_attachments: item.has_attachments.unwrap_or(false),
             categories: item.categories.unwrap_or_default(),
             web_link: item.web_link,
+            details: MessageDetails {
+                sender: item.sender.and_then(recipient),
+                reply_to: recipients(item.reply_to),
+                is_read: item.is_read,
+                is_draft: item.is_draft,
+                importance: item.importance,
+                flag_status: item.flag.and_then(|f| f.flag_status),
+                parent_folder_id: item.parent_folder_id,
+            },
             body,
         });
     }
@@ -174,7 +198,8 @@ mod tests {
         let body = br#"{"value":[
             {"id":"AAA","subject":"Hi","from":{"emailAddress":{"name":"A","address":"a@x.com"}},
              "toRecipients":[{"emailAddress":{"address":"b@x.com"}}],"receivedDateTime":"2024-01-02T03:04:05Z",
-             "hasAttachments":true,"categories":["Red"],"body":{"contentType":"text","content":"hello"}},
+             "hasAttachments":true,"categories":["Red"],"body":{"contentType":"text","content":"hello"},
+             "isRead":false,"flag":{"flagStatus":"flagged"},"replyTo":[{"emailAddress":{"address":"r@x.com"}}]},
             {"id":"BBB","@removed":{"reason":"deleted"}},
             {"id":"CCC","@removed":{"reason":"changed"}}
         ],"@odata.deltaLink":"http://x/delta?$deltatoken=1"}"#;
@@ -187,6 +212,9 @@ mod tests {
         assert_eq!(m.subject.as_deref(), Some("Hi"));
         assert_eq!(m.to[0].address.as_deref(), Some("b@x.com"));
         assert!(m.has_attachments && m.received_at.is_some());
+        assert_eq!(m.details.is_read, Some(false));
+        assert_eq!(m.details.flag_status.as_deref(), Some("flagged"));
+        assert_eq!(m.details.reply_to[0].address.as_deref(), Some("r@x.com"));
         assert_eq!(m.body.as_ref().unwrap().content_type, BodyType::Text);
         assert_eq!(page.removals.len(), 2);
         assert_eq!(page.removals[0].reason, RemovalReason::Deleted);

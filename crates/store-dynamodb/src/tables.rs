@@ -106,6 +106,13 @@ pub const MESSAGE_LISTING_ATTRIBUTES: &[&str] = &[
     "removal_reason",
     "body_truncated",
     "recipients_truncated",
+    "sender",
+    "reply_to",
+    "is_read",
+    "is_draft",
+    "importance",
+    "flag_status",
+    "parent_folder_id",
     TTL_ATTRIBUTE,
 ];
 
