@@ -884,9 +884,30 @@ async fn forged_expired_and_replayed_states_are_refused_and_a_flood_stays_bounde
             oidc_nonce: "n".into(),
         },
     };
-    o365_domain::ports::ConsentStore::put_consent_request(&h.fixture.store, &request)
-        .await
-        .unwrap();
+    let pending = o365_domain::connection::Connection {
+        status: o365_domain::connection::ConnectionStatus::PendingSignIn,
+        version: h
+            .fixture
+            .store
+            .connection(&request.org)
+            .await
+            .unwrap()
+            .version
+            + 1,
+        ..o365_domain::connection::Connection::none()
+    };
+    o365_domain::ports::ConsentStore::start_round_trip(
+        &h.fixture.store,
+        &request,
+        &pending,
+        o365_e2e::audit(
+            &request.org,
+            o365_domain::audit::AuditAction::ConnectionActivated,
+            "connection",
+        ),
+    )
+    .await
+    .unwrap();
     let expired = o365_domain::consent_state::sign(&request, o365_e2e::api::STATE_KEY);
     let r = h
         .call(

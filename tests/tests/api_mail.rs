@@ -18,8 +18,6 @@ use time::macros::datetime;
 
 fn message(id: &str, folder: MailFolder, received: time::OffsetDateTime) -> CapturedMessage {
     CapturedMessage {
-        id: id.into(),
-        folder,
         internet_message_id: Some(format!("<{id}@contoso.com>")),
         conversation_id: Some("conv-1".into()),
         subject: Some(format!("Subject {id}")),
@@ -31,21 +29,16 @@ fn message(id: &str, folder: MailFolder, received: time::OffsetDateTime) -> Capt
             name: None,
             address: Some("adele@contoso.com".into()),
         }],
-        cc: vec![],
-        bcc: vec![],
         received_at: Some(received),
         sent_at: Some(received),
         last_modified_at: Some(received),
         change_key: Some("ck".into()),
         preview: Some("Hello".into()),
-        has_attachments: false,
-        categories: vec![],
-        web_link: None,
-        details: Default::default(),
         body: Some(MessageBody {
             content_type: BodyType::Html,
             content: format!("<p>Body of {id}</p>"),
         }),
+        ..CapturedMessage::new(id, folder)
     }
 }
 

@@ -46,25 +46,9 @@ async fn seeded() -> StoreFixture {
 
 fn message(id: &str) -> CapturedMessage {
     CapturedMessage {
-        id: id.into(),
-        folder: MailFolder::Inbox,
-        internet_message_id: None,
-        conversation_id: None,
         subject: Some("Hi".into()),
-        from: None,
-        to: vec![],
-        cc: vec![],
-        bcc: vec![],
         received_at: Some(now()),
-        sent_at: None,
-        last_modified_at: None,
-        change_key: None,
-        preview: None,
-        has_attachments: false,
-        categories: vec![],
-        web_link: None,
-        details: Default::default(),
-        body: None,
+        ..CapturedMessage::new(id, MailFolder::Inbox)
     }
 }
 

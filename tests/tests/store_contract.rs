@@ -806,11 +806,34 @@ async fn consent_requests_are_single_use_and_expire(store: &DynamoStore) {
             oidc_nonce: "oidc-nonce".into(),
         },
     };
-    store.put_consent_request(&request).await.unwrap();
-    assert!(matches!(
-        store.put_consent_request(&request).await,
-        Err(DomainError::AlreadyExists(_))
-    ));
+    // Requests are stored only with the connection change they start (one transaction).
+    let pending = |version| Connection {
+        status: ConnectionStatus::PendingSignIn,
+        version,
+        ..Connection::none()
+    };
+    let start = |r: ConsentRequest, version| async move {
+        store
+            .start_round_trip(
+                &r,
+                &pending(version),
+                audit(&r.org, AuditAction::ConnectionActivated, "connection"),
+            )
+            .await
+    };
+    start(request.clone(), 1).await.unwrap();
+    assert!(
+        matches!(
+            start(request.clone(), 2).await,
+            Err(DomainError::Conflict(_))
+        ),
+        "a nonce is never stored twice"
+    );
+    assert_eq!(
+        store.connection(&o).await.unwrap().version,
+        1,
+        "nothing of it written"
+    );
     assert_eq!(
         store.take_consent_request("n-123", now()).await.unwrap(),
         request
@@ -824,7 +847,7 @@ async fn consent_requests_are_single_use_and_expire(store: &DynamoStore) {
         expires_at: now() - Duration::seconds(1),
         ..request
     };
-    store.put_consent_request(&expired).await.unwrap();
+    start(expired, 2).await.unwrap();
     assert!(matches!(
         store.take_consent_request("n-old", now()).await,
         Err(DomainError::NotFound(_))
@@ -1168,8 +1191,6 @@ async fn cursors_and_leases(store: &DynamoStore) {
 
 fn message(id: &str, folder: MailFolder, body: &str) -> CapturedMessage {
     CapturedMessage {
-        id: id.into(),
-        folder,
         internet_message_id: Some(format!("<{id}@contoso.com>")),
         conversation_id: Some("conv-1".into()),
         subject: Some("Quarterly review".into()),
@@ -1181,21 +1202,18 @@ fn message(id: &str, folder: MailFolder, body: &str) -> CapturedMessage {
             name: None,
             address: Some("bob@contoso.com".into()),
         }],
-        cc: vec![],
-        bcc: vec![],
         received_at: Some(time::macros::datetime!(2026-11-20 09:00 UTC)),
         sent_at: Some(time::macros::datetime!(2026-11-20 08:59 UTC)),
         last_modified_at: Some(time::macros::datetime!(2026-11-20 09:01 UTC)),
         change_key: Some("ck1".into()),
         preview: Some("Numbers attached".into()),
-        has_attachments: false,
         categories: vec!["Blue".into()],
         web_link: Some("https://outlook.office365.com/owa/?ItemID=x".into()),
-        details: Default::default(),
         body: Some(MessageBody {
             content_type: BodyType::Html,
             content: body.into(),
         }),
+        ..CapturedMessage::new(id, folder)
     }
 }
 

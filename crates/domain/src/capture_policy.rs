@@ -202,25 +202,9 @@ mod tests {
             address: Some(a.into()),
         };
         CapturedMessage {
-            id: "1".into(),
-            folder: MailFolder::Inbox,
-            internet_message_id: None,
-            conversation_id: None,
-            subject: None,
             from: Some(r(from)),
             to: to.iter().map(|a| r(a)).collect(),
-            cc: vec![],
-            bcc: vec![],
-            received_at: None,
-            sent_at: None,
-            last_modified_at: None,
-            change_key: None,
-            preview: None,
-            has_attachments: false,
-            categories: vec![],
-            web_link: None,
-            details: Default::default(),
-            body: None,
+            ..CapturedMessage::new("1", MailFolder::Inbox)
         }
     }
 

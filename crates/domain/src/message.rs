@@ -77,6 +77,33 @@ pub struct CapturedMessage {
     pub body: Option<MessageBody>,
 }
 
+impl CapturedMessage {
+    /// A message with only its identity: every other field empty, to be set by the caller.
+    pub fn new(id: impl Into<String>, folder: MailFolder) -> Self {
+        Self {
+            id: id.into(),
+            folder,
+            internet_message_id: None,
+            conversation_id: None,
+            subject: None,
+            from: None,
+            to: vec![],
+            cc: vec![],
+            bcc: vec![],
+            received_at: None,
+            sent_at: None,
+            last_modified_at: None,
+            change_key: None,
+            preview: None,
+            has_attachments: false,
+            categories: vec![],
+            web_link: None,
+            details: MessageDetails::default(),
+            body: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RemovalReason {

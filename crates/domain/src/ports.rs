@@ -123,7 +123,6 @@ pub trait UserStore: Send + Sync {
 
 #[async_trait]
 pub trait ConsentStore: Send + Sync {
-    async fn put_consent_request(&self, request: &ConsentRequest) -> Result<()>;
     /// One transaction: the request, the connection change it starts, its audit event. A
     /// refused change (e.g. a concurrent activation won) leaves no request behind.
     async fn start_round_trip(

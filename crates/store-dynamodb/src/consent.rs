@@ -92,24 +92,6 @@ impl DynamoStore {
 
 #[async_trait]
 impl ConsentStore for DynamoStore {
-    async fn put_consent_request(&self, request: &ConsentRequest) -> Result<()> {
-        let result = self
-            .client
-            .put_item()
-            .table_name(&self.tables.state)
-            .set_item(Some(to_item(&ConsentRecord::of(request))?))
-            .condition_expression("attribute_not_exists(pk)")
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e) if is_conditional_failure(&e) => {
-                Err(DomainError::AlreadyExists(Entity::ConsentRequest))
-            }
-            Err(e) => Err(unavailable(e)),
-        }
-    }
-
     async fn start_round_trip(
         &self,
         request: &ConsentRequest,
