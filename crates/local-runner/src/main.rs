@@ -5,6 +5,7 @@
 
 mod demo;
 mod local_pages;
+mod secrets;
 mod sync;
 
 use std::net::SocketAddr;
@@ -115,10 +116,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .or_else(|| defaults.get(k).cloned())
     };
     let env = Env(&layered);
-    let sync = sync::start(&env, store.clone(), world.secrets.clone())?;
+    let secrets = secrets::choose(&env, world.secrets.clone()).await?;
+    let sync = sync::start(&env, store.clone(), secrets.clone())?;
     let parts = Parts {
         store: Arc::new(store.clone()),
-        secrets: world.secrets.clone(),
+        secrets,
         sync,
     };
     let state = o365_runtime::api_state(&env, parts, o365_runtime::graph_config(&env))?;
