@@ -107,6 +107,12 @@ async fn bad_input_is_a_clear_4xx_and_writes_nothing() {
         .await;
     assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
     problem(&r.body, "too-large");
+    let cookie = "c=".to_owned() + &"x".repeat(12_000);
+    let r = h
+        .call("GET", "/v1/users", Some(&t), None, &[("cookie", &cookie)])
+        .await;
+    assert_eq!(r.status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    problem(&r.body, "headers-too-large");
     let long_name =
         json!({"email": "a@contoso.com", "display_name": "x".repeat(300), "role": "member"});
     let r = h

@@ -29,6 +29,9 @@ pub use auth::{AuthConfig, Authenticator, KeySource};
 
 /// Largest JSON body the API takes (a 99-row bulk change is ~10 KB).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Request headers beyond this are refused (431): API Gateway's HTTP API allows 10 KB of
+/// request line and headers, so the local server answers as the deployed one would.
+pub const MAX_HEADER_BYTES: usize = 10 * 1024;
 
 /// The existing front end: the only place we ever redirect to, and the only CORS origin.
 #[derive(Debug, Clone)]
@@ -184,6 +187,7 @@ pub fn user_api(state: ApiState) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(limit_headers))
         .layer(axum::middleware::from_fn(access_log))
         .layer(cors)
         .with_state(state)
@@ -193,8 +197,32 @@ pub fn user_api(state: ApiState) -> Router {
 pub fn consent_callback(state: ApiState) -> Router {
     Router::new()
         .route("/consent/callback", get(consent_callback::consent_callback))
+        .layer(axum::middleware::from_fn(limit_headers))
         .layer(axum::middleware::from_fn(access_log))
         .with_state(state)
+}
+
+/// Oversized request headers are a problem+json 431, never a bare status.
+async fn limit_headers(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let size: usize = request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    if size > MAX_HEADER_BYTES {
+        return axum::response::IntoResponse::into_response(problem::ApiError::new(
+            axum::http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers-too-large",
+            "Request headers too large",
+            format!(
+                "the request's headers exceed {MAX_HEADER_BYTES} bytes; send fewer or shorter headers (cookies included)"
+            ),
+        ));
+    }
+    next.run(request).await
 }
 
 /// One line per request: method, route (the pattern, never the raw path or query: those can
