@@ -257,3 +257,130 @@ async fn the_state_key_rotates_only_when_confirmed() {
     assert_eq!(key.len(), 64);
     assert_ne!(value().await, first);
 }
+
+/// Every item of both tables that belongs to `org` (by key or by an `org` attribute).
+async fn items_of(f: &StoreFixture, org: &str) -> Vec<String> {
+    let client = f.store.client();
+    let mut found = Vec::new();
+    for table in [&f.store.tables().state, &f.store.tables().messages] {
+        let items = client
+            .scan()
+            .table_name(table)
+            .send()
+            .await
+            .unwrap()
+            .items
+            .unwrap_or_default();
+        for item in items {
+            let pk = item["pk"].as_s().unwrap().clone();
+            let sk = item["sk"].as_s().unwrap().clone();
+            let owner = item.get("org").and_then(|v| v.as_s().ok());
+            let mine = pk.contains(&format!("#{org}")) || pk.starts_with(&format!("{org}#"));
+            if mine || owner.is_some_and(|o| o == org) {
+                found.push(format!("{pk} / {sk}"));
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offboarding_erases_everything_of_the_org_and_nothing_else() {
+    let f = seeded().await;
+    let (acme, globex) = (org("acme"), org("globex"));
+    let (adele, gone) = (email("adele@contoso.com"), email("gone@contoso.com"));
+    // Adele syncs; a user who left kept an archive; both orgs have mail.
+    f.store
+        .set_sync_enabled(
+            &acme,
+            &[(adele.clone(), true)],
+            audit(&acme, AuditAction::SyncToggled, "users"),
+        )
+        .await
+        .unwrap();
+    let messages: Vec<_> = (0..30).map(|i| message(&format!("m{i}"))).collect();
+    for (o, mailbox) in [(&acme, &adele), (&acme, &gone), (&globex, &adele)] {
+        f.store
+            .write_page(o, mailbox, &messages, &[], WriteStamp::from(now()))
+            .await
+            .unwrap();
+        f.store
+            .save_cursor(&MailboxCursor {
+                org: o.clone(),
+                mailbox: mailbox.clone(),
+                folder: MailFolder::Inbox,
+                link: SyncLink::Delta("https://graph/delta?$deltatoken=1".into()),
+                saved_at: now(),
+                resync_started_at: None,
+            })
+            .await
+            .unwrap();
+    }
+    // The tenant claim acme's sign-in left (its shape as the store writes it).
+    f.store
+        .client()
+        .put_item()
+        .table_name(&f.store.tables().state)
+        .item(
+            "pk",
+            aws_sdk_dynamodb::types::AttributeValue::S(
+                "TENANT#11111111-2222-3333-4444-555555555555".into(),
+            ),
+        )
+        .item(
+            "sk",
+            aws_sdk_dynamodb::types::AttributeValue::S("TENANT".into()),
+        )
+        .item(
+            "tenant",
+            aws_sdk_dynamodb::types::AttributeValue::S(
+                "11111111-2222-3333-4444-555555555555".into(),
+            ),
+        )
+        .item(
+            "org",
+            aws_sdk_dynamodb::types::AttributeValue::S("acme".into()),
+        )
+        .send()
+        .await
+        .unwrap();
+    let globex_before = items_of(&f, "globex").await;
+
+    let dry = ops::offboard(&f.store, &acme, false).await.unwrap();
+    assert_eq!((dry.users, dry.done, dry.messages_deleted), (2, false, 0));
+    assert_eq!(
+        dry.mailboxes,
+        vec![adele.clone(), gone.clone(), email("root@contoso.com")],
+        "users' mailboxes and leavers' archives"
+    );
+    assert!(
+        items_of(&f, "acme").await.len() > 60,
+        "the dry run deleted nothing"
+    );
+
+    let done = ops::offboard(&f.store, &acme, true).await.unwrap();
+    assert!(done.done);
+    assert_eq!(done.messages_deleted, 60);
+    assert_eq!(
+        items_of(&f, "acme").await,
+        Vec::<String>::new(),
+        "nothing of acme is left"
+    );
+    assert_eq!(
+        items_of(&f, "globex").await,
+        globex_before,
+        "globex untouched"
+    );
+    let orgs: Vec<_> = ops::list_orgs(&f.store)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|l| l.org.to_string())
+        .collect();
+    assert_eq!(orgs, ["globex"]);
+    assert!(
+        ops::offboard(&f.store, &acme, true).await.is_err(),
+        "a gone org is not found"
+    );
+}

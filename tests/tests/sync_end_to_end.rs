@@ -569,6 +569,9 @@ impl MessageArchive for Crashy {
     async fn purge_messages(&self, o: &OrgId, m: &Email, limit: usize) -> DResult<u64> {
         self.store.purge_messages(o, m, limit).await
     }
+    async fn archived_mailboxes(&self, o: &OrgId) -> DResult<Vec<Email>> {
+        self.store.archived_mailboxes(o).await
+    }
     async fn all_messages(
         &self,
         o: &OrgId,

@@ -56,6 +56,10 @@ pub trait OrgStore: Send + Sync {
         policy: &crate::capture_policy::CapturePolicy,
         audit: AuditEvent,
     ) -> Result<()>;
+    /// Deletes every state item of the org — settings, connection, capture policy, users, audit
+    /// and run history, the positions and leases of `mailboxes`, its tenant claim — the org
+    /// itself last. Idempotent. Its captured mail is the archive's (purge that first).
+    async fn erase_org(&self, org: &OrgId, mailboxes: &[Email]) -> Result<()>;
     /// Orgs whose connection has `status` (e.g. every connected org, for the scheduled fan-out).
     async fn orgs_with_connection(
         &self,
@@ -210,6 +214,9 @@ pub trait MessageArchive: Send + Sync {
     /// Deletes up to `limit` archived items of a mailbox (tombstones included) and returns how
     /// many it deleted: 0 means the mailbox holds nothing any more. Repeatable and resumable.
     async fn purge_messages(&self, org: &OrgId, mailbox: &Email, limit: usize) -> Result<u64>;
+    /// Every mailbox of the org with archived items, including those of users since removed
+    /// (a whole-archive read: for offboarding, not for requests).
+    async fn archived_mailboxes(&self, org: &OrgId) -> Result<Vec<Email>>;
     /// Every item of a mailbox, tombstones included.
     async fn all_messages(
         &self,

@@ -9,6 +9,7 @@ use o365_domain::mailbox::MailFolder;
 use o365_domain::page::PageRequest;
 use o365_domain::ports::{MailboxStateStore, MessageArchive, OrgStore, SyncRunLog, UserStore};
 use o365_domain::service::mail::{PurgeReport, purge_mailbox};
+use o365_domain::service::offboard::{OffboardReport, offboard_org};
 use o365_domain::settings::IntegrationSettings;
 use o365_domain::sync_run::SyncRun;
 use o365_domain::user::{SyncState, SyncStateKind};
@@ -132,6 +133,18 @@ pub async fn purge(
             });
         }
     }
+}
+
+/// `offboard-org`: everything of the org goes (see [`offboard_org`]); the dry run lists what.
+pub async fn offboard(store: &DynamoStore, org: &OrgId, confirm: bool) -> Result<OffboardReport> {
+    offboard_org(
+        store,
+        org,
+        Actor::System("o365-ops".into()),
+        confirm,
+        time::OffsetDateTime::now_utc(),
+    )
+    .await
 }
 
 /// `redrive-dlq`: moves jobs from the dead-letter queue back to the job queue (send, then

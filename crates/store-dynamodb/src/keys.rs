@@ -71,7 +71,12 @@ pub const LEASE_SK: &str = "LEASE";
 
 /// Messages table partition: one mailbox.
 pub fn message_pk(org: &OrgId, mailbox: &Email) -> String {
-    format!("{org}#{}", mailbox.key())
+    format!("{}{}", message_pk_prefix(org), mailbox.key())
+}
+
+/// What every messages partition of the org starts with (org ids hold no `#`).
+pub fn message_pk_prefix(org: &OrgId) -> String {
+    format!("{org}#")
 }
 
 pub fn key(pk: impl Into<String>, sk: impl Into<String>) -> Item {

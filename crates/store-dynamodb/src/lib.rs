@@ -6,6 +6,7 @@
 
 mod audit;
 mod consent;
+mod erase;
 mod keys;
 mod mailboxes;
 mod messages;

@@ -241,8 +241,17 @@ fn messages_page(raw: Page<Item>) -> Result<Page<StoredMessage>> {
 }
 
 impl DynamoStore {
+    /// BatchWriteItem on the messages table (see [`Self::batch_write`]).
+    async fn batch_put(&self, requests: Vec<WriteRequest>) -> Result<()> {
+        self.batch_write(&self.tables.messages, requests).await
+    }
+
     /// BatchWriteItem in chunks of 25, retrying what DynamoDB leaves unprocessed.
-    async fn batch_put(&self, mut requests: Vec<WriteRequest>) -> Result<()> {
+    pub(crate) async fn batch_write(
+        &self,
+        table: &str,
+        mut requests: Vec<WriteRequest>,
+    ) -> Result<()> {
         let mut attempt = 0;
         while !requests.is_empty() {
             let chunk: Vec<WriteRequest> = requests
@@ -251,13 +260,13 @@ impl DynamoStore {
             let out = self
                 .client
                 .batch_write_item()
-                .request_items(&self.tables.messages, chunk)
+                .request_items(table, chunk)
                 .send()
                 .await
                 .map_err(unavailable)?;
             let left = out
                 .unprocessed_items
-                .and_then(|mut u| u.remove(&self.tables.messages))
+                .and_then(|mut u| u.remove(table))
                 .unwrap_or_default();
             if !left.is_empty() {
                 attempt += 1;
@@ -458,6 +467,10 @@ impl MessageArchive for DynamoStore {
         }
         self.batch_put(requests).await?;
         Ok(deleted)
+    }
+
+    async fn archived_mailboxes(&self, org: &OrgId) -> Result<Vec<Email>> {
+        self.mailboxes_in_archive(org).await
     }
 
     async fn all_messages(

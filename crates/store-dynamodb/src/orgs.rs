@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use o365_domain::audit::AuditEvent;
 use o365_domain::capture_policy::CapturePolicy;
 use o365_domain::connection::{Connection, ConnectionStatus};
-use o365_domain::ids::OrgId;
+use o365_domain::ids::{Email, OrgId};
 use o365_domain::page::{Page, PageRequest};
 use o365_domain::ports::OrgStore;
 use o365_domain::settings::IntegrationSettings;
@@ -167,6 +167,10 @@ impl DynamoStore {
 
 #[async_trait]
 impl OrgStore for DynamoStore {
+    async fn erase_org(&self, org: &OrgId, mailboxes: &[Email]) -> Result<()> {
+        self.erase(org, mailboxes).await
+    }
+
     async fn create_org(
         &self,
         org: &OrgId,

@@ -14,7 +14,7 @@ use crate::DynamoStore;
 /// How long run history is kept.
 pub const RUN_RETENTION_DAYS: i64 = 30;
 
-fn runs_pk(org: &OrgId) -> String {
+pub(crate) fn runs_pk(org: &OrgId) -> String {
     format!("RUNS#{org}")
 }
 

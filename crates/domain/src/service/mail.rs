@@ -130,6 +130,18 @@ pub async fn purge_mailbox(
         Ok(_) | Err(DomainError::NotFound(Entity::User)) => {}
         Err(e) => return Err(e),
     }
+    purge_archive(store, org, mailbox, actor, now).await
+}
+
+/// The purge itself, for callers that have already stopped the mailbox's sync (the check above,
+/// or an org being offboarded with its connection gone).
+pub(crate) async fn purge_archive(
+    store: &dyn Store,
+    org: &OrgId,
+    mailbox: &Email,
+    actor: Actor,
+    now: OffsetDateTime,
+) -> Result<PurgeReport> {
     // The mailbox's lease keeps a run that started before sync was switched off from writing
     // pages (and a delta link) back after the purge.
     let holder = format!("purge-{}", uuid::Uuid::new_v4().simple());

@@ -7,6 +7,7 @@ pub mod callback;
 pub mod connection;
 pub mod grant;
 pub mod mail;
+pub mod offboard;
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;

@@ -19,6 +19,7 @@ const USAGE: &str = "usage: o365-ops COMMAND [ARGS]
   show-org --org ORG
   resync-mailbox --org ORG --email EMAIL [--confirm]
   purge-mailbox --org ORG --email EMAIL [--confirm]
+  offboard-org --org ORG [--confirm]
   redrive-dlq --from DLQ_URL --to QUEUE_URL [--confirm]
   rotate-state-key --secret-id ID [--confirm]";
 
@@ -155,6 +156,27 @@ async fn run(args: &[String]) -> Result<(), ExitCode> {
                     "deleted"
                 } else {
                     "would be deleted"
+                }
+            );
+            Ok(())
+        }
+        Some("offboard-org") => {
+            let org = org_arg(args)?;
+            let report = ops::offboard(&store(), &org, confirm)
+                .await
+                .map_err(failed)?;
+            println!(
+                "{dry}org {org} (connection {:?}): {} user(s), {} mailbox(es){}",
+                report.connection,
+                report.users,
+                report.mailboxes.len(),
+                if confirm {
+                    format!(
+                        ", {} archived item(s) deleted; the org is gone",
+                        report.messages_deleted
+                    )
+                } else {
+                    " would be deleted with all their mail, settings, audit and run history".into()
                 }
             );
             Ok(())
