@@ -22,7 +22,11 @@ pub async fn choose(
         return Ok(demo);
     }
     let sdk = o365_runtime::aws_sdk_config().await;
-    let managed: Arc<dyn SecretStore> = Arc::new(o365_runtime::secrets_manager(env, &sdk)?);
+    let managed: Arc<dyn SecretStore> = if env.get("O365_STATE_KEY_SECRET_ID").is_some() {
+        Arc::new(o365_runtime::secrets_manager_with_state_key(env, &sdk)?)
+    } else {
+        Arc::new(o365_runtime::secrets_manager(env, &sdk)?)
+    };
     let key = if env.get("O365_STATE_KEY_SECRET_ID").is_some() {
         managed.clone()
     } else {

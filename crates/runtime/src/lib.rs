@@ -1,6 +1,7 @@
 //! Configuration from the environment, and the wiring every entry point shares: each Lambda's
 //! `main` and the local runner read the same variables and build the same adapters.
 
+pub mod functions;
 pub mod ops;
 
 use std::sync::Arc;
@@ -79,11 +80,29 @@ pub fn graph_config(env: &Env) -> GraphConfig {
     }
 }
 
+/// The app credentials from Secrets Manager (what the sync functions need).
 pub fn secrets_manager(env: &Env, sdk: &SdkConfig) -> Result<SecretsManagerStore, ConfigError> {
+    secrets_manager_with(env, sdk, None)
+}
+
+/// The app credentials and the consent-state signing key (the HTTP functions).
+pub fn secrets_manager_with_state_key(
+    env: &Env,
+    sdk: &SdkConfig,
+) -> Result<SecretsManagerStore, ConfigError> {
+    let key = env.required("O365_STATE_KEY_SECRET_ID")?;
+    secrets_manager_with(env, sdk, Some(key))
+}
+
+fn secrets_manager_with(
+    env: &Env,
+    sdk: &SdkConfig,
+    state_signing_key: Option<String>,
+) -> Result<SecretsManagerStore, ConfigError> {
     let ids = SecretIds {
         default_app: env.required("O365_DEFAULT_APP_SECRET_ID")?,
         read_only_app: env.required("O365_READ_ONLY_APP_SECRET_ID")?,
-        state_signing_key: env.get("O365_STATE_KEY_SECRET_ID"),
+        state_signing_key,
     };
     let ttl = env.seconds(
         "O365_SECRET_CACHE_SECS",
@@ -230,19 +249,7 @@ pub fn grants(
 
 /// Everything the two HTTP functions serve, built from the Lambda environment.
 pub async fn aws_api_state() -> Result<ApiState, ConfigError> {
-    let env = Env::process();
-    // The HTTP functions sign and verify consent state: refuse to start without the key.
-    env.required("O365_STATE_KEY_SECRET_ID")?;
-    let sdk = aws_sdk_config().await;
-    let store = Arc::new(dynamo_store(&env, &sdk));
-    let secrets: Arc<dyn SecretStore> = Arc::new(secrets_manager(&env, &sdk)?);
-    let engine = sqs_sync_engine(&env, &sdk, store.clone(), secrets.clone())?;
-    let parts = Parts {
-        store,
-        secrets,
-        sync: Arc::new(EngineSyncTrigger(engine)),
-    };
-    api_state(&env, parts, graph_config(&env))
+    functions::http_api(&Env::process()).await
 }
 
 /// Graph patience for one grant verification: the callback runs its own retry loop inside API

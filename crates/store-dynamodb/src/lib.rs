@@ -6,10 +6,10 @@
 
 mod audit;
 mod consent;
-mod erase;
 mod keys;
 mod mailboxes;
 mod messages;
+mod operator;
 mod orgs;
 mod paging;
 mod query;

@@ -50,39 +50,7 @@ struct ConnectionRecord {
     #[serde(flatten)]
     connection: Connection,
 }
-
 impl DynamoStore {
-    /// Every org of the stage, for operators (a scan: not for request paths).
-    pub async fn org_ids(&self) -> Result<Vec<OrgId>> {
-        let mut orgs = Vec::new();
-        let mut start = None;
-        loop {
-            let out = self
-                .client
-                .scan()
-                .table_name(&self.tables.state)
-                .filter_expression("sk = :org")
-                .expression_attribute_values(":org", s(ORG_SK))
-                .projection_expression("org")
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(unavailable)?;
-            orgs.extend(
-                out.items()
-                    .iter()
-                    .filter_map(|i| i.get("org").and_then(|v| v.as_s().ok()))
-                    .filter_map(|o| OrgId::parse(o).ok()),
-            );
-            match out.last_evaluated_key {
-                Some(key) if !key.is_empty() => start = Some(key),
-                _ => break,
-            }
-        }
-        orgs.sort();
-        Ok(orgs)
-    }
-
     pub(crate) async fn org_record(&self, org: &OrgId) -> Result<OrgRecord> {
         let item = self
             .get(&self.tables.state, keys::key(org_pk(org), ORG_SK))

@@ -2,14 +2,13 @@
 //! adapters, then settling connections still "verifying" (a slow consent propagation ends
 //! without anyone reading the status), the engine's `enqueue_all`, and one EMF metrics line.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
-use o365_domain::ports::SecretStore;
 use o365_domain::service::grant::Grants;
 use o365_runtime::Env;
+use o365_runtime::functions::FanOut;
 use o365_sync_engine::{SyncEngine, metrics};
 
 async fn handle(
@@ -46,12 +45,7 @@ async fn handle(
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     o365_runtime::init_tracing(true);
-    let env = Env::process();
-    let sdk = o365_runtime::aws_sdk_config().await;
-    let store = Arc::new(o365_runtime::dynamo_store(&env, &sdk));
-    let secrets: Arc<dyn SecretStore> = Arc::new(o365_runtime::secrets_manager(&env, &sdk)?);
-    let grants = Arc::new(o365_runtime::grants(&env, store.clone(), secrets.clone())?);
-    let engine = o365_runtime::sqs_sync_engine(&env, &sdk, store, secrets)?;
+    let FanOut { grants, engine } = o365_runtime::functions::mailbox_sync(&Env::process()).await?;
     lambda_runtime::run(service_fn(|event| {
         let (grants, engine) = (grants.clone(), engine.clone());
         async move { handle(&grants, &engine, event).await }

@@ -6,11 +6,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
-use o365_domain::ports::SecretStore;
 use o365_msgraph::GraphClient;
-use o365_queue_sqs::SqsJobQueue;
 use o365_runtime::Env;
-use o365_sync_engine::{QueueRecord, Stores, SyncEngine, metrics};
+use o365_runtime::functions::Worker;
+use o365_sync_engine::{QueueRecord, SyncEngine, metrics};
 
 /// Time kept back from the invocation's deadline to save state and answer.
 const SAFETY_MARGIN: Duration = Duration::from_secs(15);
@@ -76,22 +75,7 @@ async fn handle(
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     o365_runtime::init_tracing(true);
-    let env = Env::process();
-    let sdk = o365_runtime::aws_sdk_config().await;
-    let store = Arc::new(o365_runtime::dynamo_store(&env, &sdk));
-    let secrets: Arc<dyn SecretStore> = Arc::new(o365_runtime::secrets_manager(&env, &sdk)?);
-    let graph = GraphClient::new(o365_runtime::graph_config(&env), secrets);
-    let queue = SqsJobQueue::new(
-        aws_sdk_sqs::Client::new(&sdk),
-        env.required("O365_SYNC_QUEUE_URL")?,
-    );
-    let engine = Arc::new(SyncEngine::new(
-        Stores::single(store),
-        Arc::new(graph.clone()),
-        Arc::new(graph.clone()),
-        Arc::new(queue),
-        o365_runtime::sync_config(&env)?,
-    ));
+    let Worker { engine, graph } = o365_runtime::functions::sync_worker(&Env::process()).await?;
     lambda_runtime::run(service_fn(|event| {
         let (engine, graph) = (engine.clone(), graph.clone());
         async move { handle(&engine, &graph, event).await }

@@ -1,6 +1,8 @@
-//! Erasing an org (offboarding): its partitions are queried keys-only and deleted in batches;
-//! the two things no key of the org names — its tenant claim and its archive's mailboxes — are
-//! found by a filtered scan, acceptable for an operator's once-per-org action.
+//! What only the operator's commands (`o365-ops`) do, never a function: listing every org, and
+//! erasing one (offboarding). Partitions are queried keys-only and deleted in batches; what no
+//! key of the org names — every org, an org's tenant claim, its archive's mailboxes — is found by
+//! a filtered scan, acceptable for an operator's rare action. (The template's IAM test relies on
+//! this file holding the scans: no function may call them.)
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -15,6 +17,37 @@ use crate::tables::{PK, SK};
 use crate::{DynamoStore, Item, s};
 
 impl DynamoStore {
+    /// Every org of the stage, for operators (a scan: not for request paths).
+    pub async fn org_ids(&self) -> Result<Vec<OrgId>> {
+        let mut orgs = Vec::new();
+        let mut start = None;
+        loop {
+            let out = self
+                .client
+                .scan()
+                .table_name(&self.tables.state)
+                .filter_expression("sk = :org")
+                .expression_attribute_values(":org", s(ORG_SK))
+                .projection_expression("org")
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(unavailable)?;
+            orgs.extend(
+                out.items()
+                    .iter()
+                    .filter_map(|i| i.get("org").and_then(|v| v.as_s().ok()))
+                    .filter_map(|o| OrgId::parse(o).ok()),
+            );
+            match out.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => break,
+            }
+        }
+        orgs.sort();
+        Ok(orgs)
+    }
+
     pub(crate) async fn erase(&self, org: &OrgId, mailboxes: &[Email]) -> Result<()> {
         let state = self.tables.state.clone();
         for mailbox in mailboxes {
