@@ -921,6 +921,80 @@ async fn forged_expired_and_replayed_states_are_refused_and_a_flood_stays_bounde
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
 }
 
+/// What Chromium sends when it follows a link.
+const BROWSER_ACCEPT: &str = "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,image/apng,*/*;q=0.8";
+
+/// The values of every `href`, `src` and `action` attribute of a page.
+fn links(page: &str) -> Vec<String> {
+    ["href=\"", "src=\"", "action=\""]
+        .iter()
+        .flat_map(|attr| page.match_indices(attr).map(move |(i, _)| i + attr.len()))
+        .map(|start| {
+            page[start..]
+                .split('"')
+                .next()
+                .unwrap()
+                .replace("&amp;", "&")
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_used_or_forged_link_in_a_browser_gets_a_page_that_leads_back_to_connection_settings() {
+    let h = harness(SimConfig::default()).await;
+    h.org("acme").await;
+    let url = h.activate("acme").await;
+    let state = query_param(&url, "state");
+    let good = h.sign_in(&url, PRIMARY).await;
+    assert!(h.is_consent_page(good.location()), "the state is used now");
+
+    for state in [state.as_str(), "garbage"] {
+        let path = format!("/consent/callback?code=abc&state={state}");
+        let r = h
+            .call("GET", &path, None, None, &[("accept", BROWSER_ACCEPT)])
+            .await;
+        assert_eq!(
+            r.status,
+            StatusCode::BAD_REQUEST,
+            "the same status as for API clients"
+        );
+        assert_eq!(r.headers["content-type"], "text/html; charset=utf-8");
+        assert!(
+            r.location().is_empty(),
+            "no redirect for a state that is not ours"
+        );
+        let page = r.body.as_str().expect("an HTML page, not JSON");
+        assert!(
+            page.contains("This sign-in link was already used or has expired"),
+            "{page}"
+        );
+        assert!(page.contains("Connection Settings → Activate"), "{page}");
+        assert!(
+            !page.contains("invalid-consent-request"),
+            "no problem+json in the page"
+        );
+        assert!(!page.to_ascii_lowercase().contains("<script"), "{page}");
+        assert_eq!(
+            links(page),
+            vec![format!("{FRONTEND}/settings/connection")],
+            "the one link goes to the configured front end"
+        );
+        let csp = r.headers["content-security-policy"].to_str().unwrap();
+        assert!(csp.starts_with("default-src 'none'"), "{csp}");
+
+        // The same link from an API client: problem+json, as before.
+        let r = h
+            .call("GET", &path, None, None, &[("accept", "application/json")])
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST);
+        assert_eq!(r.headers["content-type"], "application/problem+json");
+        assert_eq!(
+            r.body["type"],
+            "https://o365-sync.dev/problems/invalid-consent-request"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_activations_leave_one_round_trip_and_refusals_write_nothing() {
     let h = harness(SimConfig::default()).await;

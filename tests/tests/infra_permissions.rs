@@ -30,11 +30,11 @@ fn sample(name: &str) -> String {
 
 /// The `O365_*` variables a function's start-up reads when given exactly `given` (others are
 /// unset); it must start with them.
-async fn reads(function: &str, given: &BTreeSet<String>) -> BTreeSet<String> {
+async fn reads(function: &str, given: &BTreeMap<String, String>) -> BTreeSet<String> {
     let seen = Mutex::new(BTreeSet::new());
     let lookup = |name: &str| {
         seen.lock().unwrap().insert(name.to_owned());
-        given.contains(name).then(|| sample(name))
+        given.get(name).cloned()
     };
     let env = Env(&lookup);
     let started = match function {
@@ -165,7 +165,8 @@ async fn each_function_gets_the_variables_and_permissions_its_code_uses() {
             .filter(|k| k.starts_with("O365_"))
             .cloned()
             .collect();
-        let read = reads(binary, &declared).await;
+        let given = declared.iter().map(|n| (n.clone(), sample(n))).collect();
+        let read = reads(binary, &given).await;
         let unused: Vec<_> = declared.difference(&read).collect();
         assert!(
             unused.is_empty(),
@@ -227,4 +228,53 @@ async fn each_function_gets_the_variables_and_permissions_its_code_uses() {
         );
     }
     assert_eq!(functions, 4);
+}
+
+/// `KEY = "value"` lines of one TOML table (the env tables are written that way).
+fn toml_table(path: &str, table: &str) -> BTreeMap<String, String> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let header = format!("[{table}]");
+    text.lines()
+        .skip_while(|l| l.trim() != header)
+        .skip(1)
+        .take_while(|l| !l.starts_with('['))
+        .filter_map(|l| l.split_once(" = "))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().trim_matches('"').to_owned()))
+        .collect()
+}
+
+/// `cargo lambda watch` gives each function the workspace's and its package's
+/// `metadata.lambda.env`: with exactly those, each must start, and every `O365_*` one is used.
+#[tokio::test]
+async fn the_cargo_lambda_environment_starts_every_function() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let shared = toml_table(
+        &format!("{root}/../Cargo.toml"),
+        "workspace.metadata.lambda.env",
+    );
+    assert!(
+        shared.contains_key("AWS_ENDPOINT_URL_DYNAMODB"),
+        "{shared:?}"
+    );
+    for function in [
+        "user-api",
+        "consent-callback",
+        "mailbox-sync",
+        "sync-worker",
+    ] {
+        let mut env = shared.clone();
+        env.extend(toml_table(
+            &format!("{root}/../functions/{function}/Cargo.toml"),
+            "package.metadata.lambda.env",
+        ));
+        let read = reads(function, &env).await;
+        let unused: Vec<_> = env
+            .keys()
+            .filter(|k| k.starts_with("O365_") && !read.contains(*k))
+            .collect();
+        assert!(
+            unused.is_empty(),
+            "{function}: set but never read: {unused:?}"
+        );
+    }
 }

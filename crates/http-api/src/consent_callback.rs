@@ -1,10 +1,13 @@
 //! The public route Microsoft redirects the admin to, after signing in and after the consent
 //! page. No bearer token: the signed, single-use `state` is what authenticates each leg. The
 //! browser is only ever sent on to Microsoft's consent page (a URL we built for the proven
-//! tenant) or back to the configured front end.
+//! tenant) or back to the configured front end. A browser that cannot go on gets a page a
+//! person can act on (`page`); API clients get problem+json.
+
+mod page;
 
 use axum::extract::{Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use time::OffsetDateTime;
@@ -29,9 +32,14 @@ pub struct CallbackQuery {
 
 pub async fn consent_callback(
     State(state): State<ApiState>,
+    headers: HeaderMap,
     query: Result<Query<CallbackQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
+    let browser = page::prefers_html(&headers);
     let invalid = || {
+        if browser {
+            return page::link_used_or_expired(&state.frontend);
+        }
         ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid-consent-request",
@@ -91,7 +99,14 @@ pub async fn consent_callback(
             tracing::info!(outcome = code, "consent round trip ended");
             see_other(&state.frontend.connection_page(&code))
         }
-        Err(e) => ApiError::from(e).into_response(),
+        Err(e) => {
+            let error = ApiError::from(e);
+            if browser {
+                page::could_not_finish(error.status(), &state.frontend)
+            } else {
+                error.into_response()
+            }
+        }
     }
 }
 

@@ -19,6 +19,14 @@ pub const DEMO_ORG: &str = "demo";
 pub struct LocalWorld {
     pub sim: Simulator,
     pub secrets: Arc<LocalSecretStore>,
+    /// Client ids of the simulator's two app registrations.
+    pub apps: DemoApps,
+}
+
+#[derive(Clone, Copy, serde::Serialize)]
+pub struct DemoApps {
+    pub default_app: uuid::Uuid,
+    pub read_only_app: uuid::Uuid,
 }
 
 fn credential(app: &ms_sim::DemoApp) -> AppCredential {
@@ -55,7 +63,11 @@ pub async fn start(
     )?);
     seed_demo_org(store, &world).await?;
     regrant_recorded_consent(&sim, store, &world).await?;
-    Ok(LocalWorld { sim, secrets })
+    let apps = DemoApps {
+        default_app: world.default_app.app.client_id,
+        read_only_app: world.read_only_app.app.client_id,
+    };
+    Ok(LocalWorld { sim, secrets, apps })
 }
 
 async fn seed_demo_org(store: &DynamoStore, world: &DemoWorld) -> Result<(), DomainError> {

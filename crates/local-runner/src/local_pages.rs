@@ -1,10 +1,12 @@
 //! Pages only the embedded run has: a development token issuer standing in for the platform's
-//! identity provider, and the front end's landing page for consent outcomes.
+//! identity provider, the admin console (`/console`), and the front end's landing page for
+//! consent outcomes, which is the console's My Connection with the outcome shown.
+
+mod console;
 
 use axum::Router;
 use axum::extract::Query;
-use axum::http::StatusCode;
-use axum::response::{Html, IntoResponse, Json};
+use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
 use serde::Deserialize;
 use serde_json::json;
@@ -28,23 +30,33 @@ struct Outcome {
     connection: Option<String>,
 }
 
-/// Where the consent callback sends the admin back to (the real front end's page in AWS).
-async fn connection_page(Query(o): Query<Outcome>) -> impl IntoResponse {
+/// Where the consent callback sends the admin back to (the real front end's page in AWS). The
+/// outcome comes from the URL, so only a short code of `[A-Za-z0-9_]` is ever shown.
+async fn connection_page(Query(o): Query<Outcome>) -> Response {
     let outcome = o.connection.unwrap_or_default();
     let safe: String = outcome
         .chars()
         .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .take(64)
         .collect();
+    console::page(Some(safe.as_str()).filter(|s| !s.is_empty()))
+}
+
+/// `GET /_local/jwks.json`: the development key as the identity provider's JWKS.
+async fn jwks() -> impl IntoResponse {
     (
-        StatusCode::OK,
-        Html(format!(
-            "<!doctype html><title>Connection Settings</title><h1>Connection Settings</h1><p id=\"outcome\">{safe}</p>"
-        )),
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        o365_local_stack::DEV_JWKS_JSON,
     )
 }
 
-pub fn routes() -> Router {
+pub fn routes(apps: crate::demo::DemoApps) -> Router {
     Router::new()
         .route("/_local/token", get(token))
+        .route("/_local/jwks.json", get(jwks))
+        // The simulator's app registrations (client ids only), for `scripts/lambda-local`,
+        // which gives them credentials the functions read from Secrets Manager.
+        .route("/_local/apps", get(move || async move { Json(apps) }))
         .route("/settings/connection", get(connection_page))
+        .merge(console::routes())
 }

@@ -133,7 +133,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let app = Router::new()
         .route("/health", get(health))
         .with_state(health_state)
-        .merge(local_pages::routes())
+        .merge(local_pages::routes(world.apps))
         .merge(o365_http_api::user_api(state.clone()))
         .merge(o365_http_api::consent_callback(state));
 

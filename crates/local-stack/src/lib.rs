@@ -105,6 +105,9 @@ pub fn sqs_client(endpoint: &str) -> aws_sdk_sqs::Client {
 /// The embedded run's stand-in identity provider key (development only; see keys/README.md).
 pub const DEV_JWT_PRIVATE_KEY_PEM: &str = include_str!("../keys/dev-jwt-signing-key.pem");
 pub const DEV_JWT_PUBLIC_KEY_PEM: &str = include_str!("../keys/dev-jwt-signing-key.pub.pem");
+/// The same public key as a JWKS, served by the embedded run at `/_local/jwks.json` so functions
+/// run locally (cargo-lambda) verify tokens the way they do in AWS.
+pub const DEV_JWKS_JSON: &str = include_str!("../keys/dev-jwt-signing-key.jwks.json");
 /// Issuer and audience of development tokens.
 pub const DEV_JWT_ISSUER: &str = "https://idp.local.o365-sync.dev/";
 pub const DEV_JWT_AUDIENCE: &str = "o365-sync-api";
@@ -167,4 +170,21 @@ pub fn local_api_env(
         ("O365_JWT_ISSUER", DEV_JWT_ISSUER.to_owned()),
         ("O365_JWT_AUDIENCE", DEV_JWT_AUDIENCE.to_owned()),
     ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_development_jwks_verifies_development_tokens() {
+        let set: jsonwebtoken::jwk::JwkSet = serde_json::from_str(DEV_JWKS_JSON).unwrap();
+        let key = jsonwebtoken::DecodingKey::from_jwk(&set.keys[0]).unwrap();
+        let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+        validation.set_audience(&[DEV_JWT_AUDIENCE]);
+        validation.set_issuer(&[DEV_JWT_ISSUER]);
+        let token = dev_token("demo", "admin@contoso.com", 60);
+        let claims = jsonwebtoken::decode::<serde_json::Value>(&token, &key, &validation).unwrap();
+        assert_eq!(claims.claims["org_id"], "demo");
+    }
 }
