@@ -209,6 +209,15 @@ fn routes() -> Vec<Route> {
         ),
         r(
             "POST",
+            "/v1/erasures",
+            Some(json!({"address": "eve@evil.example"})),
+            &[],
+            403,
+            200,
+            200,
+        ),
+        r(
+            "POST",
             "/v1/users/bob@contoso.com/purge",
             None,
             &[],

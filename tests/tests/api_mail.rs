@@ -411,3 +411,170 @@ async fn a_purge_removes_the_archive_and_the_sync_position_and_is_audited() {
         .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
 }
+
+/// Every archived item of a mailbox (tombstones too), by id.
+async fn archived_ids(h: &ApiHarness, org: &OrgId, mailbox: &Email) -> Vec<String> {
+    let mut ids: Vec<String> = h
+        .fixture
+        .store
+        .all_messages(org, mailbox, o365_domain::page::PageRequest::first(50))
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|m| m.id().to_owned())
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_is_erased_from_every_mailbox_kept_out_and_audited() {
+    let h = world().await;
+    let org = OrgId::parse("acme").unwrap();
+    let (adele, bob) = (
+        Email::parse("adele@contoso.com").unwrap(),
+        Email::parse("bob@contoso.com").unwrap(),
+    );
+    // As the sync stamps pages: under the org's policy, which names its own domains.
+    let policy = o365_domain::capture_policy::CapturePolicy {
+        internal_domains: vec!["contoso.com".into()],
+        ..Default::default()
+    };
+    let with_eve = |id: &str, how: &str| {
+        let mut m = message(id, MailFolder::Inbox, datetime!(2026-11-05 09:00 UTC));
+        let eve = Recipient {
+            name: Some("Eve".into()),
+            address: Some("Eve@Evil.example".into()),
+        };
+        match how {
+            "from" => m.from = Some(eve),
+            _ => m.cc = vec![eve],
+        }
+        m
+    };
+    let stamp = WriteStamp::under(&policy, time::OffsetDateTime::now_utc());
+    for (mailbox, page) in [
+        (
+            &adele,
+            vec![
+                with_eve("e1", "from"),
+                message("n1", MailFolder::Inbox, datetime!(2026-11-06 09:00 UTC)),
+            ],
+        ),
+        (
+            &bob,
+            vec![
+                with_eve("e2", "cc"),
+                message("n2", MailFolder::Inbox, datetime!(2026-11-06 09:00 UTC)),
+            ],
+        ),
+    ] {
+        h.fixture
+            .store
+            .write_page(&org, mailbox, &page, &[], stamp.clone())
+            .await
+            .unwrap();
+    }
+    // Another org's mail with Eve is not acme's to erase.
+    let globex = OrgId::parse("globex").unwrap();
+    h.fixture
+        .store
+        .write_page(&globex, &adele, &[with_eve("g1", "cc")], &[], stamp.clone())
+        .await
+        .unwrap();
+
+    let erase = |address: &str| serde_json::json!({ "address": address });
+    let r = h
+        .as_user(
+            "acme",
+            GLOBAL_ADMIN,
+            "POST",
+            "/v1/erasures",
+            Some(erase("not an address")),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{:?}", r.body);
+    let r = h
+        .as_user(
+            "acme",
+            GLOBAL_ADMIN,
+            "POST",
+            "/v1/erasures",
+            Some(erase("eve@EVIL.example")),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["deleted"], 2);
+    assert_eq!(
+        r.body["mailboxes"],
+        serde_json::json!(["adele@contoso.com", "bob@contoso.com"])
+    );
+    assert_eq!(
+        (
+            r.body["complete"].as_bool(),
+            r.body["excluded_now"].as_bool()
+        ),
+        (Some(true), Some(true))
+    );
+
+    let adele_ids = archived_ids(&h, &org, &adele).await;
+    assert!(
+        !adele_ids.contains(&"e1".to_owned()) && adele_ids.contains(&"n1".to_owned()),
+        "{adele_ids:?}"
+    );
+    let bob_ids = archived_ids(&h, &org, &bob).await;
+    assert_eq!(bob_ids, ["n2"], "exactly Eve's message went");
+    assert!(
+        h.fixture
+            .store
+            .message(&globex, &adele, "g1")
+            .await
+            .unwrap()
+            .is_some(),
+        "other orgs keep theirs"
+    );
+    // From now on the sync keeps Eve out; the request is in the audit log.
+    let policy = h
+        .as_user(
+            "acme",
+            GLOBAL_ADMIN,
+            "GET",
+            "/v1/integration/capture-policy",
+            None,
+        )
+        .await;
+    assert_eq!(
+        policy.body["excluded_addresses"],
+        serde_json::json!(["eve@evil.example"])
+    );
+    let audit = h
+        .as_user("acme", GLOBAL_ADMIN, "GET", "/v1/audit?limit=20", None)
+        .await;
+    assert!(
+        audit.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "person_erased" && e["object"] == "person:eve@evil.example"),
+        "{:?}",
+        audit.body
+    );
+    // A repeat confirms nothing is left.
+    let again = h
+        .as_user(
+            "acme",
+            GLOBAL_ADMIN,
+            "POST",
+            "/v1/erasures",
+            Some(erase("eve@evil.example")),
+        )
+        .await;
+    assert_eq!(
+        (
+            again.body["deleted"].as_u64(),
+            again.body["excluded_now"].as_bool()
+        ),
+        (Some(0), Some(false))
+    );
+}

@@ -317,6 +317,18 @@ async fn offboarding_erases_everything_of_the_org_and_nothing_else() {
             .await
             .unwrap();
     }
+    // A message with someone from outside: the person index (erasure by address) holds them.
+    let outside = CapturedMessage {
+        cc: vec![o365_domain::message::Recipient {
+            name: None,
+            address: Some("eve@evil.example".into()),
+        }],
+        ..message("outside")
+    };
+    f.store
+        .write_page(&acme, &adele, &[outside], &[], WriteStamp::from(now()))
+        .await
+        .unwrap();
     // The tenant claim acme's sign-in left (its shape as the store writes it).
     f.store
         .client()
@@ -354,14 +366,16 @@ async fn offboarding_erases_everything_of_the_org_and_nothing_else() {
         vec![adele.clone(), gone.clone(), email("root@contoso.com")],
         "users' mailboxes and leavers' archives"
     );
+    let before = items_of(&f, "acme").await;
     assert!(
-        items_of(&f, "acme").await.len() > 60,
-        "the dry run deleted nothing"
+        before.iter().any(|i| i.starts_with("~person#acme#")),
+        "{before:?}"
     );
+    assert!(before.len() > 60, "the dry run deleted nothing");
 
     let done = ops::offboard(&f.store, &acme, true).await.unwrap();
     assert!(done.done);
-    assert_eq!(done.messages_deleted, 60);
+    assert_eq!(done.messages_deleted, 61);
     assert_eq!(
         items_of(&f, "acme").await,
         Vec::<String>::new(),

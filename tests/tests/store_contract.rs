@@ -1308,6 +1308,7 @@ async fn mail_lists_newest_first_without_bodies(store: &DynamoStore) {
             WriteStamp {
                 at: now(),
                 keep_for: Some(Duration::days(1)),
+                own_domains: vec![],
             },
         )
         .await
@@ -1582,6 +1583,96 @@ async fn sync_runs_are_listed_newest_first_per_org(store: &DynamoStore) {
     );
 }
 
+async fn the_person_index_finds_erases_and_purges_with_the_messages(store: &DynamoStore) {
+    let o = org_with_admin(store, "acme").await;
+    let (adele, bob) = (email("adele@contoso.com"), email("bob@contoso.com"));
+    let with = |id: &str, outsider: &str| {
+        let mut m = message(id, MailFolder::Inbox, "<p>x</p>");
+        m.cc = vec![Recipient {
+            name: None,
+            address: Some(outsider.into()),
+        }];
+        m
+    };
+    let stamp = WriteStamp {
+        own_domains: vec!["contoso.com".into()],
+        ..WriteStamp::from(now())
+    };
+    store
+        .write_page(
+            &o,
+            &adele,
+            &[
+                with("a1", "Eve@Evil.example"),
+                with("a2", "zoe@partner.example"),
+            ],
+            &[],
+            stamp.clone(),
+        )
+        .await
+        .unwrap();
+    store
+        .write_page(
+            &o,
+            &bob,
+            &[with("b1", "eve@evil.example")],
+            &[],
+            stamp.clone(),
+        )
+        .await
+        .unwrap();
+    // Another org's mail with the same person is not this org's to erase.
+    let other = org_with_admin(store, "globex").await;
+    store
+        .write_page(
+            &other,
+            &adele,
+            &[with("g1", "eve@evil.example")],
+            &[],
+            stamp.clone(),
+        )
+        .await
+        .unwrap();
+
+    let eve = email("eve@evil.example");
+    let mut erased = store.erase_person(&o, &eve, 1).await.unwrap();
+    erased.extend(store.erase_person(&o, &eve, 10).await.unwrap());
+    let mut erased: Vec<(String, String)> = erased
+        .into_iter()
+        .map(|(m, id)| (m.key().to_owned(), id))
+        .collect();
+    erased.sort();
+    assert_eq!(
+        erased,
+        [("adele@contoso.com", "a1"), ("bob@contoso.com", "b1")]
+            .map(|(m, id)| (m.to_owned(), id.to_owned()))
+    );
+    assert!(
+        store.erase_person(&o, &eve, 10).await.unwrap().is_empty(),
+        "nothing left"
+    );
+    assert!(store.message(&o, &adele, "a1").await.unwrap().is_none());
+    assert!(
+        store.message(&o, &adele, "a2").await.unwrap().is_some(),
+        "others stay"
+    );
+    assert!(
+        store.message(&other, &adele, "g1").await.unwrap().is_some(),
+        "other orgs stay"
+    );
+    // Only outsiders are indexed: the org's own people go by purging their mailboxes.
+    assert!(store.erase_person(&o, &bob, 10).await.unwrap().is_empty());
+    // A purged mailbox leaves no index entries behind.
+    while store.purge_messages(&o, &adele, 100).await.unwrap() > 0 {}
+    assert!(
+        store
+            .erase_person(&o, &email("zoe@partner.example"), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
 macro_rules! contract_suite {
     (all: [$($check:ident),* $(,)?], isolated: [$($concurrent:ident),* $(,)?]) => {
         mod on_dynoxide {
@@ -1637,6 +1728,7 @@ contract_suite!(
         cursors_and_leases,
         message_pages_are_idempotent_and_moves_converge,
         huge_bodies_are_cut_to_fit_one_item,
+        the_person_index_finds_erases_and_purges_with_the_messages,
         mail_lists_newest_first_without_bodies,
         sync_runs_are_listed_newest_first_per_org,
     ],

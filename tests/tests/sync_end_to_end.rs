@@ -569,6 +569,14 @@ impl MessageArchive for Crashy {
     async fn purge_messages(&self, o: &OrgId, m: &Email, limit: usize) -> DResult<u64> {
         self.store.purge_messages(o, m, limit).await
     }
+    async fn erase_person(
+        &self,
+        o: &OrgId,
+        a: &Email,
+        limit: usize,
+    ) -> DResult<Vec<(Email, String)>> {
+        self.store.erase_person(o, a, limit).await
+    }
     async fn archived_mailboxes(&self, o: &OrgId) -> DResult<Vec<Email>> {
         self.store.archived_mailboxes(o).await
     }

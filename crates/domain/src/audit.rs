@@ -45,6 +45,8 @@ pub enum AuditAction {
     MailboxPurged,
     /// The org's capture policy (exclusions, internal mail) changed.
     CapturePolicyChanged,
+    /// Every archived message of one person (by address) was erased.
+    PersonErased,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -159,24 +159,7 @@ impl CapturePolicy {
 
     /// Whether the message may be archived.
     pub fn admits(&self, message: &CapturedMessage) -> bool {
-        let participants: Vec<String> = message
-            .from
-            .iter()
-            .chain(&message.to)
-            .chain(&message.cc)
-            .chain(&message.bcc)
-            .chain(&message.details.sender)
-            .chain(&message.details.reply_to)
-            .filter_map(|r| r.address.as_deref())
-            .map(str::to_ascii_lowercase)
-            .collect();
-        let in_domains = |address: &str, domains: &[String]| {
-            address.rsplit_once('@').is_some_and(|(_, d)| {
-                domains
-                    .iter()
-                    .any(|x| d == x || d.ends_with(&format!(".{x}")))
-            })
-        };
+        let participants = message.participant_addresses();
         let excluded = participants.iter().any(|p| {
             in_domains(p, &self.excluded_domains)
                 || self.excluded_addresses.iter().any(|a| a.key() == p)
@@ -188,6 +171,15 @@ impl CapturePolicy {
                 .all(|p| in_domains(p, &self.internal_domains));
         !(excluded || internal)
     }
+}
+
+/// Whether a lower-case address is in one of `domains` or their subdomains.
+pub(crate) fn in_domains(address: &str, domains: &[String]) -> bool {
+    address.rsplit_once('@').is_some_and(|(_, d)| {
+        domains
+            .iter()
+            .any(|x| d == x || d.ends_with(&format!(".{x}")))
+    })
 }
 
 #[cfg(test)]

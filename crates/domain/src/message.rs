@@ -78,6 +78,28 @@ pub struct CapturedMessage {
 }
 
 impl CapturedMessage {
+    /// Everyone on the message (from, sender, to, cc, bcc, reply-to), lower-case, each once.
+    pub fn participant_addresses(&self) -> Vec<String> {
+        let mut all: Vec<String> = Vec::new();
+        for r in self
+            .from
+            .iter()
+            .chain(&self.to)
+            .chain(&self.cc)
+            .chain(&self.bcc)
+            .chain(&self.details.sender)
+            .chain(&self.details.reply_to)
+        {
+            if let Some(a) = r.address.as_deref() {
+                let a = a.to_ascii_lowercase();
+                if !all.contains(&a) {
+                    all.push(a);
+                }
+            }
+        }
+        all
+    }
+
     /// A message with only its identity: every other field empty, to be set by the caller.
     pub fn new(id: impl Into<String>, folder: MailFolder) -> Self {
         Self {
@@ -113,21 +135,54 @@ pub enum RemovalReason {
     Changed,
 }
 
-/// When a page is written, and how long its messages are kept (the org's retention).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Most people of one message the person index names (in the order from, to, cc, bcc, sender,
+/// reply-to).
+pub const MAX_INDEXED_PEOPLE: usize = 50;
+
+/// When a page is written, how long its messages are kept (the org's retention), and whose
+/// messages they are for the person index (erasure by address).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WriteStamp {
     pub at: OffsetDateTime,
     /// Counted from when a message was received (else from `at`); `None` keeps it.
     pub keep_for: Option<time::Duration>,
+    /// The org's own domains: their people are not indexed (their mail goes by purging their
+    /// mailboxes), which keeps the index to the outside world.
+    pub own_domains: Vec<String>,
 }
 
 impl From<OffsetDateTime> for WriteStamp {
     fn from(at: OffsetDateTime) -> Self {
-        Self { at, keep_for: None }
+        Self {
+            at,
+            keep_for: None,
+            own_domains: Vec::new(),
+        }
     }
 }
 
 impl WriteStamp {
+    /// The stamp of a page captured under `policy`.
+    pub fn under(policy: &crate::capture_policy::CapturePolicy, at: OffsetDateTime) -> Self {
+        Self {
+            at,
+            keep_for: policy.keep_for(),
+            own_domains: policy.internal_domains.clone(),
+        }
+    }
+
+    /// The addresses the person index names for `message`: its participants outside the org's
+    /// own domains, each once, at most [`MAX_INDEXED_PEOPLE`] (a mass mailing's long recipient
+    /// list would otherwise cost a write per recipient).
+    pub fn people_to_index(&self, message: &CapturedMessage) -> Vec<String> {
+        message
+            .participant_addresses()
+            .into_iter()
+            .filter(|a| !crate::capture_policy::in_domains(a, &self.own_domains))
+            .take(MAX_INDEXED_PEOPLE)
+            .collect()
+    }
+
     /// When `message` expires from the archive, if the org keeps mail for a limited time.
     pub fn expires_at(&self, message: &CapturedMessage) -> Option<OffsetDateTime> {
         self.keep_for

@@ -214,6 +214,15 @@ pub trait MessageArchive: Send + Sync {
     /// Deletes up to `limit` archived items of a mailbox (tombstones included) and returns how
     /// many it deleted: 0 means the mailbox holds nothing any more. Repeatable and resumable.
     async fn purge_messages(&self, org: &OrgId, mailbox: &Email, limit: usize) -> Result<u64>;
+    /// Deletes up to `limit` archived messages (any mailbox of the org) the person index names
+    /// for `address`, with their index entries; returns which (mailbox, message id). Empty:
+    /// nothing of the person is left.
+    async fn erase_person(
+        &self,
+        org: &OrgId,
+        address: &Email,
+        limit: usize,
+    ) -> Result<Vec<(Email, String)>>;
     /// Every mailbox of the org with archived items, including those of users since removed
     /// (a whole-archive read: for offboarding, not for requests).
     async fn archived_mailboxes(&self, org: &OrgId) -> Result<Vec<Email>>;

@@ -5,6 +5,7 @@
 pub mod auth;
 mod consent_callback;
 pub mod dto;
+mod erasure;
 mod extract;
 mod mail;
 mod policy;
@@ -130,6 +131,7 @@ fn api_routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(mail::list_messages))
         .routes(routes!(mail::read_message))
         .routes(routes!(mail::purge_mailbox))
+        .routes(routes!(erasure::erase_person))
         .routes(routes!(routes::get_me))
         .routes(routes!(routes::set_primary))
         .routes(routes!(routes::set_sync))

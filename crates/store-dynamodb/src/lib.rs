@@ -12,6 +12,7 @@ mod messages;
 mod operator;
 mod orgs;
 mod paging;
+mod people;
 mod query;
 mod runs;
 mod sdk_error;

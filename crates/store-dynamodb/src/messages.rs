@@ -29,7 +29,7 @@ use o365_domain::{DomainError, Result};
 use crate::keys::{self, message_pk};
 use crate::sdk_error::{is_conditional_failure, unavailable};
 use crate::tables::{BY_RECEIVED, PK, RECEIVED_KEY, TTL_ATTRIBUTE};
-use crate::{DynamoStore, Item, from_item, n, rfc3339, s, to_item};
+use crate::{DynamoStore, Item, from_item, n, people, rfc3339, s, to_item};
 
 /// DynamoDB's item size limit (attribute names and values together).
 pub const MAX_ITEM_BYTES: usize = 400 * 1024;
@@ -117,6 +117,7 @@ fn message_item(
     mailbox: &Email,
     message: &CapturedMessage,
     at: OffsetDateTime,
+    people: Option<AttributeValue>,
 ) -> Result<(Item, bool)> {
     let mut meta = message.clone();
     let body = meta.body.take();
@@ -142,6 +143,10 @@ fn message_item(
         "recipients_truncated".into(),
         AttributeValue::Bool(recipients_truncated),
     );
+    // Before the body, which gets whatever room is left.
+    if let Some(people) = people {
+        item.insert(people::PEOPLE.into(), people);
+    }
     let mut body_truncated = false;
     if let Some(body) = body {
         let budget = MAX_ITEM_BYTES.saturating_sub(item_size(&item) + SAFETY_MARGIN);
@@ -332,8 +337,10 @@ impl MessageArchive for DynamoStore {
             }
         }
         let mut requests = Vec::with_capacity(latest.len());
+        let mut index = Vec::new();
         for m in latest.into_iter().rev() {
-            let (mut item, truncated) = message_item(org, mailbox, m, at)?;
+            let (people, entries) = people::entries(org, mailbox, m, &stamp)?;
+            let (mut item, truncated) = message_item(org, mailbox, m, at, people)?;
             // The org's retention, as DynamoDB TTL: expired items are deleted by DynamoDB.
             if let Some(expires) = stamp.expires_at(m) {
                 item.insert(
@@ -342,6 +349,7 @@ impl MessageArchive for DynamoStore {
                 );
             }
             summary.bodies_truncated += u64::from(truncated);
+            index.extend(entries);
             requests.push(
                 WriteRequest::builder()
                     .put_request(
@@ -354,6 +362,9 @@ impl MessageArchive for DynamoStore {
             );
         }
         summary.written = requests.len() as u64;
+        // Messages and their index entries in the same batches (a crash between two batches
+        // leaves entries a rerun of the page writes again).
+        requests.extend(index);
         self.batch_put(requests).await?;
         for removal in removals {
             summary.removed += u64::from(self.apply_removal(org, mailbox, removal, at).await?);
@@ -445,7 +456,8 @@ impl MessageArchive for DynamoStore {
             .table_name(&self.tables.messages)
             .key_condition_expression("pk = :p")
             .expression_attribute_values(":p", s(&partition))
-            .projection_expression("pk, sk")
+            .projection_expression("pk, sk, #people")
+            .expression_attribute_names("#people", people::PEOPLE)
             .limit(limit.clamp(1, 1000) as i32)
             .send()
             .await
@@ -453,7 +465,9 @@ impl MessageArchive for DynamoStore {
         let keys = out.items.unwrap_or_default();
         let deleted = keys.len() as u64;
         let mut requests = Vec::with_capacity(keys.len());
-        for key in keys {
+        for mut key in keys {
+            requests.extend(people::entry_deletes(org, mailbox, &key)?);
+            key.remove(people::PEOPLE);
             requests.push(
                 WriteRequest::builder()
                     .delete_request(
@@ -467,6 +481,15 @@ impl MessageArchive for DynamoStore {
         }
         self.batch_put(requests).await?;
         Ok(deleted)
+    }
+
+    async fn erase_person(
+        &self,
+        org: &OrgId,
+        address: &Email,
+        limit: usize,
+    ) -> Result<Vec<(Email, String)>> {
+        self.erase_indexed(org, address, limit).await
     }
 
     async fn archived_mailboxes(&self, org: &OrgId) -> Result<Vec<Email>> {

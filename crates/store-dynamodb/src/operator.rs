@@ -68,6 +68,19 @@ impl DynamoStore {
             )
             .await?;
         self.delete_keys(&state, claims).await?;
+        // The person index (erasure by address): entries left by messages purged before it
+        // listed its people, or pointing at other people's erased messages.
+        let entries = self
+            .scan_keys(
+                &self.tables.messages,
+                "begins_with(pk, :prefix)",
+                HashMap::from([(
+                    ":prefix".to_owned(),
+                    s(crate::people::person_pk_prefix(org)),
+                )]),
+            )
+            .await?;
+        self.delete_keys(&self.tables.messages, entries).await?;
         // The org item last: until it is gone the org is listed and offboarding can be rerun.
         self.delete_partition(&state, &org_pk(org), Some(ORG_SK))
             .await?;

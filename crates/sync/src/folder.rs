@@ -103,10 +103,7 @@ impl SyncEngine {
                         mailbox,
                         &page.messages,
                         &page.removals,
-                        WriteStamp {
-                            at,
-                            keep_for: policy.keep_for(),
-                        },
+                        WriteStamp::under(policy, at),
                     )
                     .await?;
             }

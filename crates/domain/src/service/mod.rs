@@ -5,6 +5,7 @@ pub mod access;
 pub mod admin;
 pub mod callback;
 pub mod connection;
+pub mod erasure;
 pub mod grant;
 pub mod mail;
 pub mod offboard;
