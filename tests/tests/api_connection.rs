@@ -1301,6 +1301,37 @@ async fn users_and_sync_now_show_why_the_org_does_not_sync() {
     assert_eq!(user["status"], "error", "{user}");
     assert_eq!(user["error"]["code"], "needs_reconsent", "{user}");
     assert_eq!(user["error"]["scope"], "org", "{user}");
+    // The status filter goes by what users show, not by what was last stored.
+    let emails = |r: &o365_e2e::api::Reply| -> Vec<String> {
+        r.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u["email"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let in_error = h
+        .as_user("acme", PRIMARY, "GET", "/v1/users?status=error", None)
+        .await;
+    assert!(
+        emails(&in_error).iter().any(|e| e.starts_with("adele")),
+        "{:?}",
+        in_error.body
+    );
+    let never = h
+        .as_user(
+            "acme",
+            PRIMARY,
+            "GET",
+            "/v1/users?status=never_synced",
+            None,
+        )
+        .await;
+    assert!(
+        !emails(&never).iter().any(|e| e.starts_with("adele")),
+        "{:?}",
+        never.body
+    );
     let sync = h.as_user("acme", PRIMARY, "POST", "/v1/sync", None).await;
     assert_eq!(sync.status, StatusCode::CONFLICT);
     assert!(

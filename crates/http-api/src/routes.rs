@@ -135,13 +135,8 @@ pub async fn list_users(
         .services
         .list_users(&caller.0, status, page(q.limit, q.after.clone())?)
         .await?;
-    let org = org_context(&state, &caller).await?;
     Ok(Json(UserPageDto {
-        items: users
-            .items
-            .iter()
-            .map(|u| UserDto::of(&u.as_seen(&org)))
-            .collect(),
+        items: users.items.iter().map(UserDto::of).collect(),
         next: users.next,
     }))
 }

@@ -215,7 +215,24 @@ impl Services {
         page: PageRequest,
     ) -> Result<Page<User>> {
         authorize(p, Action::ReadUsers)?;
-        self.store.list_users(&p.org, state, page).await
+        // Users as they are seen ([`User::as_seen`]), filtered by what they show: when the org's
+        // connection blocks every sync, a stored `ok` reads as the org's error. The stored-state
+        // index serves the filter only when the two agree; otherwise a page is filtered after
+        // reading (it may come back short, with `next` still set).
+        let org = self.sync_context(&p.org).await?;
+        let stored_filter = if org.blocked_by.is_some() {
+            None
+        } else {
+            state
+        };
+        let mut users = self.store.list_users(&p.org, stored_filter, page).await?;
+        users.items = users
+            .items
+            .iter()
+            .map(|u| u.as_seen(&org))
+            .filter(|u| state.is_none_or(|s| u.state.kind() == s))
+            .collect();
+        Ok(users)
     }
 
     pub async fn change_role(
