@@ -779,6 +779,64 @@ async fn sync_a_throttle_longer_than_the_invocation_goes_back_to_the_queue() {
     assert!(w.sim.violations().is_empty());
 }
 
+/// A mailbox that needs far longer than one invocation: each invocation stops before the page
+/// its deadline would not allow, hands the rest back as a continuation, and the chain of
+/// invocations ends with exactly the mailbox (nothing lost, nothing counted twice).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mailbox_longer_than_an_invocation_finishes_over_several() {
+    let w = world(1, 150, 100).await;
+    // Every Graph request takes 60 ms; an invocation gets 200 ms: a few pages each.
+    w.sim
+        .set_faults(
+            FaultScope::Global,
+            FaultSpec {
+                latency_ms: Some(60),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let engine = w.engine();
+    engine.enqueue_all().await.unwrap();
+    let mut jobs = w.queue.take();
+    let first_job = jobs[0].job_id.clone();
+    let mut invocations = 0;
+    while !jobs.is_empty() {
+        invocations += 1;
+        assert!(invocations < 100, "no progress");
+        let report = engine
+            .handle_batch(records(&jobs), Instant::now() + Duration::from_millis(200))
+            .await;
+        assert!(report.failed.is_empty(), "{:?}", report.outcomes);
+        jobs = w.queue.take();
+        // A continuation is the same job: it keeps the mailbox's lease.
+        assert!(jobs.iter().all(|j| j.job_id == first_job));
+        if jobs.is_empty() {
+            assert_eq!(report.outcomes[0].1, JobOutcome::Synced);
+        } else {
+            assert_eq!(report.outcomes[0].1, JobOutcome::Continued);
+            // Meanwhile the schedule's fan-out leaves the leased mailbox alone.
+            assert_eq!(engine.enqueue_org(&w.org).await.unwrap().enqueued, 0);
+        }
+    }
+    assert!(invocations >= 3, "took {invocations} invocations");
+    w.assert_matches_truth().await;
+    let user = w
+        .store
+        .user(&w.org, &Email::parse(&w.users[0]).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(user.counters.captured, 250, "each message counted once");
+    let runs = w.runs().await;
+    assert_eq!(runs.len(), invocations);
+    assert_eq!(
+        runs.iter()
+            .filter(|r| r.outcome == RunOutcome::Continued)
+            .count(),
+        invocations - 1
+    );
+    assert!(w.sim.violations().is_empty());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_error_classes_land_on_the_user_or_the_org() {
     let w = world(1, 5, 5).await;

@@ -19,6 +19,8 @@ pub enum RunOutcome {
     Deferred,
     /// Transient trouble: the queue delivers it again.
     Failed,
+    /// Out of its invocation's time: the position is saved and a continuation job goes on.
+    Continued,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -13,6 +13,8 @@ impl SyncEngine {
     ) -> JobOutcome {
         match stop {
             Stop::Store(e) => JobOutcome::Failed(e.to_string()),
+            // Handled where the run knows its user (`run_job_inner`); here only for completeness.
+            Stop::OutOfTime => JobOutcome::Continued,
             Stop::Microsoft(e) => {
                 self.microsoft_stop(job, connection, e, report, failure)
                     .await

@@ -31,6 +31,11 @@ impl SyncEngine {
         // A first backfill (no cursor at all) archives nothing that exists: skip the look-ups.
         let mut fresh_round = link.is_none();
         loop {
+            // Checked before every page: what is stored so far has its position saved, and the
+            // rest goes back to the queue while the invocation still has time to say so.
+            if Instant::now() >= deadline {
+                return Err(Stop::OutOfTime);
+            }
             let request = DeltaRequest {
                 tenant: &tenant,
                 app,

@@ -7,7 +7,10 @@
 //! - Worker ([`SyncEngine::handle_batch`]): per mailbox, each folder's delta chain is followed
 //!   from the stored link (or started fresh within the backfill window); every page is written
 //!   to the archive BEFORE its link is saved, so a crash anywhere resumes without loss and a
-//!   replay only rewrites the same items.
+//!   replay only rewrites the same items. The invocation's deadline is checked before every
+//!   page: a mailbox that needs longer is handed back as a continuation job (same id, so it
+//!   keeps the mailbox's lease) and the record is acknowledged — a batch never outlives its
+//!   invocation.
 //! - Failures land where they belong: user-level codes on the user, org-level codes on the
 //!   org's connection (with an audit event), throttling back to the queue with a delay.
 //!
@@ -131,6 +134,9 @@ pub enum JobOutcome {
     RetryAfter(Duration),
     /// Transient trouble (store or Microsoft): the queue redelivers it.
     Failed(String),
+    /// Out of the invocation's time between two pages: every stored page's position is saved;
+    /// a continuation job (same id, so it keeps the mailbox's lease) goes on from there.
+    Continued,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -155,6 +161,8 @@ pub struct BatchReport {
     pub mailboxes: u64,
     pub totals: MailboxReport,
     pub throttled: u64,
+    /// Jobs handed back with their position saved (continuations queued).
+    pub continued: u64,
     pub errors_by_code: BTreeMap<String, u64>,
     pub outcomes: Vec<(String, JobOutcome)>,
 }
@@ -182,6 +190,8 @@ pub struct FanOutReport {
 enum Stop {
     Microsoft(MicrosoftError),
     Store(DomainError),
+    /// The invocation's deadline came before the next page.
+    OutOfTime,
 }
 
 impl From<DomainError> for Stop {

@@ -35,11 +35,11 @@ impl SyncEngine {
             tasks.spawn(tracing::Instrument::in_current_span(async move {
                 let _permit = limit.acquire_owned().await;
                 let (outcome, mailbox_report) = engine.run_job(&job, deadline).await;
-                (record, outcome, mailbox_report)
+                (record, job, outcome, mailbox_report)
             }));
         }
         while let Some(done) = tasks.join_next().await {
-            let Ok((record, outcome, r)) = done else {
+            let Ok((record, job, outcome, r)) = done else {
                 tracing::error!("a mailbox task panicked");
                 continue;
             };
@@ -58,6 +58,18 @@ impl SyncEngine {
                     report.failed.push(record.message_id.clone());
                 }
                 JobOutcome::Failed(_) => report.failed.push(record.message_id.clone()),
+                // The continuation is queued before this record is acknowledged; if it cannot
+                // be, the record itself comes back after its visibility timeout.
+                JobOutcome::Continued => match self.queue.send(std::slice::from_ref(&job)).await {
+                    Ok(unsent) if unsent.is_empty() => report.continued += 1,
+                    Ok(_) | Err(_) => {
+                        tracing::warn!(
+                            message_id = record.message_id,
+                            "cannot queue the continuation; the job comes back after its visibility timeout"
+                        );
+                        report.failed.push(record.message_id.clone());
+                    }
+                },
                 JobOutcome::UserError(c) | JobOutcome::OrgError(c) => {
                     *report.errors_by_code.entry(code_name(*c)).or_default() += 1;
                 }
@@ -84,6 +96,7 @@ impl SyncEngine {
             JobOutcome::Skipped(_) => ("skipped", None),
             JobOutcome::RetryAfter(_) => ("retry_later", None),
             JobOutcome::Failed(_) => ("failed", None),
+            JobOutcome::Continued => ("continued", None),
         };
         tracing::info!(
             target: "mailbox_run",
@@ -123,6 +136,7 @@ impl SyncEngine {
             JobOutcome::OrgError(_) => RunOutcome::OrgError,
             JobOutcome::RetryAfter(_) => RunOutcome::Deferred,
             JobOutcome::Failed(_) => RunOutcome::Failed,
+            JobOutcome::Continued => RunOutcome::Continued,
         };
         let run = SyncRun {
             org: job.org.clone(),
@@ -210,6 +224,18 @@ impl SyncEngine {
                 .await;
             match result {
                 Ok(()) => {}
+                // Progress so far counts; the state stays what it was until the run completes,
+                // and the lease stays with the job id the continuation carries.
+                Err(Stop::OutOfTime) => {
+                    if let Err(e) = s
+                        .users
+                        .record_sync(org, mailbox, &user.state, now(), report.counters)
+                        .await
+                    {
+                        return JobOutcome::Failed(e.to_string());
+                    }
+                    return JobOutcome::Continued;
+                }
                 // Graph does not know the user the stored id or links name (a user deleted and
                 // re-created, or links from before mailboxes were addressed by id naming an
                 // address that moved): look the email up again, once, drop the folders' links
