@@ -528,6 +528,14 @@ impl MailboxStateStore for Crashy {
         }
         self.store.release_lease(o, m, h).await
     }
+    async fn lease_holder(
+        &self,
+        o: &OrgId,
+        m: &Email,
+        n: OffsetDateTime,
+    ) -> DResult<Option<String>> {
+        self.store.lease_holder(o, m, n).await
+    }
 }
 
 #[async_trait]
@@ -777,6 +785,70 @@ async fn sync_a_throttle_longer_than_the_invocation_goes_back_to_the_queue() {
     let again = engine.enqueue_org(&w.org).await.unwrap();
     assert_eq!((again.enqueued, again.skipped_leased), (0, 1));
     assert!(w.sim.violations().is_empty());
+}
+
+/// A queue whose second send never returns: the fan-out is stopped there, as a killed
+/// invocation would be.
+#[derive(Default)]
+struct StallingQueue {
+    sent: Mutex<Vec<SyncJob>>,
+}
+
+#[async_trait]
+impl JobQueue for StallingQueue {
+    async fn send(&self, jobs: &[SyncJob]) -> DResult<Vec<usize>> {
+        if !self.sent.lock().unwrap().is_empty() {
+            std::future::pending::<()>().await;
+        }
+        self.sent.lock().unwrap().extend_from_slice(jobs);
+        Ok(vec![])
+    }
+    async fn retry_later(&self, _: &str, _: Duration) -> DResult<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fan_out_killed_halfway_leaves_no_lease_without_a_job() {
+    let w = world(25, 1, 0).await;
+    let queue = Arc::new(StallingQueue::default());
+    let engine = Arc::new(SyncEngine::new(
+        Stores::single(w.store.clone()),
+        Arc::new(w.graph.clone()),
+        Arc::new(w.graph.clone()),
+        queue.clone(),
+        sync_config(),
+    ));
+    let killed = tokio::time::timeout(Duration::from_secs(2), engine.enqueue_org(&w.org)).await;
+    assert!(killed.is_err(), "the fan-out was stopped mid-way");
+    let sent: Vec<String> = queue
+        .sent
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|j| j.job_id.clone())
+        .collect();
+    assert_eq!(sent.len(), 10, "the first chunk went out");
+    let mut leased = 0;
+    for u in &w.users {
+        let mailbox = Email::parse(u).unwrap();
+        if let Some(holder) = w
+            .store
+            .lease_holder(&w.org, &mailbox, OffsetDateTime::now_utc())
+            .await
+            .unwrap()
+        {
+            leased += 1;
+            assert!(
+                sent.contains(&holder),
+                "{u} is leased to a job never queued"
+            );
+        }
+    }
+    assert_eq!(leased, 10);
+    // The next fan-out queues the rest and skips what is already queued.
+    let next = w.engine().enqueue_org(&w.org).await.unwrap();
+    assert_eq!((next.enqueued, next.skipped_leased), (15, 10));
 }
 
 /// A mailbox that needs far longer than one invocation: each invocation stops before the page

@@ -98,6 +98,29 @@ impl MailboxStateStore for DynamoStore {
         }
     }
 
+    async fn lease_holder(
+        &self,
+        org: &OrgId,
+        mailbox: &Email,
+        now: OffsetDateTime,
+    ) -> Result<Option<String>> {
+        let item = self
+            .get(
+                &self.tables.state,
+                keys::key(mailbox_pk(org, mailbox), LEASE_SK),
+            )
+            .await?;
+        let running = |i: &crate::Item| {
+            i.get("until_ms")
+                .and_then(|v| v.as_n().ok())
+                .and_then(|v| v.parse::<i128>().ok())
+                .is_some_and(|until| until >= now.unix_timestamp_nanos() / 1_000_000)
+        };
+        Ok(item
+            .filter(running)
+            .and_then(|i| i.get("holder").and_then(|v| v.as_s().ok()).cloned()))
+    }
+
     async fn release_lease(&self, org: &OrgId, mailbox: &Email, holder: &str) -> Result<()> {
         let result = self
             .client

@@ -131,6 +131,14 @@ impl MailboxStateStore for Counting {
         self.writes.fetch_add(1, Ordering::Relaxed);
         self.store.release_lease(o, m, h).await
     }
+    async fn lease_holder(
+        &self,
+        o: &OrgId,
+        m: &Email,
+        n: OffsetDateTime,
+    ) -> DResult<Option<String>> {
+        self.store.lease_holder(o, m, n).await
+    }
 }
 
 fn audit(org: &OrgId, action: AuditAction, object: &str) -> AuditEvent {

@@ -1,7 +1,10 @@
-//! Fan-out: one job per sync-enabled mailbox of every connected org, the mailbox lease taken
-//! as the job is queued.
+//! Fan-out: one job per sync-enabled mailbox of every connected org, sent in chunks of ten as
+//! the walk goes, each sent job's mailbox then leased to it.
 
 use super::*;
+
+/// Jobs per send (SQS `SendMessageBatch` takes 10).
+const SEND_CHUNK: usize = 10;
 
 impl SyncEngine {
     // ---- fan-out --------------------------------------------------------------------------
@@ -60,7 +63,9 @@ impl SyncEngine {
             tracing::info!(org = %org, status = connection.status.as_str(), "org not connected; nothing enqueued");
             return Ok(report);
         }
-        let mut jobs = Vec::new();
+        // Jobs go out in chunks as the walk goes (a large org is never held in memory, and a
+        // fan-out stopped halfway has queued what it walked).
+        let mut chunk = Vec::with_capacity(SEND_CHUNK);
         let mut after = None;
         loop {
             let page = self
@@ -76,27 +81,24 @@ impl SyncEngine {
                 .await?;
             for mailbox in page.items {
                 report.users += 1;
-                let job = SyncJob {
+                // A mailbox whose previous job is still queued or running is left to it.
+                if self
+                    .stores
+                    .state
+                    .lease_holder(org, &mailbox, now())
+                    .await?
+                    .is_some()
+                {
+                    report.skipped_leased += 1;
+                    continue;
+                }
+                chunk.push(SyncJob {
                     org: org.clone(),
                     mailbox,
                     job_id: uuid::Uuid::new_v4().to_string(),
-                };
-                let t = now();
-                let taken = self
-                    .stores
-                    .state
-                    .acquire_lease(
-                        org,
-                        &job.mailbox,
-                        &job.job_id,
-                        plus(t, self.cfg.enqueue_lease),
-                        t,
-                    )
-                    .await?;
-                if taken {
-                    jobs.push(job);
-                } else {
-                    report.skipped_leased += 1;
+                });
+                if chunk.len() == SEND_CHUNK {
+                    self.send_and_lease(org, &mut chunk, &mut report).await;
                 }
             }
             match page.next {
@@ -104,22 +106,7 @@ impl SyncEngine {
                 None => break,
             }
         }
-        if !jobs.is_empty() {
-            let failed = self.queue.send(&jobs).await.unwrap_or_else(|e| {
-                tracing::error!(org = %org, error = %e, "cannot enqueue jobs");
-                (0..jobs.len()).collect()
-            });
-            for i in &failed {
-                let j = &jobs[*i];
-                let _ = self
-                    .stores
-                    .state
-                    .release_lease(org, &j.mailbox, &j.job_id)
-                    .await;
-            }
-            report.send_failures = failed.len() as u64;
-            report.enqueued = (jobs.len() - failed.len()) as u64;
-        }
+        self.send_and_lease(org, &mut chunk, &mut report).await;
         report.users_in_error = self.count_users(org, SyncStateKind::Error).await?;
         report.alarm = o365_domain::user::org_in_alarm(report.users_in_error, report.users);
         if report.alarm {
@@ -133,6 +120,43 @@ impl SyncEngine {
         }
         tracing::info!(org = %org, enqueued = report.enqueued, skipped_leased = report.skipped_leased, "org enqueued");
         Ok(report)
+    }
+
+    /// Sends the jobs, then leases each sent job's mailbox to it (so the next fan-out skips it
+    /// while it waits in the queue). In that order, a fan-out stopped in between leaves jobs
+    /// without leases — their workers take their own — and never a lease without a job. A lease
+    /// lost to a job that got there first makes this job a duplicate its worker skips.
+    async fn send_and_lease(&self, org: &OrgId, jobs: &mut Vec<SyncJob>, report: &mut OrgFanOut) {
+        if jobs.is_empty() {
+            return;
+        }
+        let failed = self.queue.send(jobs).await.unwrap_or_else(|e| {
+            tracing::error!(org = %org, error = %e, "cannot enqueue jobs");
+            (0..jobs.len()).collect()
+        });
+        for (i, job) in jobs.iter().enumerate() {
+            if failed.contains(&i) {
+                report.send_failures += 1;
+                continue;
+            }
+            report.enqueued += 1;
+            let t = now();
+            if let Err(e) = self
+                .stores
+                .state
+                .acquire_lease(
+                    org,
+                    &job.mailbox,
+                    &job.job_id,
+                    plus(t, self.cfg.enqueue_lease),
+                    t,
+                )
+                .await
+            {
+                tracing::warn!(org = %org, mailbox = job.mailbox.key(), error = %e, "job queued without its lease; its worker takes it");
+            }
+        }
+        jobs.clear();
     }
 
     pub(crate) async fn count_users(

@@ -1,9 +1,10 @@
 //! Scheduled mailbox sync.
 //!
 //! - Fan-out ([`SyncEngine::enqueue_all`], [`SyncEngine::enqueue_org`]): one job per sync-enabled
-//!   mailbox of every connected org, sent through the [`JobQueue`] port. The job's id is taken
-//!   as the mailbox lease when it is enqueued, so a mailbox whose previous job still holds its
-//!   lease is skipped, and the worker re-takes the lease under the same id.
+//!   mailbox of every connected org, sent through the [`JobQueue`] port in chunks of ten as the
+//!   walk goes. Each sent job's id then takes the mailbox lease (sent first, leased second: never
+//!   a lease without a job), so a mailbox whose previous job still holds its lease is skipped,
+//!   and the worker re-takes the lease under the same id.
 //! - Worker ([`SyncEngine::handle_batch`]): per mailbox, each folder's delta chain is followed
 //!   from the stored link (or started fresh within the backfill window); every page is written
 //!   to the archive BEFORE its link is saved, so a crash anywhere resumes without loss and a
