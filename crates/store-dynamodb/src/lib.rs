@@ -5,6 +5,7 @@
 //! to zero, optimistic versions on every mutable item, single-use consent nonces.
 
 mod audit;
+mod body_codec;
 mod consent;
 mod keys;
 mod mailboxes;

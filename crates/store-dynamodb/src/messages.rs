@@ -1,18 +1,13 @@
 //! The messages table: one item per (mailbox, immutable id), whatever folder moves happen.
 //!
-//! Bodies are gzip-compressed and, if still too large, cut (with a flag) so no item passes
+//! Bodies are compressed (`body_codec`) and, if still too large, cut (with a flag) so no item passes
 //! DynamoDB's 400 KB limit. Removals are conditional on the folder, so a move processed in either
 //! order ends with the message live in its new folder.
 
-use std::io::{Read, Write};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, PutRequest, WriteRequest};
-use flate2::Compression;
-use flate2::read::GzDecoder;
-use flate2::write::GzEncoder;
 use rand::Rng;
 use time::OffsetDateTime;
 
@@ -29,7 +24,7 @@ use o365_domain::{DomainError, Result};
 use crate::keys::{self, message_pk};
 use crate::sdk_error::{is_conditional_failure, unavailable};
 use crate::tables::{BY_RECEIVED, PK, RECEIVED_KEY, TTL_ATTRIBUTE};
-use crate::{DynamoStore, Item, from_item, n, people, rfc3339, s, to_item};
+use crate::{DynamoStore, Item, body_codec, from_item, n, people, rfc3339, s, to_item};
 
 /// DynamoDB's item size limit (attribute names and values together).
 pub const MAX_ITEM_BYTES: usize = 400 * 1024;
@@ -74,21 +69,6 @@ fn value_size(v: &AttributeValue) -> usize {
     }
 }
 
-fn gzip(text: &str) -> Vec<u8> {
-    let mut enc = GzEncoder::new(Vec::with_capacity(text.len() / 4), Compression::default());
-    // Writing to a Vec cannot fail.
-    let _ = enc.write_all(text.as_bytes());
-    enc.finish().unwrap_or_default()
-}
-
-fn gunzip(bytes: &[u8]) -> Result<String> {
-    let mut out = String::new();
-    GzDecoder::new(bytes)
-        .read_to_string(&mut out)
-        .map_err(|e| DomainError::Unavailable(format!("stored body unreadable: {e}")))?;
-    Ok(out)
-}
-
 fn cut_at_char_boundary(text: &str, max_bytes: usize) -> &str {
     let mut end = max_bytes.min(text.len());
     while !text.is_char_boundary(end) {
@@ -99,7 +79,7 @@ fn cut_at_char_boundary(text: &str, max_bytes: usize) -> &str {
 
 /// The compressed body and whether it had to be cut to fit `budget` bytes.
 fn fit_body(content: &str, budget: usize) -> (Vec<u8>, bool) {
-    let mut compressed = gzip(content);
+    let mut compressed = body_codec::compress(content);
     if compressed.len() <= budget {
         return (compressed, false);
     }
@@ -107,7 +87,7 @@ fn fit_body(content: &str, budget: usize) -> (Vec<u8>, bool) {
     while compressed.len() > budget && keep > 0 {
         // Shrink in proportion to the overshoot, a little more to converge fast.
         keep = (keep as f64 * budget as f64 / compressed.len() as f64 * 0.9) as usize;
-        compressed = gzip(cut_at_char_boundary(content, keep));
+        compressed = body_codec::compress(cut_at_char_boundary(content, keep));
     }
     (compressed, true)
 }
@@ -159,7 +139,7 @@ fn message_item(
                 BodyType::Text => "text",
             }),
         );
-        item.insert("body_gz".into(), AttributeValue::B(Blob::new(compressed)));
+        item.insert(body_codec::BODY.into(), body_codec::body_value(compressed));
     }
     item.insert(
         "body_truncated".into(),
@@ -206,7 +186,7 @@ fn stored_message(mut item: Item) -> Result<StoredMessage> {
             removed_at,
         });
     }
-    let body_gz = item.remove("body_gz");
+    let body = body_codec::take_body(&mut item)?;
     let body_truncated = item
         .get("body_truncated")
         .and_then(|v| v.as_bool().ok())
@@ -217,14 +197,14 @@ fn stored_message(mut item: Item) -> Result<StoredMessage> {
         OffsetDateTime::parse(&t, &time::format_description::well_known::Rfc3339).ok()
     });
     let mut message: CapturedMessage = from_item(item)?;
-    if let Some(AttributeValue::B(blob)) = body_gz {
+    if let Some(content) = body {
         message.body = Some(MessageBody {
             content_type: if body_type.as_deref() == Some("text") {
                 BodyType::Text
             } else {
                 BodyType::Html
             },
-            content: gunzip(blob.as_ref())?,
+            content,
         });
     }
     Ok(StoredMessage::Live {
@@ -295,7 +275,7 @@ impl DynamoStore {
             .table_name(&self.tables.messages)
             .set_key(Some(keys::key(message_pk(org, mailbox), &removal.id)))
             .update_expression(
-                "SET #state = :removed, folder = :folder, removal_reason = :reason, removed_at = :at REMOVE body_gz, body_type",
+                "SET #state = :removed, folder = :folder, removal_reason = :reason, removed_at = :at REMOVE body_gz, body_zst, body_type",
             )
             .condition_expression("attribute_not_exists(pk) OR folder = :folder")
             .expression_attribute_names("#state", "state")
@@ -531,7 +511,8 @@ mod tests {
         let (compressed, truncated) = fit_body(&noise, 300_000);
         assert!(truncated);
         assert!(compressed.len() <= 300_000);
-        let text = gunzip(&compressed).unwrap();
+        let text =
+            String::from_utf8(zstd::bulk::decompress(&compressed, 1 << 24).unwrap()).unwrap();
         assert!(
             noise.starts_with(&text) && text.len() > 200_000,
             "kept {} bytes",
@@ -544,7 +525,9 @@ mod tests {
         let html = "<p>Quarterly numbers attached.</p>".repeat(30_000);
         let (compressed, truncated) = fit_body(&html, 300_000);
         assert!(!truncated);
-        assert_eq!(gunzip(&compressed).unwrap(), html);
+        let text =
+            String::from_utf8(zstd::bulk::decompress(&compressed, 1 << 24).unwrap()).unwrap();
+        assert_eq!(text, html);
     }
 
     #[test]
