@@ -585,6 +585,22 @@ impl MessageArchive for Crashy {
     ) -> DResult<Vec<(Email, String)>> {
         self.store.erase_person(o, a, limit).await
     }
+    async fn live_stamps(
+        &self,
+        o: &OrgId,
+        m: &Email,
+        p: PageRequest,
+    ) -> DResult<o365_domain::page::Page<o365_domain::message::ArchivedStamp>> {
+        self.store.live_stamps(o, m, p).await
+    }
+    async fn live_stamp(
+        &self,
+        o: &OrgId,
+        m: &Email,
+        id: &str,
+    ) -> DResult<Option<o365_domain::message::ArchivedStamp>> {
+        self.store.live_stamp(o, m, id).await
+    }
     async fn archived_mailboxes(&self, o: &OrgId) -> DResult<Vec<Email>> {
         self.store.archived_mailboxes(o).await
     }

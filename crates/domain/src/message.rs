@@ -190,6 +190,16 @@ impl WriteStamp {
     }
 }
 
+/// What a resync's reconciliation needs of a live archived message — no body, no metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchivedStamp {
+    pub id: String,
+    pub folder: MailFolder,
+    pub received_at: Option<OffsetDateTime>,
+    /// When the archive last wrote it.
+    pub stored_at: Option<OffsetDateTime>,
+}
+
 /// Which archived messages of a mailbox a listing returns (newest first).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MessageQuery {

@@ -230,6 +230,23 @@ pub trait MessageArchive: Send + Sync {
         address: &Email,
         limit: usize,
     ) -> Result<Vec<(Email, String)>>;
+    /// The live messages of a mailbox with their folder, receipt and write times only (a
+    /// resync's reconciliation: read from the listing index, never the bodies).
+    async fn live_stamps(
+        &self,
+        org: &OrgId,
+        mailbox: &Email,
+        page: PageRequest,
+    ) -> Result<Page<crate::message::ArchivedStamp>>;
+    /// One message's stamp read consistently from the table (`None`: not live): the index
+    /// behind [`Self::live_stamps`] lags writes, so a message it shows as stale is confirmed
+    /// here before it is marked removed.
+    async fn live_stamp(
+        &self,
+        org: &OrgId,
+        mailbox: &Email,
+        id: &str,
+    ) -> Result<Option<crate::message::ArchivedStamp>>;
     /// Every mailbox of the org with archived items, including those of users since removed
     /// (a whole-archive read: for offboarding, not for requests).
     async fn archived_mailboxes(&self, org: &OrgId) -> Result<Vec<Email>>;

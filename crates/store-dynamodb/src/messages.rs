@@ -14,8 +14,8 @@ use time::OffsetDateTime;
 use o365_domain::ids::{Email, OrgId};
 use o365_domain::mailbox::MailFolder;
 use o365_domain::message::{
-    BodyType, CapturedMessage, MessageBody, MessageQuery, MessageRemoval, PageWriteSummary,
-    RemovalReason, StoredMessage, WriteStamp,
+    ArchivedStamp, BodyType, CapturedMessage, MessageBody, MessageQuery, MessageRemoval,
+    PageWriteSummary, RemovalReason, StoredMessage, WriteStamp,
 };
 use o365_domain::page::{Page, PageRequest};
 use o365_domain::ports::MessageArchive;
@@ -211,6 +211,21 @@ fn stored_message(mut item: Item) -> Result<StoredMessage> {
         message,
         body_truncated,
         stored_at,
+    })
+}
+
+/// The stamp of a live message item (or of its index entry).
+fn archived_stamp(item: &Item) -> Option<ArchivedStamp> {
+    let time = |k: &str| {
+        item.get(k).and_then(|v| v.as_s().ok()).and_then(|t| {
+            OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
+        })
+    };
+    Some(ArchivedStamp {
+        id: item.get("sk")?.as_s().ok()?.clone(),
+        folder: MailFolder::parse(item.get("folder")?.as_s().ok()?)?,
+        received_at: time("received_at"),
+        stored_at: time("stored_at"),
     })
 }
 
@@ -470,6 +485,60 @@ impl MessageArchive for DynamoStore {
         limit: usize,
     ) -> Result<Vec<(Email, String)>> {
         self.erase_indexed(org, address, limit).await
+    }
+
+    async fn live_stamps(
+        &self,
+        org: &OrgId,
+        mailbox: &Email,
+        page: PageRequest,
+    ) -> Result<Page<ArchivedStamp>> {
+        let partition = message_pk(org, mailbox);
+        // The listing index holds no bodies: the read costs a fraction of the items'.
+        let request = self
+            .client
+            .query()
+            .table_name(&self.tables.messages)
+            .index_name(BY_RECEIVED)
+            .key_condition_expression("pk = :p")
+            .expression_attribute_values(":p", s(&partition))
+            .filter_expression("#state = :live")
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_values(":live", s("live"))
+            .projection_expression("pk, sk, received_key, folder, received_at, stored_at");
+        let raw = self.query_page(request, PK, &partition, &page).await?;
+        Ok(Page {
+            items: raw.items.iter().filter_map(archived_stamp).collect(),
+            next: raw.next,
+        })
+    }
+
+    async fn live_stamp(
+        &self,
+        org: &OrgId,
+        mailbox: &Email,
+        id: &str,
+    ) -> Result<Option<ArchivedStamp>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.tables.messages)
+            .set_key(Some(keys::key(message_pk(org, mailbox), id)))
+            .consistent_read(true)
+            .projection_expression("sk, folder, received_at, stored_at, #state")
+            .expression_attribute_names("#state", "state")
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(out
+            .item
+            .filter(|i| {
+                i.get("state")
+                    .and_then(|v| v.as_s().ok())
+                    .is_some_and(|v| v == "live")
+            })
+            .as_ref()
+            .and_then(archived_stamp))
     }
 
     async fn archived_mailboxes(&self, org: &OrgId) -> Result<Vec<Email>> {

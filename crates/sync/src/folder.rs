@@ -151,6 +151,8 @@ impl SyncEngine {
         report: &mut MailboxReport,
     ) -> Result<(), Stop> {
         let (org, mailbox) = (&job.org, &job.mailbox);
+        // Read from the listing index (no bodies); what it shows as stale is confirmed against
+        // the table, so the cost follows the changes, not the mailbox's size.
         // The round's first request was made at or after `started`, with a window ending no
         // later than this (a later window start only keeps more).
         let since = self
@@ -163,7 +165,7 @@ impl SyncEngine {
             let page = self
                 .stores
                 .archive
-                .all_messages(
+                .live_stamps(
                     org,
                     mailbox,
                     PageRequest {
@@ -172,16 +174,21 @@ impl SyncEngine {
                     },
                 )
                 .await?;
-            for item in page.items {
-                if let StoredMessage::Live {
-                    message, stored_at, ..
-                } = item
-                    && message.folder == folder
-                    && stored_at.is_none_or(|t| t < started)
-                    && since.is_none_or(|s| message.received_at.is_none_or(|r| r >= s))
-                {
+            let stale = |stamp: &o365_domain::message::ArchivedStamp| {
+                stamp.folder == folder
+                    && stamp.stored_at.is_none_or(|t| t < started)
+                    && since.is_none_or(|s| stamp.received_at.is_none_or(|r| r >= s))
+            };
+            for stamp in page.items.iter().filter(|s| stale(s)) {
+                // The index may not show this round's write yet: the table decides.
+                let confirmed = self
+                    .stores
+                    .archive
+                    .live_stamp(org, mailbox, &stamp.id)
+                    .await?;
+                if confirmed.as_ref().is_some_and(stale) {
                     gone.push(o365_domain::message::MessageRemoval {
-                        id: message.id,
+                        id: stamp.id.clone(),
                         folder,
                         reason: RemovalReason::Changed,
                     });

@@ -40,7 +40,7 @@ use o365_domain::connection::{Connection, ConnectionStatus};
 use o365_domain::failure::{Failure, FailureCode, FailureScope};
 use o365_domain::ids::{Email, OrgId};
 use o365_domain::mailbox::{MailFolder, MailboxCursor, SyncLink};
-use o365_domain::message::{RemovalReason, StoredMessage};
+use o365_domain::message::RemovalReason;
 use o365_domain::microsoft::{DeltaRequest, Directory, MailSource, MicrosoftError};
 use o365_domain::page::PageRequest;
 use o365_domain::ports::{MailboxStateStore, MessageArchive, OrgStore, SyncRunLog, UserStore};
