@@ -30,7 +30,13 @@ impl KeySource {
     pub fn jwks_with(url: impl Into<String>, ttl: Duration, min_refetch: Duration) -> Self {
         KeySource::Jwks {
             url: url.into(),
-            cache: JwksCache::new(reqwest::Client::new(), ttl, min_refetch),
+            cache: JwksCache::new(
+                o365_http_client::builder()
+                    .build()
+                    .expect("the HTTP client builds (rustls)"),
+                ttl,
+                min_refetch,
+            ),
         }
     }
 

@@ -160,7 +160,7 @@ enum Attempt<T> {
 
 impl GraphClient {
     pub fn new(cfg: GraphConfig, secrets: Arc<dyn SecretStore>) -> Self {
-        let http = reqwest::Client::builder()
+        let http = o365_http_client::builder()
             .timeout(cfg.request_timeout)
             .connect_timeout(Duration::from_secs(10))
             .pool_max_idle_per_host(64)

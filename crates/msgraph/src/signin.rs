@@ -98,7 +98,7 @@ async fn execute(
 
 impl EntraSignIn {
     pub fn new(cfg: SignInConfig, secrets: Arc<dyn SecretStore>) -> Self {
-        let http = reqwest::Client::builder()
+        let http = o365_http_client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(std::time::Duration::from_secs(10))
             .build()
