@@ -1673,6 +1673,45 @@ async fn the_person_index_finds_erases_and_purges_with_the_messages(store: &Dyna
     );
 }
 
+async fn held_tells_archived_ids_from_new_ones_without_reading_bodies(store: &DynamoStore) {
+    let o = org_with_admin(store, "acme").await;
+    let (adele, bob) = (email("adele@contoso.com"), email("bob@contoso.com"));
+    let page = [
+        message("m1", MailFolder::Inbox, "<p>x</p>"),
+        message("m2", MailFolder::Inbox, "<p>y</p>"),
+    ];
+    store
+        .write_page(&o, &adele, &page, &[], WriteStamp::from(now()))
+        .await
+        .unwrap();
+    // A removal of a message never archived leaves a tombstone: held too.
+    let removal = MessageRemoval {
+        id: "t1".into(),
+        folder: MailFolder::Inbox,
+        reason: RemovalReason::Deleted,
+    };
+    store
+        .write_page(&o, &adele, &[], &[removal], WriteStamp::from(now()))
+        .await
+        .unwrap();
+    let ids: Vec<String> = (0..150)
+        .map(|i| format!("new{i}"))
+        .chain(["m1", "m2", "t1"].map(String::from))
+        .collect();
+    let mut held: Vec<String> = store
+        .held(&o, &adele, &ids)
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+    held.sort();
+    assert_eq!(held, ["m1", "m2", "t1"]);
+    assert!(
+        store.held(&o, &bob, &ids).await.unwrap().is_empty(),
+        "per mailbox"
+    );
+}
+
 macro_rules! contract_suite {
     (all: [$($check:ident),* $(,)?], isolated: [$($concurrent:ident),* $(,)?]) => {
         mod on_dynoxide {
@@ -1729,6 +1768,7 @@ contract_suite!(
         message_pages_are_idempotent_and_moves_converge,
         huge_bodies_are_cut_to_fit_one_item,
         the_person_index_finds_erases_and_purges_with_the_messages,
+        held_tells_archived_ids_from_new_ones_without_reading_bodies,
         mail_lists_newest_first_without_bodies,
         sync_runs_are_listed_newest_first_per_org,
     ],

@@ -513,6 +513,53 @@ impl MessageArchive for DynamoStore {
         })
     }
 
+    async fn held(
+        &self,
+        org: &OrgId,
+        mailbox: &Email,
+        ids: &[String],
+    ) -> Result<std::collections::HashSet<String>> {
+        let partition = message_pk(org, mailbox);
+        let mut held = std::collections::HashSet::new();
+        let mut pending: Vec<Item> = ids.iter().map(|id| keys::key(&partition, id)).collect();
+        let mut attempt = 0;
+        while !pending.is_empty() {
+            let chunk: Vec<Item> = pending.drain(..pending.len().min(100)).collect();
+            let request = aws_sdk_dynamodb::types::KeysAndAttributes::builder()
+                .set_keys(Some(chunk))
+                .projection_expression("sk")
+                .consistent_read(true)
+                .build()
+                .map_err(unavailable)?;
+            let out = self
+                .client
+                .batch_get_item()
+                .request_items(&self.tables.messages, request)
+                .send()
+                .await
+                .map_err(unavailable)?;
+            for item in out
+                .responses
+                .unwrap_or_default()
+                .remove(&self.tables.messages)
+                .unwrap_or_default()
+            {
+                if let Some(id) = item.get("sk").and_then(|v| v.as_s().ok()) {
+                    held.insert(id.clone());
+                }
+            }
+            if let Some(left) = out
+                .unprocessed_keys
+                .and_then(|mut u| u.remove(&self.tables.messages))
+            {
+                attempt += 1;
+                backoff(attempt).await?;
+                pending.extend(left.keys);
+            }
+        }
+        Ok(held)
+    }
+
     async fn live_stamp(
         &self,
         org: &OrgId,

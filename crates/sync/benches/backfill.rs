@@ -98,6 +98,14 @@ impl MessageArchive for Counting {
     ) -> DResult<o365_domain::page::Page<o365_domain::message::ArchivedStamp>> {
         self.store.live_stamps(o, m, p).await
     }
+    async fn held(
+        &self,
+        o: &OrgId,
+        m: &Email,
+        ids: &[String],
+    ) -> DResult<std::collections::HashSet<String>> {
+        self.store.held(o, m, ids).await
+    }
     async fn live_stamp(
         &self,
         o: &OrgId,

@@ -73,28 +73,32 @@ impl SyncEngine {
             let t = now();
             page.messages.retain(|m| policy.keeps(m, t));
             report.counters.skipped += (fetched - page.messages.len()) as u64;
-            // "captured" is a message the archive never held; anything it already holds, live in
-            // this folder or another or as a tombstone (a move's removal processed first), is
-            // "updated". That costs one read per message, paid only outside a first backfill
-            // (incremental rounds are small; a resync is rare), and only for counting: writes
-            // are idempotent either way. A first backfill skips the reads and counts every
-            // message as captured; the only message it can count twice is one moved between
-            // the two folders' first rounds.
+            // Counted once per message id: a page may repeat one (the last copy is what is
+            // written). "captured" is a message the archive never held; anything it holds, live
+            // in this folder or another or as a tombstone (a move's removal processed first), is
+            // "updated". Outside a first backfill that is one keys-only batch read per page (no
+            // bodies), and only for counting: writes are idempotent either way. A first backfill
+            // counts every message as captured; the only message it can count twice is one
+            // moved between the two folders' first rounds.
+            let mut ids: Vec<String> = page.messages.iter().map(|m| m.id.clone()).collect();
+            ids.sort();
+            ids.dedup();
             if fresh_round {
-                report.counters.captured += page.messages.len() as u64;
-            } else {
-                for m in &page.messages {
-                    match s.archive.message(org, mailbox, &m.id).await? {
-                        Some(_) => report.counters.updated += 1,
-                        None => report.counters.captured += 1,
-                    }
-                }
+                report.counters.captured += ids.len() as u64;
+            } else if !ids.is_empty() {
+                let held = s.archive.held(org, mailbox, &ids).await?;
+                report.counters.updated += held.len() as u64;
+                report.counters.captured += (ids.len() - held.len()) as u64;
             }
-            report.counters.deleted += page
+            let mut deleted: Vec<&str> = page
                 .removals
                 .iter()
                 .filter(|r| r.reason == RemovalReason::Deleted)
-                .count() as u64;
+                .map(|r| r.id.as_str())
+                .collect();
+            deleted.sort_unstable();
+            deleted.dedup();
+            report.counters.deleted += deleted.len() as u64;
             // Within a resync round every write is stamped no earlier than the round's start,
             // whatever this host's clock says, so the round's own items never look stale.
             let at = match resync_started_at {
