@@ -38,7 +38,8 @@ async fn reads(function: &str, given: &BTreeMap<String, String>) -> BTreeSet<Str
     };
     let env = Env(&lookup);
     let started = match function {
-        "user-api" | "consent-callback" => o365_runtime::functions::http_api(&env).await.err(),
+        "user-api" => o365_runtime::functions::user_api(&env).await.err(),
+        "consent-callback" => o365_runtime::functions::consent_callback(&env).await.err(),
         "mailbox-sync" => o365_runtime::functions::mailbox_sync(&env).await.err(),
         "sync-worker" => o365_runtime::functions::sync_worker(&env).await.err(),
         other => panic!("unknown function {other}"),
@@ -275,6 +276,67 @@ async fn the_cargo_lambda_environment_starts_every_function() {
         assert!(
             unused.is_empty(),
             "{function}: set but never read: {unused:?}"
+        );
+    }
+}
+
+/// README "Configuration" says which function uses each `O365_*` variable: exactly the ones
+/// whose start-up reads it.
+#[tokio::test]
+async fn the_readme_says_which_function_reads_each_variable() {
+    const FUNCTIONS: [&str; 4] = [
+        "user-api",
+        "consent-callback",
+        "mailbox-sync",
+        "sync-worker",
+    ];
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("README.md");
+    // Every variable the code might ask for, so every branch that reads one is taken.
+    let mut documented: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for row in readme.lines().filter(|l| l.starts_with("| `O365_")) {
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        let used_by = cells[2];
+        if matches!(used_by, "embedded run" | "tests") {
+            continue;
+        }
+        let functions: BTreeSet<String> = match used_by {
+            "all" | "all functions" => FUNCTIONS.iter().map(|f| f.to_string()).collect(),
+            list => list.split(',').map(|f| f.trim().to_owned()).collect(),
+        };
+        for name in cells[1].split('`').filter(|n| n.starts_with("O365_")) {
+            documented.insert(name.to_owned(), functions.clone());
+        }
+    }
+    let everything: BTreeMap<String, String> =
+        documented.keys().map(|n| (n.clone(), sample(n))).collect();
+    let mut actual: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for function in FUNCTIONS {
+        for name in reads(function, &everything).await {
+            actual.entry(name).or_default().insert(function.to_owned());
+        }
+    }
+    // A variable read only when another is absent (the PEM key, without a JWKS URL).
+    let wrong: Vec<String> = documented
+        .iter()
+        .filter(|(name, _)| *name != "O365_JWT_PUBLIC_KEY_PEM")
+        .filter(|(name, functions)| actual.get(*name) != Some(functions))
+        .map(|(name, functions)| {
+            format!(
+                "{name}: README {functions:?}, read by {:?}",
+                actual.get(name)
+            )
+        })
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "README's 'used by' column:\n{}",
+        wrong.join("\n")
+    );
+    for name in actual.keys() {
+        assert!(
+            documented.contains_key(name),
+            "README does not document {name}"
         );
     }
 }

@@ -18,6 +18,9 @@ pub enum KeySource {
     Jwks { url: String, cache: JwksCache },
     /// One public key (PEM), for the embedded run.
     StaticRsaPem(DecodingKey),
+    /// None: a function that serves no bearer-authenticated route (the consent callback)
+    /// refuses every token rather than being configured with keys it never uses.
+    None,
 }
 
 impl KeySource {
@@ -69,8 +72,24 @@ impl Authenticator {
         Arc::new(Self { keys, config })
     }
 
+    /// For a function without bearer-authenticated routes: every token is refused.
+    pub fn refusing_all() -> Arc<Self> {
+        Self::new(
+            KeySource::None,
+            AuthConfig {
+                issuer: String::new(),
+                audience: String::new(),
+                org_claim: String::new(),
+                email_claim: String::new(),
+            },
+        )
+    }
+
     async fn key_for(&self, kid: Option<&str>) -> Result<DecodingKey, ApiError> {
         match &self.keys {
+            KeySource::None => Err(ApiError::unauthenticated(
+                "this function serves no bearer-authenticated route",
+            )),
             KeySource::StaticRsaPem(key) => Ok(key.clone()),
             KeySource::Jwks { url, cache } => cache.key(url, kid).await.map_err(|e| match e {
                 KeyError::Unavailable(_) => ApiError::new(

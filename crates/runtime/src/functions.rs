@@ -4,21 +4,22 @@
 
 use std::sync::Arc;
 
-use o365_domain::ports::SecretStore;
+use o365_domain::ids::OrgId;
+use o365_domain::ports::{SecretStore, SyncTrigger};
 use o365_domain::service::grant::Grants;
-use o365_http_api::ApiState;
+use o365_http_api::{ApiState, Authenticator};
 use o365_msgraph::GraphClient;
 use o365_queue_sqs::SqsJobQueue;
 use o365_sync_engine::{Stores, SyncEngine};
 
 use crate::{
-    ConfigError, EngineSyncTrigger, Env, Parts, api_state, aws_sdk_config, dynamo_store, grants,
-    graph_config, secrets_manager, secrets_manager_with_state_key, sqs_sync_engine, sync_config,
+    ConfigError, EngineSyncTrigger, Env, Parts, api_state, api_state_with_auth, aws_sdk_config,
+    dynamo_store, grants, graph_config, secrets_manager, secrets_manager_with_state_key,
+    sqs_sync_engine, sync_config,
 };
 
-/// user-api and consent-callback: the API state (they sign and verify consent state, so they
-/// refuse to start without its key).
-pub async fn http_api(env: &Env<'_>) -> Result<ApiState, ConfigError> {
+/// user-api: the API state (it signs consent state, so it refuses to start without its key).
+pub async fn user_api(env: &Env<'_>) -> Result<ApiState, ConfigError> {
     let sdk = aws_sdk_config().await;
     let store = Arc::new(dynamo_store(env, &sdk));
     let secrets: Arc<dyn SecretStore> = Arc::new(secrets_manager_with_state_key(env, &sdk)?);
@@ -29,6 +30,30 @@ pub async fn http_api(env: &Env<'_>) -> Result<ApiState, ConfigError> {
         sync: Arc::new(EngineSyncTrigger(engine)),
     };
     api_state(env, parts, graph_config(env))
+}
+
+/// consent-callback: the same state without what its one public route never uses — no bearer
+/// tokens to check, no jobs to queue — so it needs neither their variables nor their IAM.
+pub async fn consent_callback(env: &Env<'_>) -> Result<ApiState, ConfigError> {
+    let sdk = aws_sdk_config().await;
+    let parts = Parts {
+        store: Arc::new(dynamo_store(env, &sdk)),
+        secrets: Arc::new(secrets_manager_with_state_key(env, &sdk)?),
+        sync: Arc::new(NoSyncHere),
+    };
+    api_state_with_auth(env, parts, graph_config(env), Authenticator::refusing_all())
+}
+
+/// The callback never starts a sync.
+struct NoSyncHere;
+
+#[async_trait::async_trait]
+impl SyncTrigger for NoSyncHere {
+    async fn sync_org_now(&self, _: &OrgId) -> o365_domain::Result<usize> {
+        Err(o365_domain::DomainError::Unavailable(
+            "the consent callback does not start syncs".into(),
+        ))
+    }
 }
 
 /// mailbox-sync: settles connections still "verifying", then fans out.

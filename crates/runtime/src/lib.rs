@@ -247,11 +247,6 @@ pub fn grants(
     Ok(Grants::new(store, Arc::new(graph), service_config(env)?))
 }
 
-/// Everything the two HTTP functions serve, built from the Lambda environment.
-pub async fn aws_api_state() -> Result<ApiState, ConfigError> {
-    functions::http_api(&Env::process()).await
-}
-
 /// Graph patience for one grant verification: the callback runs its own retry loop inside API
 /// Gateway's 29 s, so each attempt must be short.
 pub const VERIFY_ATTEMPT_PATIENCE: Duration = Duration::from_secs(4);
@@ -264,6 +259,17 @@ pub struct Parts {
 
 /// The API's state from its parts and the environment.
 pub fn api_state(env: &Env, parts: Parts, graph: GraphConfig) -> Result<ApiState, ConfigError> {
+    let auth = authenticator(env)?;
+    api_state_with_auth(env, parts, graph, auth)
+}
+
+/// The API's state with a given bearer-token check (the consent callback has none to make).
+pub fn api_state_with_auth(
+    env: &Env,
+    parts: Parts,
+    graph: GraphConfig,
+    auth: Arc<Authenticator>,
+) -> Result<ApiState, ConfigError> {
     let graph = GraphClient::new(
         GraphConfig {
             default_patience: VERIFY_ATTEMPT_PATIENCE,
@@ -288,7 +294,7 @@ pub fn api_state(env: &Env, parts: Parts, graph: GraphConfig) -> Result<ApiState
     );
     Ok(ApiState {
         services,
-        auth: authenticator(env)?,
+        auth,
         frontend: Arc::new(frontend(env)?),
     })
 }

@@ -4,6 +4,6 @@
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     o365_runtime::init_tracing(true);
-    let state = o365_runtime::aws_api_state().await?;
+    let state = o365_runtime::functions::user_api(&o365_runtime::Env::process()).await?;
     lambda_http::run(o365_http_api::user_api(state)).await
 }
