@@ -1092,6 +1092,70 @@ async fn sync_error_classes_land_on_the_user_or_the_org() {
     assert_eq!(engine2.enqueue_org(&w.org).await.unwrap().enqueued, 0);
 }
 
+/// Graph's generic "Access is denied" is the app's missing permission only when no mailbox gets
+/// through: once another mailbox of the org synced since the grant, it is this mailbox's scope
+/// (Exchange RBAC for Applications) and only this user stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_denial_for_one_mailbox_while_others_sync_is_the_users() {
+    let w = world(2, 5, 5).await;
+    let engine = w.engine();
+    w.sync_all(&engine, 2).await;
+    w.sim
+        .set_user_flags(
+            &w.users[1],
+            UserFlags {
+                rbac_scoped_out: Some(true),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    w.expire_leases().await;
+    let outcomes: HashMap<String, JobOutcome> = w.sync_all(&engine, 2).await.into_iter().collect();
+    assert_eq!(outcomes[w.users[0].as_str()], JobOutcome::Synced);
+    assert_eq!(
+        outcomes[w.users[1].as_str()],
+        JobOutcome::UserError(FailureCode::MailboxAccessPolicy)
+    );
+    assert_eq!(
+        w.store.connection(&w.org).await.unwrap().status,
+        ConnectionStatus::Connected,
+        "the org goes on"
+    );
+    let user = w
+        .store
+        .user(&w.org, &Email::parse(&w.users[1]).unwrap())
+        .await
+        .unwrap();
+    let SyncState::Error { cause } = user.state else {
+        panic!("{:?}", user.state)
+    };
+    assert_eq!(cause.microsoft_code.as_deref(), Some("ErrorAccessDenied"));
+}
+
+/// With no mailbox ever through, the same answer is the app's: the org stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_denial_with_no_mailbox_through_is_the_orgs() {
+    let w = world(1, 5, 5).await;
+    w.sim
+        .set_user_flags(
+            &w.users[0],
+            UserFlags {
+                rbac_scoped_out: Some(true),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let outcomes = w.sync_all(&w.engine(), 2).await;
+    assert_eq!(
+        outcomes[0].1,
+        JobOutcome::OrgError(FailureCode::InsufficientPrivileges)
+    );
+    assert_eq!(
+        w.store.connection(&w.org).await.unwrap().status,
+        ConnectionStatus::Error
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_fan_out_runs_through_real_sqs() {
     use o365_queue_sqs::SqsJobQueue;

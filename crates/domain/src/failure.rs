@@ -73,6 +73,19 @@ pub enum FailureCode {
 }
 
 impl FailureCode {
+    /// Graph's generic `ErrorAccessDenied` ("Access is denied") on one mailbox. Alone it means
+    /// the app holds no Mail permission — the org's problem, every mailbox stops. But when
+    /// another mailbox of the org synced since the grant, the app has the permission and this
+    /// mailbox is scoped out of it (Exchange RBAC for Applications answers the same way): the
+    /// user's problem, and the rest of the org goes on.
+    pub fn for_generic_access_denied(another_mailbox_synced_since_grant: bool) -> Self {
+        if another_mailbox_synced_since_grant {
+            FailureCode::MailboxAccessPolicy
+        } else {
+            FailureCode::InsufficientPrivileges
+        }
+    }
+
     pub fn scope(self) -> FailureScope {
         use FailureCode::*;
         match self {

@@ -431,6 +431,7 @@ impl SimHandle {
             licensed: spec.licensed,
             on_premises: spec.on_premises,
             access_policy_excluded: spec.access_policy_excluded,
+            rbac_scoped_out: spec.rbac_scoped_out,
             mailbox,
             changed_at: std::time::Instant::now(),
         };
@@ -495,6 +496,9 @@ impl SimHandle {
         }
         if let Some(v) = flags.access_policy_excluded {
             u.access_policy_excluded = v;
+        }
+        if let Some(v) = flags.rbac_scoped_out {
+            u.rbac_scoped_out = v;
         }
         Ok(u.info())
     }

@@ -690,6 +690,14 @@ async fn delta(
             "Access to OData is disabled.",
         );
     }
+    if user.rbac_scoped_out {
+        return graph_error(
+            &ids,
+            403,
+            "ErrorAccessDenied",
+            "Access is denied. Check credentials and try again.",
+        );
+    }
     let owner = Owner {
         name: user.display_name.clone(),
         address: user.seed_address.clone(),

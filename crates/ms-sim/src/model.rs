@@ -151,6 +151,10 @@ pub struct UserSpec {
     pub on_premises: bool,
     /// Excluded by an application access policy: "Access to OData is disabled."
     pub access_policy_excluded: bool,
+    /// Outside the app's Exchange RBAC for Applications scope: Graph answers the generic
+    /// `ErrorAccessDenied` "Access is denied. Check credentials and try again." for this mailbox
+    /// only (the same answer as an app without a Mail permission gets for every mailbox).
+    pub rbac_scoped_out: bool,
     /// None: no Exchange Online mailbox at all.
     pub mailbox: Option<MailboxSpec>,
     /// Primary SMTP address; None = the UPN.
@@ -170,6 +174,7 @@ impl Default for UserSpec {
             licensed: true,
             on_premises: false,
             access_policy_excluded: false,
+            rbac_scoped_out: false,
             mailbox: Some(MailboxSpec::default()),
             mail: None,
             proxy_addresses: Vec::new(),
@@ -200,6 +205,7 @@ pub struct UserInfo {
     pub licensed: bool,
     pub on_premises: bool,
     pub access_policy_excluded: bool,
+    pub rbac_scoped_out: bool,
     pub has_mailbox: bool,
 }
 
@@ -212,6 +218,7 @@ pub struct UserFlags {
     pub licensed: Option<bool>,
     pub on_premises: Option<bool>,
     pub access_policy_excluded: Option<bool>,
+    pub rbac_scoped_out: Option<bool>,
 }
 
 /// A message added by a test. Missing fields are generated from the seed.

@@ -101,6 +101,7 @@ pub(crate) struct User {
     pub licensed: bool,
     pub on_premises: bool,
     pub access_policy_excluded: bool,
+    pub rbac_scoped_out: bool,
     pub mailbox: Option<u32>,
     /// Created or last renamed: an eventually consistent index lags behind this.
     pub changed_at: Instant,
@@ -132,6 +133,7 @@ impl User {
             licensed: self.licensed,
             on_premises: self.on_premises,
             access_policy_excluded: self.access_policy_excluded,
+            rbac_scoped_out: self.rbac_scoped_out,
             has_mailbox: self.mailbox.is_some(),
         }
     }

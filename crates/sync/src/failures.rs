@@ -65,6 +65,15 @@ impl SyncEngine {
                 microsoft_code,
                 message,
             } => {
+                let code = if code == FailureCode::InsufficientPrivileges
+                    && microsoft_code == "ErrorAccessDenied"
+                {
+                    FailureCode::for_generic_access_denied(
+                        self.another_mailbox_synced(job, connection).await,
+                    )
+                } else {
+                    code
+                };
                 let failure = Failure::new(code, Some(&microsoft_code), message, now());
                 *failure_out = Some(failure.clone());
                 match code.scope() {
@@ -90,6 +99,27 @@ impl SyncEngine {
                     }
                 }
             }
+        }
+    }
+
+    /// Whether a mailbox of the org other than the job's synced since consent was granted: the
+    /// evidence that a denial is this mailbox's, not the app's. (A store error counts as no
+    /// evidence: the org-level reading is the safe one.)
+    async fn another_mailbox_synced(&self, job: &SyncJob, connection: &Connection) -> bool {
+        let since = connection.granted_at;
+        match self
+            .stores
+            .users
+            .list_users(&job.org, Some(SyncStateKind::Ok), PageRequest::first(20))
+            .await
+        {
+            Ok(page) => page.items.iter().any(|u| {
+                u.email != job.mailbox
+                    && u.sync_enabled
+                    && u.last_sync_at
+                        .is_some_and(|at| since.is_none_or(|granted| at >= granted))
+            }),
+            Err(_) => false,
         }
     }
 
