@@ -1,38 +1,47 @@
-//! Every outbound HTTPS client of o365-sync (Graph, the identity platform, JWKS) starts from
-//! [`builder`], so the TLS trust — the platform's root certificates, verified the way reqwest
-//! does by default — is built once per process. Built per client it read every file under
-//! `/etc/ssl/certs` each time (735 opens before user-api's first poll), which showed in cold
-//! starts.
+//! Every outbound HTTPS client of o365-sync starts here. Trust is Mozilla's root certificates
+//! compiled into the binary (`webpki-root-certs`), built into one rustls configuration per
+//! process: no client reads the platform's certificate files at start. Loading them (the bundle
+//! and every file of `/etc/ssl/certs`, once per client) was most of our functions' init time
+//! (735 files before user-api's first poll). The AWS SDK gets the same roots
+//! ([`root_certificates_pem`]).
 
 use std::sync::{Arc, OnceLock};
 
+use base64::Engine;
 use rustls::crypto::CryptoProvider;
 
-static TLS: OnceLock<Option<rustls::ClientConfig>> = OnceLock::new();
+static TLS: OnceLock<rustls::ClientConfig> = OnceLock::new();
 
-/// A client builder sharing the process's TLS configuration (reqwest's own default if the
-/// shared one cannot be built).
+/// A client builder sharing the process's TLS configuration.
 pub fn builder() -> reqwest::ClientBuilder {
-    let builder = reqwest::Client::builder();
-    match TLS.get_or_init(shared_tls) {
-        Some(tls) => builder.tls_backend_preconfigured(tls.clone()),
-        None => builder,
-    }
+    reqwest::Client::builder().tls_backend_preconfigured(TLS.get_or_init(shared_tls).clone())
 }
 
-fn shared_tls() -> Option<rustls::ClientConfig> {
+fn shared_tls() -> rustls::ClientConfig {
     let provider = CryptoProvider::get_default()
         .cloned()
         .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
-    let verifier = rustls_platform_verifier::Verifier::new(provider.clone()).ok()?;
-    Some(
-        rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .ok()?
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(verifier))
-            .with_no_client_auth(),
-    )
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add_parsable_certificates(webpki_root_certs::TLS_SERVER_ROOT_CERTS.iter().cloned());
+    rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("aws-lc-rs supports the default TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth()
+}
+
+/// The same roots as PEM, for clients configured that way (the AWS SDK's trust store).
+pub fn root_certificates_pem() -> impl Iterator<Item = Vec<u8>> {
+    webpki_root_certs::TLS_SERVER_ROOT_CERTS.iter().map(|der| {
+        let body = base64::engine::general_purpose::STANDARD.encode(der.as_ref());
+        let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
+        for line in body.as_bytes().chunks(64) {
+            pem.push_str(std::str::from_utf8(line).unwrap_or_default());
+            pem.push('\n');
+        }
+        pem.push_str("-----END CERTIFICATE-----\n");
+        pem.into_bytes()
+    })
 }
 
 #[cfg(test)]
@@ -40,7 +49,10 @@ mod tests {
     #[test]
     fn clients_build_from_the_shared_configuration() {
         assert!(super::builder().build().is_ok());
-        assert!(super::TLS.get().is_some_and(Option::is_some));
+        assert!(super::TLS.get().is_some());
         assert!(super::builder().build().is_ok());
+        let pems: Vec<_> = super::root_certificates_pem().collect();
+        assert!(pems.len() > 100);
+        assert!(pems[0].starts_with(b"-----BEGIN CERTIFICATE-----\n"));
     }
 }

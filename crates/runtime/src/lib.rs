@@ -118,8 +118,26 @@ fn secrets_manager_with(
 /// The AWS SDK configuration: region and credentials from the Lambda environment, endpoints
 /// overridable with the SDK's own `AWS_ENDPOINT_URL_*` variables.
 pub async fn aws_sdk_config() -> SdkConfig {
+    use aws_smithy_http_client::tls;
+    // The SDK's HTTPS client trusts the same compiled-in roots as every other client
+    // (`o365-http-client`): no certificate file is read at start.
+    let trust = o365_http_client::root_certificates_pem().fold(
+        tls::TrustStore::empty().with_native_roots(false),
+        |t, pem| t.with_pem_certificate(pem),
+    );
+    let context = tls::TlsContext::builder()
+        .with_trust_store(trust)
+        .build()
+        .expect("the compiled-in roots make a TLS context");
+    let https = aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::AwsLc,
+        ))
+        .tls_context(context)
+        .build_https();
     aws_config::defaults(BehaviorVersion::latest())
         .retry_config(RetryConfig::standard().with_max_attempts(5))
+        .http_client(https)
         .load()
         .await
 }
