@@ -1429,6 +1429,24 @@ async fn mailboxes_are_resolved_to_directory_ids_and_survive_renames() {
 
 /// A record nobody can read is reported failed, so SQS's redrive policy moves it to the
 /// dead-letter queue instead of it vanishing; the readable records of the batch still run.
+/// Jobs still queued when their org was offboarded are dropped, not retried into the
+/// dead-letter queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_of_an_org_that_is_gone_is_skipped() {
+    let w = world(1, 1, 0).await;
+    let job = SyncJob {
+        org: OrgId::parse("gone").unwrap(),
+        mailbox: Email::parse(&w.users[0]).unwrap(),
+        job_id: "j-1".into(),
+    };
+    let report = w
+        .engine()
+        .handle_batch(records(&[job]), Instant::now() + Duration::from_secs(10))
+        .await;
+    assert!(report.failed.is_empty(), "{:?}", report.outcomes);
+    assert_eq!(report.outcomes[0].1, JobOutcome::Skipped("org not found"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreadable_job_is_left_for_the_dead_letter_queue() {
     let w = world(1, 2, 1).await;

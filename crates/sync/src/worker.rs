@@ -164,6 +164,10 @@ impl SyncEngine {
         let s = &self.stores;
         let connection = match s.orgs.connection(org).await {
             Ok(c) => c,
+            // An org offboarded while its jobs were queued: nothing to do, nothing to retry.
+            Err(DomainError::NotFound(o365_domain::Entity::Org)) => {
+                return JobOutcome::Skipped("org not found");
+            }
             Err(e) => return JobOutcome::Failed(e.to_string()),
         };
         let (ConnectionStatus::Connected, Some(tenant), Some(app)) =
