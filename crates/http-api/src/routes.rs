@@ -287,7 +287,7 @@ pub async fn sync_now(
 }
 
 #[utoipa::path(get, path = "/v1/sync/runs", tag = "sync", params(PageQuery),
-    responses((status = 200, description = "Success", body = SyncRunPageDto), (status = 401, description = "Missing or invalid bearer token (problem+json)", body = Problem, content_type = "application/problem+json"),
+    responses((status = 200, description = "The org's mailbox runs, newest first: those that changed something, stopped on an error, failed or were continued (a run that found nothing new shows only as the user's last sync)", body = SyncRunPageDto), (status = 401, description = "Missing or invalid bearer token (problem+json)", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "The caller may not do this (problem+json)", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Some fields are invalid (problem+json)", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub async fn sync_runs(

@@ -119,7 +119,7 @@ impl SyncEngine {
         (outcome, report)
     }
 
-    /// The run's history record. Best effort: a run that cannot be recorded is logged, and the
+    /// The run's history record (not for idle runs). Best effort: a run that cannot be recorded is logged, and the
     /// job's outcome stands.
     pub(crate) async fn record_run(
         &self,
@@ -129,6 +129,11 @@ impl SyncEngine {
         report: &MailboxReport,
         failure: Option<Failure>,
     ) {
+        // A run that found nothing to do costs no write of its own: the user's last sync time
+        // shows it. History keeps the runs that changed something, stopped or failed.
+        if *outcome == JobOutcome::Synced && report.counters == MessageCounters::default() {
+            return;
+        }
         let outcome = match outcome {
             JobOutcome::Skipped(_) => return,
             JobOutcome::Synced => RunOutcome::Synced,
