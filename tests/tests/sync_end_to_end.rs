@@ -538,7 +538,7 @@ impl MailboxStateStore for Crashy {
         o: &OrgId,
         m: &Email,
         n: OffsetDateTime,
-    ) -> DResult<Option<String>> {
+    ) -> DResult<Option<o365_domain::mailbox::Lease>> {
         if self.tick() {
             return Err(Self::boom());
         }
@@ -892,7 +892,7 @@ async fn a_fan_out_killed_halfway_leaves_no_lease_without_a_job() {
         {
             leased += 1;
             assert!(
-                sent.contains(&holder),
+                sent.contains(&holder.holder),
                 "{u} is leased to a job never queued"
             );
         }

@@ -66,3 +66,10 @@ pub struct MailboxCursor {
     )]
     pub resync_started_at: Option<OffsetDateTime>,
 }
+
+/// Who holds a mailbox (a queued or running job) and until when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub holder: String,
+    pub until: OffsetDateTime,
+}

@@ -182,13 +182,13 @@ pub trait MailboxStateStore: Send + Sync {
         now: OffsetDateTime,
     ) -> Result<bool>;
     async fn release_lease(&self, org: &OrgId, mailbox: &Email, holder: &str) -> Result<()>;
-    /// Who holds the mailbox's lease at `now`, if anyone (a read: no write).
+    /// The mailbox's lease running at `now`, if any (a read: no write).
     async fn lease_holder(
         &self,
         org: &OrgId,
         mailbox: &Email,
         now: OffsetDateTime,
-    ) -> Result<Option<String>>;
+    ) -> Result<Option<crate::mailbox::Lease>>;
 }
 
 #[async_trait]

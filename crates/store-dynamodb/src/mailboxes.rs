@@ -7,7 +7,7 @@ use time::OffsetDateTime;
 
 use o365_domain::Result;
 use o365_domain::ids::{Email, OrgId};
-use o365_domain::mailbox::{MailFolder, MailboxCursor};
+use o365_domain::mailbox::{Lease, MailFolder, MailboxCursor};
 use o365_domain::ports::MailboxStateStore;
 
 use crate::keys::{self, LEASE_SK, cursor_sk, mailbox_pk};
@@ -103,22 +103,21 @@ impl MailboxStateStore for DynamoStore {
         org: &OrgId,
         mailbox: &Email,
         now: OffsetDateTime,
-    ) -> Result<Option<String>> {
+    ) -> Result<Option<Lease>> {
         let item = self
             .get(
                 &self.tables.state,
                 keys::key(mailbox_pk(org, mailbox), LEASE_SK),
             )
             .await?;
-        let running = |i: &crate::Item| {
-            i.get("until_ms")
-                .and_then(|v| v.as_n().ok())
-                .and_then(|v| v.parse::<i128>().ok())
-                .is_some_and(|until| until >= now.unix_timestamp_nanos() / 1_000_000)
-        };
-        Ok(item
-            .filter(running)
-            .and_then(|i| i.get("holder").and_then(|v| v.as_s().ok()).cloned()))
+        let lease = item.and_then(|i| {
+            let until_ms = i.get("until_ms")?.as_n().ok()?.parse::<i128>().ok()?;
+            Some(Lease {
+                holder: i.get("holder")?.as_s().ok()?.clone(),
+                until: OffsetDateTime::from_unix_timestamp_nanos(until_ms * 1_000_000).ok()?,
+            })
+        });
+        Ok(lease.filter(|l| l.until >= now))
     }
 
     async fn release_lease(&self, org: &OrgId, mailbox: &Email, holder: &str) -> Result<()> {

@@ -160,7 +160,7 @@ impl MailboxStateStore for Counting {
         o: &OrgId,
         m: &Email,
         n: OffsetDateTime,
-    ) -> DResult<Option<String>> {
+    ) -> DResult<Option<o365_domain::mailbox::Lease>> {
         self.store.lease_holder(o, m, n).await
     }
 }

@@ -190,14 +190,27 @@ impl SyncEngine {
             Err(e) => return JobOutcome::Failed(e.to_string()),
         };
         let t = now();
-        match s
-            .state
-            .acquire_lease(org, mailbox, &job.job_id, plus(t, self.cfg.run_lease), t)
-            .await
-        {
-            Ok(true) => {}
-            Ok(false) => return JobOutcome::Skipped("another job holds the mailbox"),
+        // The fan-out leased the mailbox to this job when it queued it: while that lease still
+        // covers a whole run, the run takes it as it is (a read, no write). Otherwise the lease
+        // is taken or extended; someone else's running lease means another job has it.
+        let held = match s.state.lease_holder(org, mailbox, t).await {
+            Ok(held) => held,
             Err(e) => return JobOutcome::Failed(e.to_string()),
+        };
+        match held {
+            Some(lease) if lease.holder != job.job_id => {
+                return JobOutcome::Skipped("another job holds the mailbox");
+            }
+            Some(lease) if lease.until >= plus(t, self.cfg.run_lease) => {}
+            _ => match s
+                .state
+                .acquire_lease(org, mailbox, &job.job_id, plus(t, self.cfg.run_lease), t)
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => return JobOutcome::Skipped("another job holds the mailbox"),
+                Err(e) => return JobOutcome::Failed(e.to_string()),
+            },
         }
         let backfill_since = self
             .cfg
