@@ -495,6 +495,32 @@ async fn a_person_is_erased_from_every_mailbox_kept_out_and_audited() {
         )
         .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{:?}", r.body);
+    // The org's own people go by purging their mailbox, not by erasure.
+    let own = h
+        .as_user(
+            "acme",
+            GLOBAL_ADMIN,
+            "POST",
+            "/v1/erasures",
+            Some(erase("Adele@contoso.com")),
+        )
+        .await;
+    assert_eq!(
+        own.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{:?}",
+        own.body
+    );
+    assert_eq!(
+        own.body["errors"][0]["code"], "own_person",
+        "{:?}",
+        own.body
+    );
+    assert!(
+        archived_ids(&h, &org, &adele)
+            .await
+            .contains(&"e1".to_owned())
+    );
     let r = h
         .as_user(
             "acme",

@@ -1712,6 +1712,66 @@ async fn held_tells_archived_ids_from_new_ones_without_reading_bodies(store: &Dy
     );
 }
 
+async fn a_finished_job_is_never_leased_again(store: &DynamoStore) {
+    let o = org_with_admin(store, "acme").await;
+    let m = email("adele@contoso.com");
+    let t = now();
+    let later = t + Duration::minutes(30);
+    // The job's worker ran (and released) before the fan-out that queued it got to lease it.
+    assert!(
+        store
+            .acquire_lease(&o, &m, "job-1", later, t)
+            .await
+            .unwrap()
+    );
+    store.release_lease(&o, &m, "job-1").await.unwrap();
+    assert!(
+        store.lease_holder(&o, &m, t).await.unwrap().is_none(),
+        "released"
+    );
+    assert!(
+        !store
+            .lease_queued_job(&o, &m, "job-1", later, t)
+            .await
+            .unwrap(),
+        "a finished job gets no lease"
+    );
+    // A new job does; while it holds the mailbox, no other queued job does.
+    assert!(
+        store
+            .lease_queued_job(&o, &m, "job-2", later, t)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .lease_queued_job(&o, &m, "job-3", later, t)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store
+            .lease_holder(&o, &m, t)
+            .await
+            .unwrap()
+            .map(|l| l.holder),
+        Some("job-2".to_owned())
+    );
+    // Its worker takes its own lease on; another job's worker is refused.
+    assert!(
+        store
+            .acquire_lease(&o, &m, "job-2", later, t)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .acquire_lease(&o, &m, "job-3", later, t)
+            .await
+            .unwrap()
+    );
+}
+
 macro_rules! contract_suite {
     (all: [$($check:ident),* $(,)?], isolated: [$($concurrent:ident),* $(,)?]) => {
         mod on_dynoxide {
@@ -1769,6 +1829,7 @@ contract_suite!(
         huge_bodies_are_cut_to_fit_one_item,
         the_person_index_finds_erases_and_purges_with_the_messages,
         held_tells_archived_ids_from_new_ones_without_reading_bodies,
+        a_finished_job_is_never_leased_again,
         mail_lists_newest_first_without_bodies,
         sync_runs_are_listed_newest_first_per_org,
     ],

@@ -533,6 +533,19 @@ impl MailboxStateStore for Crashy {
         }
         self.store.release_lease(o, m, h).await
     }
+    async fn lease_queued_job(
+        &self,
+        o: &OrgId,
+        m: &Email,
+        h: &str,
+        u: OffsetDateTime,
+        n: OffsetDateTime,
+    ) -> DResult<bool> {
+        if self.tick() {
+            return Err(Self::boom());
+        }
+        self.store.lease_queued_job(o, m, h, u, n).await
+    }
     async fn lease_holder(
         &self,
         o: &OrgId,

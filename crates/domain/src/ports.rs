@@ -181,7 +181,19 @@ pub trait MailboxStateStore: Send + Sync {
         until: OffsetDateTime,
         now: OffsetDateTime,
     ) -> Result<bool>;
+    /// Ends the holder's lease, leaving the holder recorded as finished (so a fan-out that queued
+    /// the job cannot lease the mailbox to it after it ran).
     async fn release_lease(&self, org: &OrgId, mailbox: &Email, holder: &str) -> Result<()>;
+    /// The fan-out's lease for a job it has just queued: taken only if no lease runs and the
+    /// job has not already run and finished (its worker may have been faster than this write).
+    async fn lease_queued_job(
+        &self,
+        org: &OrgId,
+        mailbox: &Email,
+        holder: &str,
+        until: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<bool>;
     /// The mailbox's lease running at `now`, if any (a read: no write).
     async fn lease_holder(
         &self,

@@ -18,7 +18,7 @@ pub(crate) const BODY: &str = "body_zst";
 pub(crate) const LEGACY_BODY: &str = "body_gz";
 const LEVEL: i32 = 1;
 /// No stored body decompresses beyond this (an item holds at most 400 KB compressed).
-const MAX_BODY_BYTES: usize = 16 << 20;
+pub(crate) const MAX_BODY_BYTES: usize = 16 << 20;
 
 pub(crate) fn compress(text: &str) -> Vec<u8> {
     // Compressing into a Vec cannot fail.

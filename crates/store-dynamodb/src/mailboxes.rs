@@ -71,31 +71,15 @@ impl MailboxStateStore for DynamoStore {
         until: OffsetDateTime,
         now: OffsetDateTime,
     ) -> Result<bool> {
-        let mut item = keys::key(mailbox_pk(org, mailbox), LEASE_SK);
-        item.insert("holder".into(), s(holder));
-        item.insert(
-            "until_ms".into(),
-            n(until.unix_timestamp_nanos() / 1_000_000),
-        );
-        item.insert(
-            "expires_at".into(),
-            n(until.unix_timestamp() + LEASE_RETENTION_SECS),
-        );
-        let result = self
-            .client
-            .put_item()
-            .table_name(&self.tables.state)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(pk) OR until_ms < :now OR holder = :holder")
-            .expression_attribute_values(":now", n(now.unix_timestamp_nanos() / 1_000_000))
-            .expression_attribute_values(":holder", s(holder))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e) if is_conditional_failure(&e) => Ok(false),
-            Err(e) => Err(unavailable(e)),
-        }
+        self.put_lease(
+            org,
+            mailbox,
+            holder,
+            until,
+            now,
+            "attribute_not_exists(pk) OR until_ms < :now OR holder = :holder",
+        )
+        .await
     }
 
     async fn lease_holder(
@@ -123,17 +107,77 @@ impl MailboxStateStore for DynamoStore {
     async fn release_lease(&self, org: &OrgId, mailbox: &Email, holder: &str) -> Result<()> {
         let result = self
             .client
-            .delete_item()
+            .update_item()
             .table_name(&self.tables.state)
             .set_key(Some(keys::key(mailbox_pk(org, mailbox), LEASE_SK)))
+            .update_expression("SET until_ms = :ended")
             .condition_expression("holder = :holder")
             .expression_attribute_values(":holder", AttributeValue::S(holder.to_owned()))
+            .expression_attribute_values(":ended", n(0))
             .send()
             .await;
         match result {
             // Someone else holds it now (ours had expired): theirs is not ours to release.
             Ok(_) => Ok(()),
             Err(e) if is_conditional_failure(&e) => Ok(()),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn lease_queued_job(
+        &self,
+        org: &OrgId,
+        mailbox: &Email,
+        holder: &str,
+        until: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<bool> {
+        self.put_lease(
+            org,
+            mailbox,
+            holder,
+            until,
+            now,
+            "attribute_not_exists(pk) OR (until_ms < :now AND holder <> :holder)",
+        )
+        .await
+    }
+}
+
+impl DynamoStore {
+    /// Puts the mailbox's lease for `holder` until `until` when `condition` holds.
+    async fn put_lease(
+        &self,
+        org: &OrgId,
+        mailbox: &Email,
+        holder: &str,
+        until: OffsetDateTime,
+        now: OffsetDateTime,
+        condition: &str,
+    ) -> Result<bool> {
+        let mut item = keys::key(mailbox_pk(org, mailbox), LEASE_SK);
+        item.insert("holder".into(), s(holder));
+        item.insert(
+            "until_ms".into(),
+            n(until.unix_timestamp_nanos() / 1_000_000),
+        );
+        item.insert(
+            "expires_at".into(),
+            n(until.unix_timestamp() + LEASE_RETENTION_SECS),
+        );
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.tables.state)
+            .set_item(Some(item))
+            .condition_expression(condition)
+            .expression_attribute_values(":now", n(now.unix_timestamp_nanos() / 1_000_000))
+            .expression_attribute_values(":holder", s(holder))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if is_conditional_failure(&e) => Ok(false),
             Err(e) => Err(unavailable(e)),
         }
     }

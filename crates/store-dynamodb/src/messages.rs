@@ -79,6 +79,14 @@ fn cut_at_char_boundary(text: &str, max_bytes: usize) -> &str {
 
 /// The compressed body and whether it had to be cut to fit `budget` bytes.
 fn fit_body(content: &str, budget: usize) -> (Vec<u8>, bool) {
+    // Never more than a reader will decompress (a huge, very repetitive body compresses small).
+    if content.len() > body_codec::MAX_BODY_BYTES {
+        let (compressed, _) = fit_body(
+            cut_at_char_boundary(content, body_codec::MAX_BODY_BYTES),
+            budget,
+        );
+        return (compressed, true);
+    }
     let mut compressed = body_codec::compress(content);
     if compressed.len() <= budget {
         return (compressed, false);
@@ -357,10 +365,11 @@ impl MessageArchive for DynamoStore {
             );
         }
         summary.written = requests.len() as u64;
-        // Messages and their index entries in the same batches (a crash between two batches
-        // leaves entries a rerun of the page writes again).
-        requests.extend(index);
-        self.batch_put(requests).await?;
+        // Index entries first: a crash between batches leaves entries without their message
+        // (harmless, rewritten by the page's replay), never an archived message erasure cannot
+        // find.
+        index.extend(requests);
+        self.batch_put(index).await?;
         for removal in removals {
             summary.removed += u64::from(self.apply_removal(org, mailbox, removal, at).await?);
         }

@@ -54,6 +54,15 @@ impl DynamoStore {
             self.delete_partition(&state, &mailbox_pk(org, mailbox), None)
                 .await?;
         }
+        // Positions of mailboxes neither a user nor an archive names any more.
+        let positions = self
+            .scan_keys(
+                &state,
+                "begins_with(pk, :prefix)",
+                HashMap::from([(":prefix".to_owned(), s(format!("MBX#{org}#")))]),
+            )
+            .await?;
+        self.delete_keys(&state, positions).await?;
         self.delete_partition(&state, &audit_pk(org), None).await?;
         self.delete_partition(&state, &crate::runs::runs_pk(org), None)
             .await?;

@@ -66,15 +66,23 @@ pub(crate) fn entry_deletes(
     mailbox: &Email,
     item: &Item,
 ) -> Result<Vec<WriteRequest>> {
+    entry_keys(org, mailbox, item)
+        .into_iter()
+        .map(delete)
+        .collect()
+}
+
+/// The keys of the index entries a stored message item lists.
+fn entry_keys(org: &OrgId, mailbox: &Email, item: &Item) -> Vec<Item> {
     let (Some(people), Some(id)) = (
         item.get(PEOPLE).and_then(|v| v.as_ss().ok()),
         item.get(SK).and_then(|v| v.as_s().ok()),
     ) else {
-        return Ok(Vec::new());
+        return Vec::new();
     };
     people
         .iter()
-        .map(|person| delete(keys::key(person_pk(org, person), entry_sk(mailbox, id))))
+        .map(|person| keys::key(person_pk(org, person), entry_sk(mailbox, id)))
         .collect()
 }
 
@@ -101,6 +109,22 @@ pub(crate) fn delete(key: Item) -> Result<WriteRequest> {
 }
 
 impl DynamoStore {
+    /// The message item's key and `people` (consistent, projected: no body).
+    async fn message_people(&self, key: Item) -> Result<Option<Item>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.tables.messages)
+            .set_key(Some(key))
+            .consistent_read(true)
+            .projection_expression("pk, sk, #people")
+            .expression_attribute_names("#people", PEOPLE)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(out.item)
+    }
+
     pub(crate) async fn erase_indexed(
         &self,
         org: &OrgId,
@@ -114,25 +138,41 @@ impl DynamoStore {
             .key_condition_expression("pk = :p")
             .expression_attribute_values(":p", s(person_pk(org, address.key())))
             .projection_expression("pk, sk, mailbox, id")
+            .consistent_read(true)
             .limit(limit.clamp(1, 1000) as i32)
             .send()
             .await
             .map_err(unavailable)?;
         let mut erased = Vec::new();
-        let mut requests = Vec::new();
+        // One batch may not name a key twice: the person's own entry is also among the
+        // message's entries.
+        let mut doomed: Vec<Item> = Vec::new();
+        fn add(key: Item, doomed: &mut Vec<Item>) {
+            if !doomed.contains(&key) {
+                doomed.push(key);
+            }
+        }
         for entry in out.items.unwrap_or_default() {
             let text = |k: &str| entry.get(k).and_then(|v| v.as_s().ok()).cloned();
             if let (Some(mailbox), Some(id)) = (text("mailbox"), text("id"))
                 && let Ok(mailbox) = Email::parse(&mailbox)
             {
-                requests.push(delete(keys::key(message_pk(org, &mailbox), &id))?);
+                let key = keys::key(message_pk(org, &mailbox), &id);
+                // The message's other people's entries go with it (they would point at nothing).
+                if let Some(item) = self.message_people(key.clone()).await? {
+                    for k in entry_keys(org, &mailbox, &item) {
+                        add(k, &mut doomed);
+                    }
+                }
+                add(key, &mut doomed);
                 erased.push((mailbox, id));
             }
-            requests.push(delete(keys::key(
-                text(PK).unwrap_or_default(),
-                text(SK).unwrap_or_default(),
-            ))?);
+            add(
+                keys::key(text(PK).unwrap_or_default(), text(SK).unwrap_or_default()),
+                &mut doomed,
+            );
         }
+        let requests = doomed.into_iter().map(delete).collect::<Result<Vec<_>>>()?;
         self.batch_write(&self.tables.messages, requests).await?;
         Ok(erased)
     }

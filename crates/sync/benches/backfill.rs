@@ -155,6 +155,16 @@ impl MailboxStateStore for Counting {
         self.writes.fetch_add(1, Ordering::Relaxed);
         self.store.release_lease(o, m, h).await
     }
+    async fn lease_queued_job(
+        &self,
+        o: &OrgId,
+        m: &Email,
+        h: &str,
+        u: OffsetDateTime,
+        n: OffsetDateTime,
+    ) -> DResult<bool> {
+        self.store.lease_queued_job(o, m, h, u, n).await
+    }
     async fn lease_holder(
         &self,
         o: &OrgId,

@@ -141,10 +141,12 @@ impl SyncEngine {
             }
             report.enqueued += 1;
             let t = now();
+            // Not taken when the job's worker already ran (it was faster than this write) or
+            // another job holds the mailbox (this one is then a duplicate its worker skips).
             if let Err(e) = self
                 .stores
                 .state
-                .acquire_lease(
+                .lease_queued_job(
                     org,
                     &job.mailbox,
                     &job.job_id,

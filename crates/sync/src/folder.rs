@@ -121,7 +121,8 @@ impl SyncEngine {
                 // Reconcile BEFORE the round's end is saved: a crash here leaves the previous
                 // page's link (and the marker) stored, the rerun replays the last page and
                 // reconciles again (idempotent).
-                self.reconcile(job, folder, started, report).await?;
+                self.reconcile(job, folder, started, deadline, report)
+                    .await?;
             }
             // Only after the page is safely stored (and a resync reconciled) does the chain
             // move on.
@@ -152,6 +153,7 @@ impl SyncEngine {
         job: &SyncJob,
         folder: MailFolder,
         started: OffsetDateTime,
+        deadline: Instant,
         report: &mut MailboxReport,
     ) -> Result<(), Stop> {
         let (org, mailbox) = (&job.org, &job.mailbox);
@@ -166,6 +168,11 @@ impl SyncEngine {
         let mut gone = Vec::new();
         let mut after = None;
         loop {
+            // Out of time, the round's last link is not saved yet: the continuation replays the
+            // last page and reconciles again (idempotent).
+            if Instant::now() >= deadline {
+                return Err(Stop::OutOfTime);
+            }
             let page = self
                 .stores
                 .archive

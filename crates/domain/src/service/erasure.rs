@@ -49,8 +49,22 @@ impl Services {
             .map_err(|e| {
                 DomainError::Invalid(vec![FieldError::new("address", e.code, e.message)])
             })?;
-        // Kept out first, so runs from now on capture nothing of theirs.
+        // The org's own people are not erased this way (it would empty every thread they are
+        // on and keep them out of capture for good): their mail goes by purging their mailbox.
         let policy = self.store.capture_policy(&p.org).await?;
+        let own = match self.store.user(&p.org, &address).await {
+            Ok(_) => true,
+            Err(DomainError::NotFound(Entity::User)) => false,
+            Err(e) => return Err(e),
+        };
+        if own || crate::capture_policy::in_domains(address.key(), &policy.internal_domains) {
+            return Err(DomainError::invalid(
+                "address",
+                "own_person",
+                "this address is one of the org's own people (a user, or in the capture policy's internal domains): switch their sync off and purge their mailbox instead",
+            ));
+        }
+        // Kept out first, so runs from now on capture nothing of theirs.
         let excluded_now = !policy.excluded_addresses.contains(&address);
         if excluded_now {
             if policy.excluded_addresses.len() >= MAX_ENTRIES {

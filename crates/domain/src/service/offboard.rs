@@ -71,7 +71,15 @@ pub async fn offboard_org(
     }
     for mailbox in &report.mailboxes {
         loop {
-            let purged = purge_archive(store, org, mailbox, actor.clone(), now).await?;
+            // Each call's own time: its lease must outlast its work, however long this takes.
+            let purged = purge_archive(
+                store,
+                org,
+                mailbox,
+                actor.clone(),
+                OffsetDateTime::now_utc(),
+            )
+            .await?;
             report.messages_deleted += purged.deleted;
             if purged.complete {
                 break;
