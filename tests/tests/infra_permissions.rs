@@ -194,7 +194,13 @@ async fn each_function_gets_the_variables_and_permissions_its_code_uses() {
             .any(|(_, e)| e["Type"].as_str() == Some("SQS"));
         if read.contains("O365_SYNC_QUEUE_URL") {
             let queue = resource_of("O365_SYNC_QUEUE_URL");
-            let mut actions = queue_actions.clone();
+            // Sending is every queue user's; changing a message's visibility is done to messages
+            // received, so only by a function the queue invokes (with the poller's actions).
+            let mut actions: BTreeSet<String> = queue_actions
+                .iter()
+                .filter(|a| has_sqs_event || *a != "sqs:ChangeMessageVisibility")
+                .cloned()
+                .collect();
             if has_sqs_event {
                 actions.extend(poller.iter().cloned());
             }

@@ -15,7 +15,7 @@ use o365_sync_engine::{Stores, SyncEngine};
 use crate::{
     ConfigError, EngineSyncTrigger, Env, Parts, api_state, api_state_with_auth, aws_sdk_config,
     dynamo_store, grants, graph_config, secrets_manager, secrets_manager_with_state_key,
-    sqs_sync_engine, sync_config,
+    sqs_sync_engine, state_store, sync_config,
 };
 
 /// user-api: the API state (it signs consent state, so it refuses to start without its key).
@@ -37,7 +37,7 @@ pub async fn user_api(env: &Env<'_>) -> Result<ApiState, ConfigError> {
 pub async fn consent_callback(env: &Env<'_>) -> Result<ApiState, ConfigError> {
     let sdk = aws_sdk_config().await;
     let parts = Parts {
-        store: Arc::new(dynamo_store(env, &sdk)),
+        store: Arc::new(state_store(env, &sdk)),
         secrets: Arc::new(secrets_manager_with_state_key(env, &sdk)?),
         sync: Arc::new(NoSyncHere),
     };
@@ -64,7 +64,8 @@ pub struct FanOut {
 
 pub async fn mailbox_sync(env: &Env<'_>) -> Result<FanOut, ConfigError> {
     let sdk = aws_sdk_config().await;
-    let store = Arc::new(dynamo_store(env, &sdk));
+    // The fan-out reads users and leases, never captured mail.
+    let store = Arc::new(state_store(env, &sdk));
     let secrets: Arc<dyn SecretStore> = Arc::new(secrets_manager(env, &sdk)?);
     Ok(FanOut {
         grants: Arc::new(grants(env, store.clone(), secrets.clone())?),

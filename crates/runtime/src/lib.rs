@@ -146,6 +146,17 @@ pub fn dynamo_store(env: &Env, sdk: &SdkConfig) -> DynamoStore {
     DynamoStore::new(aws_sdk_dynamodb::Client::new(sdk), table_names(env))
 }
 
+/// The store of a function that never touches captured mail (the consent callback, the
+/// scheduled fan-out): it is not told the messages table, so it neither reads that variable
+/// nor gets permissions on it; a call that reached for it would fail.
+pub fn state_store(env: &Env, sdk: &SdkConfig) -> DynamoStore {
+    let tables = TableNames {
+        state: env.or("O365_STATE_TABLE", TableNames::DEFAULT_STATE),
+        messages: String::new(),
+    };
+    DynamoStore::new(aws_sdk_dynamodb::Client::new(sdk), tables)
+}
+
 pub fn service_config(env: &Env) -> Result<ServiceConfig, ConfigError> {
     let defaults = ServiceConfig::default();
     let grace = env.seconds(
