@@ -85,6 +85,44 @@ async fn health(State(h): State<Health>) -> impl IntoResponse {
     )
 }
 
+/// The `Host` values that name this run: loopback names and the bound address, with its port.
+fn local_hosts(addr: SocketAddr) -> Arc<Vec<String>> {
+    let port = addr.port();
+    let mut hosts = vec![
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        format!("[::1]:{port}"),
+    ];
+    hosts.push(addr.to_string());
+    Arc::new(hosts)
+}
+
+async fn only_local_hosts(
+    allowed: Arc<Vec<String>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let host = request
+        .headers()
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_ascii_lowercase);
+    if host.is_some_and(|h| allowed.contains(&h)) {
+        return next.run(request).await;
+    }
+    (
+        StatusCode::MISDIRECTED_REQUEST,
+        [(axum::http::header::CONTENT_TYPE, "application/problem+json")],
+        Json(json!({
+            "type": "https://o365-sync.dev/problems/misdirected",
+            "title": "Not this host",
+            "status": 421,
+            "detail": "the embedded run answers only requests addressed to this machine (127.0.0.1, localhost or its bound address)",
+        })),
+    )
+        .into_response()
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     o365_runtime::init_tracing(false);
@@ -130,12 +168,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         dynamodb_endpoint: dynamo.endpoint().to_owned(),
         simulator: world.sim.base_url().to_owned(),
     };
+    let allowed = local_hosts(config.http_addr);
     let app = Router::new()
         .route("/health", get(health))
         .with_state(health_state)
         .merge(local_pages::routes(world.apps))
         .merge(o365_http_api::user_api(state.clone()))
-        .merge(o365_http_api::consent_callback(state));
+        .merge(o365_http_api::consent_callback(state))
+        // The development token issuer must not be reachable from a web page through a
+        // rebound DNS name: only requests naming this machine are served.
+        .layer(axum::middleware::from_fn(move |request, next| {
+            only_local_hosts(allowed.clone(), request, next)
+        }));
 
     tracing::info!(
         http = %base,

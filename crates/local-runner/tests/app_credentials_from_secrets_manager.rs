@@ -87,6 +87,16 @@ async fn the_embedded_run_signs_in_with_the_app_credentials_in_secrets_manager()
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(healthy, "the runner answers /health");
+    // A page on another name (DNS rebinding) cannot reach the development token issuer.
+    let rebound = client
+        .get(format!(
+            "{base}/_local/token?org=demo&email=admin@contoso.com"
+        ))
+        .header("host", "attacker.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rebound.status().as_u16(), 421);
 
     let token: serde_json::Value = client
         .get(format!(
