@@ -1,8 +1,10 @@
 //! Load on the user-management API: N concurrent clients for D seconds against a running
 //! embedded default (`scripts/api-load` starts one). Prints requests, errors, throughput, p50
-//! and p99; exits non-zero on any error.
+//! and p99; exits non-zero on any error. With ADD_USERS, that many users are first added to the
+//! demo org (through the API, as an admin adds them), so the same screens are measured on a
+//! large org.
 //!
-//! Usage: api-load BASE_URL [CLIENTS=200] [SECONDS=30]
+//! Usage: api-load BASE_URL [CLIENTS=200] [SECONDS=30] [ADD_USERS]
 
 use std::time::{Duration, Instant};
 
@@ -30,6 +32,9 @@ async fn main() {
         .await
         .unwrap();
     let token = token["access_token"].as_str().unwrap().to_owned();
+    if let Some(users) = args.get(4).and_then(|v| v.parse::<usize>().ok()) {
+        grow_org(&http, &base, &token, users).await;
+    }
     // What the front end's Connection Settings and User Management tabs load.
     let paths = [
         "/v1/integration",
@@ -99,4 +104,37 @@ async fn main() {
     if errors > 0 {
         std::process::exit(1);
     }
+}
+
+/// Adds `users` users to the demo org (20 at a time, as fast as the API takes them).
+async fn grow_org(http: &reqwest::Client, base: &str, token: &str, users: usize) {
+    let started = Instant::now();
+    let missing: Vec<usize> = (0..users).collect();
+    for chunk in missing.chunks(20) {
+        let mut adds = tokio::task::JoinSet::new();
+        for i in chunk {
+            let (http, base, token) = (http.clone(), base.to_owned(), token.to_owned());
+            let body = serde_json::json!({"email": format!("load{i:05}@contoso.com"), "display_name": format!("Load {i}"), "role": "member"});
+            adds.spawn(async move {
+                let r = http
+                    .post(format!("{base}/v1/users"))
+                    .bearer_auth(&token)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
+                assert!(
+                    r.status().is_success() || r.status() == reqwest::StatusCode::CONFLICT,
+                    "adding a user: {}",
+                    r.status()
+                );
+            });
+        }
+        while adds.join_next().await.is_some() {}
+    }
+    println!(
+        "api-load: org grown by {} users in {:.1} s",
+        missing.len(),
+        started.elapsed().as_secs_f64()
+    );
 }
