@@ -6,27 +6,11 @@
 // BROWSER_TEST_BASE_URL; run alone with `node --test tests/browser/` against a running runner.
 import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { chromium } from 'playwright-core';
+import { launchChromium } from './chromium.mjs';
 
 const BASE = (process.env.BROWSER_TEST_BASE_URL ?? '').replace(/\/$/, '');
-const CHROMIUM = process.env.BROWSER_TEST_CHROMIUM ?? '/usr/bin/chromium';
 const ORG = 'demo';
 const ADMIN = 'admin@contoso.com';
-// This machine's network is closed: the background-networking flags keep chromium from
-// trying Google's hosts at every start.
-const CHROMIUM_ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
 const STEP_TIMEOUT_MS = 10_000;
 
 let token;
@@ -70,13 +54,7 @@ async function activate() {
  * page. Returns the final URL and the outcome shown.
  */
 async function clickThrough(consentUrl, decision) {
-  const profile = await mkdtemp(join(tmpdir(), 'o365-browser-test-'));
-  const context = await chromium.launchPersistentContext(profile, {
-    executablePath: CHROMIUM,
-    headless: true,
-    args: CHROMIUM_ARGS,
-    timeout: 20_000,
-  });
+  const { context, close } = await launchChromium();
   try {
     context.setDefaultTimeout(STEP_TIMEOUT_MS);
     const page = context.pages()[0] ?? (await context.newPage());
@@ -104,8 +82,7 @@ async function clickThrough(consentUrl, decision) {
     const outcome = (await page.locator('#outcome').innerText()).trim();
     return { url: page.url(), outcome };
   } finally {
-    await context.close();
-    await rm(profile, { recursive: true, force: true });
+    await close();
   }
 }
 

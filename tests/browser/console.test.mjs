@@ -11,28 +11,15 @@
 // start connected (consent.test.mjs runs first): the walk-through deletes and reconnects it.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, rm } from 'node:fs/promises';
 import { createServer } from 'node:http';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { chromium } from 'playwright-core';
+import { launchChromium } from './chromium.mjs';
 
 const BASE = (process.env.BROWSER_TEST_BASE_URL ?? '').replace(/\/$/, '');
-const CHROMIUM = process.env.BROWSER_TEST_CHROMIUM ?? '/usr/bin/chromium';
 const ORG = 'demo';
 const ADMIN = 'admin@contoso.com';
-// As in consent.test.mjs: the network is closed, so chromium must not try Google's hosts.
-const CHROMIUM_ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
 const STEP_TIMEOUT_MS = 10_000;
 const SYNC_TIMEOUT_MS = 90_000;
 const SHOTS = fileURLToPath(new URL('../../target/browser-screenshots/', import.meta.url));
@@ -55,7 +42,7 @@ const BODY_POLICY =
 let token;
 let browser;
 let page;
-let profile;
+let chromium;
 let trap; // { server, url, hits: [] }: anything the hostile message manages to load lands here
 const pageErrors = [];
 let hostileSubject;
@@ -169,22 +156,15 @@ before(async () => {
   });
   assert.equal(added.status, 200, `the simulator took the message: ${await added.text()}`);
 
-  profile = await mkdtemp(join(tmpdir(), 'o365-console-test-'));
-  browser = await chromium.launchPersistentContext(profile, {
-    executablePath: CHROMIUM,
-    headless: true,
-    args: CHROMIUM_ARGS,
-    timeout: 20_000,
-    viewport: { width: 1400, height: 900 },
-  });
+  chromium = await launchChromium({ viewport: { width: 1400, height: 900 } });
+  browser = chromium.context;
   browser.setDefaultTimeout(STEP_TIMEOUT_MS);
   page = browser.pages()[0] ?? (await browser.newPage());
   page.on('pageerror', (e) => pageErrors.push(e.message));
 });
 
 after(async () => {
-  await browser?.close();
-  if (profile) await rm(profile, { recursive: true, force: true });
+  await chromium?.close();
   trap?.server.close();
 });
 

@@ -59,6 +59,47 @@ impl DynamoStore {
         tables::probe(&self.client, &self.tables).await
     }
 
+    /// BatchGetItem of any number of keys (100 per request, consistent, optionally projected),
+    /// retrying what DynamoDB leaves unprocessed. Missing items are simply absent.
+    async fn batch_get(
+        &self,
+        table: &str,
+        keys: Vec<Item>,
+        projection: Option<&str>,
+    ) -> Result<Vec<Item>> {
+        let mut found = Vec::new();
+        let mut pending = keys;
+        let mut attempt = 0;
+        while !pending.is_empty() {
+            let chunk: Vec<Item> = pending.drain(..pending.len().min(100)).collect();
+            let request = aws_sdk_dynamodb::types::KeysAndAttributes::builder()
+                .set_keys(Some(chunk))
+                .set_projection_expression(projection.map(str::to_owned))
+                .consistent_read(true)
+                .build()
+                .map_err(sdk_error::unavailable)?;
+            let out = self
+                .client
+                .batch_get_item()
+                .request_items(table, request)
+                .send()
+                .await
+                .map_err(sdk_error::unavailable)?;
+            found.extend(
+                out.responses
+                    .unwrap_or_default()
+                    .remove(table)
+                    .unwrap_or_default(),
+            );
+            if let Some(left) = out.unprocessed_keys.and_then(|mut u| u.remove(table)) {
+                attempt += 1;
+                messages::backoff(attempt).await?;
+                pending.extend(left.keys);
+            }
+        }
+        Ok(found)
+    }
+
     async fn get(&self, table: &str, key: Item) -> Result<Option<Item>> {
         let out = self
             .client

@@ -529,44 +529,13 @@ impl MessageArchive for DynamoStore {
         ids: &[String],
     ) -> Result<std::collections::HashSet<String>> {
         let partition = message_pk(org, mailbox);
-        let mut held = std::collections::HashSet::new();
-        let mut pending: Vec<Item> = ids.iter().map(|id| keys::key(&partition, id)).collect();
-        let mut attempt = 0;
-        while !pending.is_empty() {
-            let chunk: Vec<Item> = pending.drain(..pending.len().min(100)).collect();
-            let request = aws_sdk_dynamodb::types::KeysAndAttributes::builder()
-                .set_keys(Some(chunk))
-                .projection_expression("sk")
-                .consistent_read(true)
-                .build()
-                .map_err(unavailable)?;
-            let out = self
-                .client
-                .batch_get_item()
-                .request_items(&self.tables.messages, request)
-                .send()
-                .await
-                .map_err(unavailable)?;
-            for item in out
-                .responses
-                .unwrap_or_default()
-                .remove(&self.tables.messages)
-                .unwrap_or_default()
-            {
-                if let Some(id) = item.get("sk").and_then(|v| v.as_s().ok()) {
-                    held.insert(id.clone());
-                }
-            }
-            if let Some(left) = out
-                .unprocessed_keys
-                .and_then(|mut u| u.remove(&self.tables.messages))
-            {
-                attempt += 1;
-                backoff(attempt).await?;
-                pending.extend(left.keys);
-            }
-        }
-        Ok(held)
+        let keys = ids.iter().map(|id| keys::key(&partition, id)).collect();
+        Ok(self
+            .batch_get(&self.tables.messages, keys, Some("sk"))
+            .await?
+            .iter()
+            .filter_map(|item| item.get("sk").and_then(|v| v.as_s().ok()).cloned())
+            .collect())
     }
 
     async fn live_stamp(

@@ -1,7 +1,7 @@
 //! Users: roles, the Primary rule, the last-admin rule, bulk sync switches, sync outcomes.
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, TransactWriteItem};
+use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -149,43 +149,14 @@ impl DynamoStore {
     }
 
     async fn users_by_key(&self, org: &OrgId, emails: &[Email]) -> Result<Vec<Option<UserRecord>>> {
-        let mut found: std::collections::HashMap<String, UserRecord> = Default::default();
-        let mut pending: Vec<Item> = emails
+        let keys = emails
             .iter()
             .map(|e| keys::key(org_pk(org), user_sk(e)))
             .collect();
-        let mut attempt = 0;
-        while !pending.is_empty() {
-            let chunk: Vec<Item> = pending.drain(..pending.len().min(100)).collect();
-            let request = KeysAndAttributes::builder()
-                .set_keys(Some(chunk))
-                .consistent_read(true)
-                .build()
-                .map_err(unavailable)?;
-            let out = self
-                .client
-                .batch_get_item()
-                .request_items(&self.tables.state, request)
-                .send()
-                .await
-                .map_err(unavailable)?;
-            for item in out
-                .responses
-                .unwrap_or_default()
-                .remove(&self.tables.state)
-                .unwrap_or_default()
-            {
-                let r: UserRecord = from_item(item)?;
-                found.insert(r.email.key().to_owned(), r);
-            }
-            if let Some(left) = out
-                .unprocessed_keys
-                .and_then(|mut u| u.remove(&self.tables.state))
-            {
-                attempt += 1;
-                crate::messages::backoff(attempt).await?;
-                pending.extend(left.keys);
-            }
+        let mut found: std::collections::HashMap<String, UserRecord> = Default::default();
+        for item in self.batch_get(&self.tables.state, keys, None).await? {
+            let r: UserRecord = from_item(item)?;
+            found.insert(r.email.key().to_owned(), r);
         }
         Ok(emails.iter().map(|e| found.remove(e.key())).collect())
     }
