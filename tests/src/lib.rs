@@ -25,31 +25,40 @@ pub enum Backend {
 
 pub struct StoreFixture {
     pub store: DynamoStore,
+    /// Every DynamoDB call the store made, by operation.
+    pub calls: o365_local_stack::DynamoCalls,
     _backend: Backend,
 }
 
 impl StoreFixture {
     pub async fn dynoxide() -> Self {
         let server = EmbeddedDynamo::in_memory().await.expect("dynoxide starts");
-        let store = store_at(server.endpoint(), TableNames::default()).await;
+        let calls = o365_local_stack::DynamoCalls::default();
+        let store = store_at(calls.client(server.endpoint()), TableNames::default()).await;
         Self {
             store,
+            calls,
             _backend: Backend::Dynoxide(server),
         }
     }
 
     pub async fn moto() -> Self {
         let prefix = format!("t{}-", uuid::Uuid::new_v4().simple());
-        let store = store_at(&moto_endpoint(), TableNames::prefixed(&prefix)).await;
+        let calls = o365_local_stack::DynamoCalls::default();
+        let store = store_at(
+            calls.client(&moto_endpoint()),
+            TableNames::prefixed(&prefix),
+        )
+        .await;
         Self {
             store,
+            calls,
             _backend: Backend::Moto,
         }
     }
 }
 
-async fn store_at(endpoint: &str, tables: TableNames) -> DynamoStore {
-    let client = o365_local_stack::dynamodb_client(endpoint);
+async fn store_at(client: aws_sdk_dynamodb::Client, tables: TableNames) -> DynamoStore {
     ensure_tables(&client, &tables)
         .await
         .expect("tables are created");

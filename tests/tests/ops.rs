@@ -10,7 +10,7 @@ use o365_domain::message::WriteStamp;
 use o365_domain::message::{CapturedMessage, MessageRemoval, RemovalReason};
 use o365_domain::page::PageRequest;
 use o365_domain::ports::{AuditLog, MailboxStateStore, MessageArchive, OrgStore, UserStore};
-use o365_domain::user::{MessageCounters, NewUser, SyncState};
+use o365_domain::user::{NewUser, SyncState};
 use o365_e2e::{StoreFixture, audit, now, org};
 use o365_runtime::ops;
 
@@ -57,14 +57,12 @@ async fn list_and_show_orgs() {
     let f = seeded().await;
     let acme = org("acme");
     f.store
-        .record_sync(
+        .set_sync_state(
             &acme,
             &email("adele@contoso.com"),
             &SyncState::Error {
                 cause: Failure::new(FailureCode::UserNotFound, Some("x"), "gone", now()),
             },
-            now(),
-            MessageCounters::default(),
         )
         .await
         .unwrap();

@@ -9,7 +9,7 @@ use o365_domain::audit::AuditAction;
 use o365_domain::connection::{AppRegistration, Connection, ConnectionStatus, MicrosoftAccount};
 use o365_domain::consent::{ConsentLeg, ConsentRequest};
 use o365_domain::ids::{Email, OrgId, TenantId};
-use o365_domain::mailbox::{MailFolder, MailboxCursor, SyncLink};
+use o365_domain::mailbox::{Checkpoint, MailFolder, MailboxCursor, SyncLink};
 use o365_domain::message::{
     BodyType, CapturedMessage, MessageBody, MessageQuery, MessageRemoval, Recipient, RemovalReason,
     StoredMessage,
@@ -659,12 +659,31 @@ async fn sync_outcomes_update_state_and_counters(store: &DynamoStore) {
         deleted: 1,
         skipped: 3,
     };
+    let progress = Checkpoint {
+        cursors: vec![],
+        added,
+    };
+    let t0 = now();
+    assert!(
+        store
+            .acquire_lease(&o, &root, "job-1", t0 + Duration::minutes(5), t0)
+            .await
+            .unwrap()
+    );
     store
-        .record_sync(&o, &root, &SyncState::Ok, now(), added)
+        .checkpoint(&o, &root, "job-1", &progress)
         .await
         .unwrap();
+    assert!(
+        matches!(
+            store.checkpoint(&o, &root, "job-2", &progress).await,
+            Err(DomainError::Conflict(Entity::Lease))
+        ),
+        "only the lease holder commits progress"
+    );
+    let finished = now();
     store
-        .record_sync(&o, &root, &SyncState::Ok, now(), added)
+        .finish_run(&o, &root, "job-1", &progress, finished)
         .await
         .unwrap();
     let u = store.user(&o, &root).await.unwrap();
@@ -678,8 +697,38 @@ async fn sync_outcomes_update_state_and_counters(store: &DynamoStore) {
         }
     );
     assert_eq!(
+        u.last_sync_at.map(|t| t.unix_timestamp()),
+        Some(finished.unix_timestamp())
+    );
+    assert_eq!(
         u.version, 2,
         "sync outcomes do not bump the admin-facing version"
+    );
+    assert_eq!(
+        store.lease_holder(&o, &root, now()).await.unwrap(),
+        None,
+        "the finishing write released the lease"
+    );
+    // A run whose lease another job took over: its counts stand, the other lease stays.
+    let t1 = now();
+    assert!(
+        store
+            .acquire_lease(&o, &root, "job-3", t1 + Duration::minutes(5), t1)
+            .await
+            .unwrap()
+    );
+    store
+        .finish_run(&o, &root, "job-1", &progress, now())
+        .await
+        .unwrap();
+    assert_eq!(store.user(&o, &root).await.unwrap().counters.captured, 30);
+    assert_eq!(
+        store
+            .lease_holder(&o, &root, now())
+            .await
+            .unwrap()
+            .map(|l| l.holder),
+        Some("job-3".to_owned())
     );
     let cause = o365_domain::failure::Failure::new(
         o365_domain::failure::FailureCode::UserNotFound,
@@ -688,14 +737,12 @@ async fn sync_outcomes_update_state_and_counters(store: &DynamoStore) {
         now(),
     );
     store
-        .record_sync(
+        .set_sync_state(
             &o,
             &root,
             &SyncState::Error {
                 cause: cause.clone(),
             },
-            now(),
-            MessageCounters::default(),
         )
         .await
         .unwrap();
@@ -706,6 +753,10 @@ async fn sync_outcomes_update_state_and_counters(store: &DynamoStore) {
         .items;
     assert_eq!(errors.len(), 1);
     assert_eq!(errors[0].state, SyncState::Error { cause });
+    assert_eq!(
+        errors[0].counters.captured, 30,
+        "a filtered listing shows the mailbox's counts too"
+    );
     assert!(
         store
             .list_users(&o, Some(SyncStateKind::Ok), PageRequest::first(10))
@@ -715,13 +766,7 @@ async fn sync_outcomes_update_state_and_counters(store: &DynamoStore) {
             .is_empty()
     );
     let ghost = store
-        .record_sync(
-            &o,
-            &email("ghost@contoso.com"),
-            &SyncState::Ok,
-            now(),
-            added,
-        )
+        .set_sync_state(&o, &email("ghost@contoso.com"), &SyncState::Ok)
         .await;
     assert!(matches!(ghost, Err(DomainError::NotFound(Entity::User))));
 }
@@ -1134,14 +1179,23 @@ async fn cursors_and_leases(store: &DynamoStore) {
         store.cursor(&o, &mbx, MailFolder::SentItems).await.unwrap(),
         None
     );
-    store
-        .clear_cursor(&o, &mbx, MailFolder::Inbox)
-        .await
-        .unwrap();
+    // Both folders' positions live on the one mailbox item, read in one go.
+    let sent = MailboxCursor {
+        folder: MailFolder::SentItems,
+        link: SyncLink::Delta("https://graph.example/delta?$deltatoken=s".into()),
+        ..cursor.clone()
+    };
+    store.save_cursor(&sent).await.unwrap();
+    assert_eq!(
+        store.mailbox(&o, &mbx).await.unwrap().cursors,
+        vec![cursor.clone(), sent]
+    );
+    store.clear_cursors(&o, &mbx).await.unwrap();
     assert_eq!(
         store.cursor(&o, &mbx, MailFolder::Inbox).await.unwrap(),
         None
     );
+    assert!(store.mailbox(&o, &mbx).await.unwrap().cursors.is_empty());
 
     let t0 = now();
     assert!(

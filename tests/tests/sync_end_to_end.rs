@@ -445,10 +445,20 @@ async fn sync_backfill_churn_and_idle_runs_match_ground_truth() {
         .unwrap();
     assert_eq!((user.counters.captured, user.counters.updated), (104, 3));
 
-    // Nothing changed: exactly one Graph request per folder.
+    // Nothing changed: exactly one Graph request per folder, and the whole cycle (fan-out and
+    // worker) writes twice per mailbox, counted at the DynamoDB API: the fan-out's lease and
+    // the worker's one finishing write (both positions, the run's time, the lease released).
     let before = w.delta_requests();
+    let calls_before = w._fixture.calls.snapshot();
     w.sync_all(&engine, 1).await;
     assert_eq!(w.delta_requests() - before, 2 * 20);
+    let calls = w._fixture.calls.since(&calls_before);
+    assert_eq!(
+        o365_local_stack::DynamoCalls::writes(&calls),
+        2 * 20,
+        "an idle cycle's writes: {calls:?}"
+    );
+    assert_eq!(calls.get("UpdateItem"), Some(&40), "{calls:?}");
     assert_eq!(
         w.runs().await.len(),
         40,
@@ -496,11 +506,36 @@ impl MailSource for Crashy {
 
 #[async_trait]
 impl MailboxStateStore for Crashy {
-    async fn cursor(&self, o: &OrgId, m: &Email, f: MailFolder) -> DResult<Option<MailboxCursor>> {
+    async fn mailbox(&self, o: &OrgId, m: &Email) -> DResult<o365_domain::mailbox::MailboxState> {
         if self.tick() {
             return Err(Self::boom());
         }
-        self.store.cursor(o, m, f).await
+        self.store.mailbox(o, m).await
+    }
+    async fn checkpoint(
+        &self,
+        o: &OrgId,
+        m: &Email,
+        h: &str,
+        p: &o365_domain::mailbox::Checkpoint,
+    ) -> DResult<()> {
+        if self.tick() {
+            return Err(Self::boom());
+        }
+        self.store.checkpoint(o, m, h, p).await
+    }
+    async fn finish_run(
+        &self,
+        o: &OrgId,
+        m: &Email,
+        h: &str,
+        p: &o365_domain::mailbox::Checkpoint,
+        at: OffsetDateTime,
+    ) -> DResult<()> {
+        if self.tick() {
+            return Err(Self::boom());
+        }
+        self.store.finish_run(o, m, h, p, at).await
     }
     async fn save_cursor(&self, c: &MailboxCursor) -> DResult<()> {
         if self.tick() {
@@ -508,11 +543,11 @@ impl MailboxStateStore for Crashy {
         }
         self.store.save_cursor(c).await
     }
-    async fn clear_cursor(&self, o: &OrgId, m: &Email, f: MailFolder) -> DResult<()> {
+    async fn clear_cursors(&self, o: &OrgId, m: &Email) -> DResult<()> {
         if self.tick() {
             return Err(Self::boom());
         }
-        self.store.clear_cursor(o, m, f).await
+        self.store.clear_cursors(o, m).await
     }
     async fn acquire_lease(
         &self,

@@ -1,4 +1,5 @@
-//! Per-mailbox sync bookkeeping: the delta position of each folder, and the lease of a running job.
+//! Per-mailbox sync bookkeeping, kept on one item per mailbox: the delta position of each
+//! folder, the lease of a queued or running job, and what the runs counted and when.
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -72,4 +73,49 @@ pub struct MailboxCursor {
 pub struct Lease {
     pub holder: String,
     pub until: OffsetDateTime,
+}
+
+/// The mailbox's item as a run starts: its lease (running or not) and its folders' positions.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MailboxState {
+    pub lease: Option<Lease>,
+    pub cursors: Vec<MailboxCursor>,
+}
+
+impl MailboxState {
+    pub fn cursor(&self, folder: MailFolder) -> Option<&MailboxCursor> {
+        self.cursors.iter().find(|c| c.folder == folder)
+    }
+
+    /// The lease, if it still runs at `now`.
+    pub fn running_lease(&self, now: OffsetDateTime) -> Option<&Lease> {
+        self.lease.as_ref().filter(|l| l.until >= now)
+    }
+}
+
+/// What a run has not written yet: the folders' new positions and the counts of the pages they
+/// cover. Committed in one write, so a count and its position land together or not at all and a
+/// replayed page is never counted twice. A page that stored nothing waits here for the next
+/// write (losing it costs only a replay of an empty page), which is what lets an unchanged
+/// mailbox cost one write at the end of its run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub cursors: Vec<MailboxCursor>,
+    pub added: crate::user::MessageCounters,
+}
+
+impl Checkpoint {
+    /// A folder's newer position replaces its older one.
+    pub fn advance(&mut self, cursor: MailboxCursor) {
+        self.cursors.retain(|c| c.folder != cursor.folder);
+        self.cursors.push(cursor);
+    }
+
+    pub fn add(&mut self, counters: crate::user::MessageCounters) {
+        self.added = self.added + counters;
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.cursors.is_empty() && self.added == crate::user::MessageCounters::default()
+    }
 }

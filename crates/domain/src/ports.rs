@@ -13,7 +13,7 @@ use crate::connection::{Connection, ConnectionStatus};
 use crate::consent::ConsentRequest;
 use crate::error::Result;
 use crate::ids::{Email, OrgId, TenantId};
-use crate::mailbox::{MailFolder, MailboxCursor};
+use crate::mailbox::{Checkpoint, MailFolder, MailboxCursor, MailboxState};
 use crate::message::{CapturedMessage, MessageRemoval, PageWriteSummary, StoredMessage};
 use crate::page::{Page, PageRequest};
 use crate::secret::{AppCredential, Freshness, Sensitive};
@@ -114,15 +114,9 @@ pub trait UserStore: Send + Sync {
         email: &Email,
         link: Option<&crate::user::DirectoryLink>,
     ) -> Result<()>;
-    /// Records the outcome of a mailbox run: state, time and counter increments.
-    async fn record_sync(
-        &self,
-        org: &OrgId,
-        email: &Email,
-        state: &SyncState,
-        at: OffsetDateTime,
-        added: crate::user::MessageCounters,
-    ) -> Result<()>;
+    /// Records a mailbox's sync state (what users see, and the status filter's index) when a run
+    /// changed it; leaves `version` alone. A run that ends as it began writes nothing here.
+    async fn set_sync_state(&self, org: &OrgId, email: &Email, state: &SyncState) -> Result<()>;
 }
 
 #[async_trait]
@@ -164,14 +158,42 @@ pub trait AuditLog: Send + Sync {
 
 #[async_trait]
 pub trait MailboxStateStore: Send + Sync {
+    /// The mailbox's item in one read: lease and folder positions (empty when it has none).
+    async fn mailbox(&self, org: &OrgId, mailbox: &Email) -> Result<MailboxState>;
+    /// A folder's position (a convenience over [`Self::mailbox`]).
     async fn cursor(
         &self,
         org: &OrgId,
         mailbox: &Email,
         folder: MailFolder,
-    ) -> Result<Option<MailboxCursor>>;
+    ) -> Result<Option<MailboxCursor>> {
+        Ok(self.mailbox(org, mailbox).await?.cursor(folder).cloned())
+    }
+    /// Commits positions and their counts in one write while `holder` holds the lease;
+    /// `DomainError::Conflict` when it no longer does (another job has the mailbox).
+    async fn checkpoint(
+        &self,
+        org: &OrgId,
+        mailbox: &Email,
+        holder: &str,
+        progress: &Checkpoint,
+    ) -> Result<()>;
+    /// The run's last write: its remaining positions and counts, the time of the run, and the
+    /// lease released (kept as the finished holder, so a fan-out that queued the job cannot
+    /// lease the mailbox to it after it ran). If another holder has the lease by now, the
+    /// positions and counts are still committed and that holder's lease is left alone.
+    async fn finish_run(
+        &self,
+        org: &OrgId,
+        mailbox: &Email,
+        holder: &str,
+        progress: &Checkpoint,
+        at: OffsetDateTime,
+    ) -> Result<()>;
+    /// Sets a folder's position outside any run (operators, tests).
     async fn save_cursor(&self, cursor: &MailboxCursor) -> Result<()>;
-    async fn clear_cursor(&self, org: &OrgId, mailbox: &Email, folder: MailFolder) -> Result<()>;
+    /// Forgets both folders' positions: the next run reads them from scratch.
+    async fn clear_cursors(&self, org: &OrgId, mailbox: &Email) -> Result<()>;
     /// Takes the mailbox's lease unless another holder's lease is still running.
     async fn acquire_lease(
         &self,
@@ -181,8 +203,7 @@ pub trait MailboxStateStore: Send + Sync {
         until: OffsetDateTime,
         now: OffsetDateTime,
     ) -> Result<bool>;
-    /// Ends the holder's lease, leaving the holder recorded as finished (so a fan-out that queued
-    /// the job cannot lease the mailbox to it after it ran).
+    /// Ends the holder's lease, leaving the holder recorded as finished.
     async fn release_lease(&self, org: &OrgId, mailbox: &Email, holder: &str) -> Result<()>;
     /// The fan-out's lease for a job it has just queued: taken only if no lease runs and the
     /// job has not already run and finished (its worker may have been faster than this write).

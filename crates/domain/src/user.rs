@@ -120,6 +120,18 @@ pub struct MessageCounters {
     pub skipped: u64,
 }
 
+impl std::ops::Add for MessageCounters {
+    type Output = Self;
+    fn add(self, o: Self) -> Self {
+        Self {
+            captured: self.captured + o.captured,
+            updated: self.updated + o.updated,
+            deleted: self.deleted + o.deleted,
+            skipped: self.skipped + o.skipped,
+        }
+    }
+}
+
 /// The directory user a platform email resolved to. Graph is addressed by `object_id`, which
 /// survives renames; UPN and mail are kept for people to read.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,6 +1,10 @@
 //! The local stack the embedded run and the tests stand on: a real DynamoDB API served by
 //! dynoxide in-process, and AWS SDK clients pointed at local endpoints.
 
+mod call_count;
+
+pub use call_count::{DynamoCalls, WRITE_OPERATIONS};
+
 use std::path::Path;
 
 use aws_config::retry::RetryConfig;

@@ -79,14 +79,15 @@ pub async fn resync_mailbox(
     confirm: bool,
 ) -> Result<Vec<MailFolder>> {
     store.user(org, mailbox).await?;
-    let mut positioned = Vec::new();
-    for folder in MailFolder::ALL {
-        if store.cursor(org, mailbox, folder).await?.is_some() {
-            positioned.push(folder);
-            if confirm {
-                store.clear_cursor(org, mailbox, folder).await?;
-            }
-        }
+    let positioned: Vec<MailFolder> = store
+        .mailbox(org, mailbox)
+        .await?
+        .cursors
+        .iter()
+        .map(|c| c.folder)
+        .collect();
+    if confirm && !positioned.is_empty() {
+        store.clear_cursors(org, mailbox).await?;
     }
     Ok(positioned)
 }

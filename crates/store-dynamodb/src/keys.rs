@@ -17,7 +17,6 @@
 //! so a large org's sync writes spread over many partitions.
 
 use o365_domain::ids::{Email, OrgId, TenantId};
-use o365_domain::mailbox::MailFolder;
 
 use crate::tables::{PK, SK};
 use crate::{Item, s};
@@ -63,11 +62,8 @@ pub fn mailbox_pk(org: &OrgId, mailbox: &Email) -> String {
     format!("MBX#{org}#{}", mailbox.key())
 }
 
-pub fn cursor_sk(folder: MailFolder) -> String {
-    format!("CURSOR#{}", folder.well_known_name())
-}
-
-pub const LEASE_SK: &str = "LEASE";
+/// The mailbox item: lease, folder positions, counters, last run.
+pub const MAILBOX_SK: &str = "MAILBOX";
 
 /// Messages table partition: one mailbox.
 pub fn message_pk(org: &OrgId, mailbox: &Email) -> String {

@@ -1,65 +1,307 @@
-//! Per-mailbox bookkeeping: delta cursors and the job lease.
+//! One item per mailbox (`MBX#{org}#{email}` / `MAILBOX`): the job lease, both folders' delta
+//! positions, the run counters and the time of the last run. Every change is one conditional
+//! `UpdateItem`, so an unchanged mailbox's cycle costs the fan-out's lease and the worker's
+//! finishing write, nothing else. The item has no index keys: its writes are never replicated.
+
+use std::collections::HashMap;
 
 use async_trait::async_trait;
+use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 use aws_sdk_dynamodb::types::AttributeValue;
-use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use o365_domain::Result;
 use o365_domain::ids::{Email, OrgId};
-use o365_domain::mailbox::{Lease, MailFolder, MailboxCursor};
+use o365_domain::mailbox::{Checkpoint, Lease, MailFolder, MailboxCursor, MailboxState};
 use o365_domain::ports::MailboxStateStore;
+use o365_domain::user::MessageCounters;
+use o365_domain::{DomainError, Entity, Result};
 
-use crate::keys::{self, LEASE_SK, cursor_sk, mailbox_pk};
+use crate::keys::{self, MAILBOX_SK, mailbox_pk};
 use crate::sdk_error::{is_conditional_failure, unavailable};
-use crate::{DynamoStore, from_item, n, s};
+use crate::{DynamoStore, Item, n, rfc3339, s};
 
-#[derive(Serialize, Deserialize)]
-struct CursorRecord {
-    pk: String,
-    sk: String,
-    #[serde(flatten)]
-    cursor: MailboxCursor,
+const HOLDER: &str = "lease_holder";
+const UNTIL: &str = "lease_until_ms";
+const LAST_SYNC: &str = "last_sync_at";
+const COUNTERS: [&str; 4] = ["captured", "updated", "deleted", "skipped"];
+
+fn cursor_attribute(folder: MailFolder) -> String {
+    format!("cursor_{}", folder.well_known_name())
 }
 
-/// Keep a finished lease around for a day, then let TTL remove it.
-const LEASE_RETENTION_SECS: i64 = 86_400;
+fn millis(t: OffsetDateTime) -> i128 {
+    t.unix_timestamp_nanos() / 1_000_000
+}
 
-#[async_trait]
-impl MailboxStateStore for DynamoStore {
-    async fn cursor(
+fn from_millis(ms: i128) -> Option<OffsetDateTime> {
+    OffsetDateTime::from_unix_timestamp_nanos(ms * 1_000_000).ok()
+}
+
+fn number(item: &Item, name: &str) -> Option<i128> {
+    item.get(name)?.as_n().ok()?.parse().ok()
+}
+
+/// What the user view takes from the mailbox item: the runs' counts and the last run's time.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct MailboxSummary {
+    pub counters: MessageCounters,
+    pub last_sync_at: Option<OffsetDateTime>,
+}
+
+impl MailboxSummary {
+    pub(crate) const PROJECTION: &'static str =
+        "pk, captured, updated, deleted, skipped, last_sync_at";
+
+    fn from_item(item: &Item) -> Self {
+        let count = |name| number(item, name).map_or(0, |v| v.max(0) as u64);
+        Self {
+            counters: MessageCounters {
+                captured: count("captured"),
+                updated: count("updated"),
+                deleted: count("deleted"),
+                skipped: count("skipped"),
+            },
+            last_sync_at: item
+                .get(LAST_SYNC)
+                .and_then(|v| v.as_s().ok())
+                .and_then(|t| {
+                    OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
+                }),
+        }
+    }
+}
+
+/// The parts of an `UpdateItem` a checkpoint adds: each position set, each count added.
+struct Expression {
+    set: Vec<String>,
+    add: Vec<String>,
+    remove: Vec<String>,
+    values: Item,
+}
+
+impl Expression {
+    fn new() -> Self {
+        Self {
+            set: Vec::new(),
+            add: Vec::new(),
+            remove: Vec::new(),
+            values: Item::new(),
+        }
+    }
+
+    fn set(&mut self, name: &str, value: AttributeValue) {
+        let i = self.values.len();
+        self.set.push(format!("{name} = :v{i}"));
+        self.values.insert(format!(":v{i}"), value);
+    }
+
+    fn progress(mut self, progress: &Checkpoint) -> Result<Self> {
+        for cursor in &progress.cursors {
+            let value = serde_dynamo::to_attribute_value(cursor).map_err(unavailable)?;
+            self.set(&cursor_attribute(cursor.folder), value);
+        }
+        let c = progress.added;
+        for (name, value) in COUNTERS
+            .iter()
+            .zip([c.captured, c.updated, c.deleted, c.skipped])
+        {
+            if value > 0 {
+                let i = self.values.len();
+                self.add.push(format!("{name} :v{i}"));
+                self.values.insert(format!(":v{i}"), n(value));
+            }
+        }
+        Ok(self)
+    }
+
+    fn holder_condition(mut self, holder: &str) -> (Self, &'static str) {
+        self.values.insert(":holder".into(), s(holder));
+        (self, "lease_holder = :holder")
+    }
+
+    fn apply(self, update: UpdateItemFluentBuilder) -> UpdateItemFluentBuilder {
+        let mut clauses = Vec::new();
+        if !self.set.is_empty() {
+            clauses.push(format!("SET {}", self.set.join(", ")));
+        }
+        if !self.add.is_empty() {
+            clauses.push(format!("ADD {}", self.add.join(", ")));
+        }
+        if !self.remove.is_empty() {
+            clauses.push(format!("REMOVE {}", self.remove.join(", ")));
+        }
+        update
+            .update_expression(clauses.join(" "))
+            .set_expression_attribute_values((!self.values.is_empty()).then_some(self.values))
+    }
+}
+
+impl DynamoStore {
+    fn mailbox_update(&self, org: &OrgId, mailbox: &Email) -> UpdateItemFluentBuilder {
+        self.client
+            .update_item()
+            .table_name(&self.tables.state)
+            .set_key(Some(keys::key(mailbox_pk(org, mailbox), MAILBOX_SK)))
+    }
+
+    /// Sends an update; `Ok(false)` when its condition did not hold.
+    async fn send_conditional(update: UpdateItemFluentBuilder) -> Result<bool> {
+        match update.send().await {
+            Ok(_) => Ok(true),
+            Err(e) if is_conditional_failure(&e) => Ok(false),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    /// Takes the lease for `holder` until `until` when `condition` (over `:now`, `:holder`) holds.
+    async fn take_lease(
         &self,
         org: &OrgId,
         mailbox: &Email,
-        folder: MailFolder,
-    ) -> Result<Option<MailboxCursor>> {
-        let item = self
+        holder: &str,
+        until: OffsetDateTime,
+        now: OffsetDateTime,
+        condition: &str,
+    ) -> Result<bool> {
+        let update = self
+            .mailbox_update(org, mailbox)
+            .update_expression("SET lease_holder = :holder, lease_until_ms = :until")
+            .condition_expression(condition)
+            .expression_attribute_values(":holder", s(holder))
+            .expression_attribute_values(":until", n(millis(until)))
+            .expression_attribute_values(":now", n(millis(now)));
+        Self::send_conditional(update).await
+    }
+
+    /// The mailbox items of `emails` (those that have one), for the user view.
+    pub(crate) async fn mailbox_summaries(
+        &self,
+        org: &OrgId,
+        emails: impl Iterator<Item = &Email>,
+    ) -> Result<HashMap<String, MailboxSummary>> {
+        let wanted: HashMap<String, String> = emails
+            .map(|e| (mailbox_pk(org, e), e.key().to_owned()))
+            .collect();
+        if wanted.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let keys = wanted
+            .keys()
+            .map(|pk| keys::key(pk.clone(), MAILBOX_SK))
+            .collect();
+        let items = self
+            .batch_get(&self.tables.state, keys, Some(MailboxSummary::PROJECTION))
+            .await?;
+        Ok(items
+            .iter()
+            .filter_map(|item| {
+                let pk = item.get("pk")?.as_s().ok()?;
+                Some((wanted.get(pk)?.clone(), MailboxSummary::from_item(item)))
+            })
+            .collect())
+    }
+}
+
+#[async_trait]
+impl MailboxStateStore for DynamoStore {
+    async fn mailbox(&self, org: &OrgId, mailbox: &Email) -> Result<MailboxState> {
+        let Some(item) = self
             .get(
                 &self.tables.state,
-                keys::key(mailbox_pk(org, mailbox), cursor_sk(folder)),
+                keys::key(mailbox_pk(org, mailbox), MAILBOX_SK),
             )
-            .await?;
-        item.map(|i| from_item::<CursorRecord>(i).map(|r| r.cursor))
-            .transpose()
+            .await?
+        else {
+            return Ok(MailboxState::default());
+        };
+        let lease = match (
+            item.get(HOLDER).and_then(|v| v.as_s().ok()),
+            number(&item, UNTIL),
+        ) {
+            (Some(holder), Some(until)) => from_millis(until).map(|until| Lease {
+                holder: holder.clone(),
+                until,
+            }),
+            _ => None,
+        };
+        let mut cursors = Vec::new();
+        for folder in MailFolder::ALL {
+            if let Some(value) = item.get(&cursor_attribute(folder)) {
+                cursors
+                    .push(serde_dynamo::from_attribute_value(value.clone()).map_err(unavailable)?);
+            }
+        }
+        Ok(MailboxState { lease, cursors })
+    }
+
+    async fn checkpoint(
+        &self,
+        org: &OrgId,
+        mailbox: &Email,
+        holder: &str,
+        progress: &Checkpoint,
+    ) -> Result<()> {
+        if progress.is_empty() {
+            return Ok(());
+        }
+        let (expression, condition) = Expression::new()
+            .progress(progress)?
+            .holder_condition(holder);
+        let update = expression
+            .apply(self.mailbox_update(org, mailbox))
+            .condition_expression(condition);
+        match Self::send_conditional(update).await? {
+            true => Ok(()),
+            false => Err(DomainError::Conflict(Entity::Lease)),
+        }
+    }
+
+    async fn finish_run(
+        &self,
+        org: &OrgId,
+        mailbox: &Email,
+        holder: &str,
+        progress: &Checkpoint,
+        at: OffsetDateTime,
+    ) -> Result<()> {
+        let mut expression = Expression::new().progress(progress)?;
+        expression.set(LAST_SYNC, s(rfc3339(at)));
+        let mut released = Expression::new().progress(progress)?;
+        released.set(LAST_SYNC, s(rfc3339(at)));
+        released.set(UNTIL, n(0));
+        let (released, condition) = released.holder_condition(holder);
+        let update = released
+            .apply(self.mailbox_update(org, mailbox))
+            .condition_expression(condition);
+        if Self::send_conditional(update).await? {
+            return Ok(());
+        }
+        // Our lease ran out and another job holds the mailbox: what this run stored and counted
+        // still stands (positions are only ever saved after their pages, so either job's
+        // position is safe to resume from); the other job's lease is not ours to end.
+        Self::send_conditional(expression.apply(self.mailbox_update(org, mailbox))).await?;
+        Ok(())
     }
 
     async fn save_cursor(&self, cursor: &MailboxCursor) -> Result<()> {
-        let record = CursorRecord {
-            pk: mailbox_pk(&cursor.org, &cursor.mailbox),
-            sk: cursor_sk(cursor.folder),
-            cursor: cursor.clone(),
+        let progress = Checkpoint {
+            cursors: vec![cursor.clone()],
+            added: MessageCounters::default(),
         };
-        self.put_state(&record).await
+        let expression = Expression::new().progress(&progress)?;
+        Self::send_conditional(expression.apply(self.mailbox_update(&cursor.org, &cursor.mailbox)))
+            .await?;
+        Ok(())
     }
 
-    async fn clear_cursor(&self, org: &OrgId, mailbox: &Email, folder: MailFolder) -> Result<()> {
-        self.client
-            .delete_item()
-            .table_name(&self.tables.state)
-            .set_key(Some(keys::key(mailbox_pk(org, mailbox), cursor_sk(folder))))
-            .send()
-            .await
-            .map_err(unavailable)?;
+    async fn clear_cursors(&self, org: &OrgId, mailbox: &Email) -> Result<()> {
+        let mut expression = Expression::new();
+        expression.remove = MailFolder::ALL.into_iter().map(cursor_attribute).collect();
+        // Only an existing item: clearing never creates one.
+        let update = expression
+            .apply(self.mailbox_update(org, mailbox))
+            .condition_expression("attribute_exists(pk)");
+        Self::send_conditional(update).await?;
         Ok(())
     }
 
@@ -71,13 +313,13 @@ impl MailboxStateStore for DynamoStore {
         until: OffsetDateTime,
         now: OffsetDateTime,
     ) -> Result<bool> {
-        self.put_lease(
+        self.take_lease(
             org,
             mailbox,
             holder,
             until,
             now,
-            "attribute_not_exists(pk) OR until_ms < :now OR holder = :holder",
+            "attribute_not_exists(lease_until_ms) OR lease_until_ms < :now OR lease_holder = :holder",
         )
         .await
     }
@@ -88,40 +330,20 @@ impl MailboxStateStore for DynamoStore {
         mailbox: &Email,
         now: OffsetDateTime,
     ) -> Result<Option<Lease>> {
-        let item = self
-            .get(
-                &self.tables.state,
-                keys::key(mailbox_pk(org, mailbox), LEASE_SK),
-            )
-            .await?;
-        let lease = item.and_then(|i| {
-            let until_ms = i.get("until_ms")?.as_n().ok()?.parse::<i128>().ok()?;
-            Some(Lease {
-                holder: i.get("holder")?.as_s().ok()?.clone(),
-                until: OffsetDateTime::from_unix_timestamp_nanos(until_ms * 1_000_000).ok()?,
-            })
-        });
-        Ok(lease.filter(|l| l.until >= now))
+        let state = self.mailbox(org, mailbox).await?;
+        Ok(state.running_lease(now).cloned())
     }
 
     async fn release_lease(&self, org: &OrgId, mailbox: &Email, holder: &str) -> Result<()> {
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.tables.state)
-            .set_key(Some(keys::key(mailbox_pk(org, mailbox), LEASE_SK)))
-            .update_expression("SET until_ms = :ended")
-            .condition_expression("holder = :holder")
-            .expression_attribute_values(":holder", AttributeValue::S(holder.to_owned()))
-            .expression_attribute_values(":ended", n(0))
-            .send()
-            .await;
-        match result {
-            // Someone else holds it now (ours had expired): theirs is not ours to release.
-            Ok(_) => Ok(()),
-            Err(e) if is_conditional_failure(&e) => Ok(()),
-            Err(e) => Err(unavailable(e)),
-        }
+        // Someone else holding it now (ours had expired) is fine: theirs is not ours to release.
+        let update = self
+            .mailbox_update(org, mailbox)
+            .update_expression("SET lease_until_ms = :ended")
+            .condition_expression("lease_holder = :holder")
+            .expression_attribute_values(":holder", s(holder))
+            .expression_attribute_values(":ended", n(0));
+        Self::send_conditional(update).await?;
+        Ok(())
     }
 
     async fn lease_queued_job(
@@ -132,53 +354,14 @@ impl MailboxStateStore for DynamoStore {
         until: OffsetDateTime,
         now: OffsetDateTime,
     ) -> Result<bool> {
-        self.put_lease(
+        self.take_lease(
             org,
             mailbox,
             holder,
             until,
             now,
-            "attribute_not_exists(pk) OR (until_ms < :now AND holder <> :holder)",
+            "attribute_not_exists(lease_until_ms) OR (lease_until_ms < :now AND lease_holder <> :holder)",
         )
         .await
-    }
-}
-
-impl DynamoStore {
-    /// Puts the mailbox's lease for `holder` until `until` when `condition` holds.
-    async fn put_lease(
-        &self,
-        org: &OrgId,
-        mailbox: &Email,
-        holder: &str,
-        until: OffsetDateTime,
-        now: OffsetDateTime,
-        condition: &str,
-    ) -> Result<bool> {
-        let mut item = keys::key(mailbox_pk(org, mailbox), LEASE_SK);
-        item.insert("holder".into(), s(holder));
-        item.insert(
-            "until_ms".into(),
-            n(until.unix_timestamp_nanos() / 1_000_000),
-        );
-        item.insert(
-            "expires_at".into(),
-            n(until.unix_timestamp() + LEASE_RETENTION_SECS),
-        );
-        let result = self
-            .client
-            .put_item()
-            .table_name(&self.tables.state)
-            .set_item(Some(item))
-            .condition_expression(condition)
-            .expression_attribute_values(":now", n(now.unix_timestamp_nanos() / 1_000_000))
-            .expression_attribute_values(":holder", s(holder))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e) if is_conditional_failure(&e) => Ok(false),
-            Err(e) => Err(unavailable(e)),
-        }
     }
 }

@@ -15,9 +15,10 @@ use o365_domain::user::{
 use o365_domain::{DomainError, Entity, FieldError, Result, RuleViolation};
 
 use crate::keys::{self, ORG_SK, USER_SK_PREFIX, org_pk, user_sk, user_state_gsi_pk};
+use crate::mailboxes::MailboxSummary;
 use crate::sdk_error::{TransactionFailure, unavailable};
 use crate::tables::{GSI1, GSI1_PK, PK};
-use crate::{DynamoStore, Item, from_item, n, rfc3339, s, to_item};
+use crate::{DynamoStore, Item, from_item, n, s, to_item};
 
 #[derive(Debug, Serialize, Deserialize)]
 struct UserRecord {
@@ -51,7 +52,10 @@ struct UserRecord {
 }
 
 impl UserRecord {
-    fn into_user(self, primary: Option<&str>) -> User {
+    /// The user as people see it: the user item, with the counts and the last run's time from
+    /// the mailbox item (older user items carried counts themselves; they add up).
+    fn into_user(self, primary: Option<&str>, mailbox: Option<&MailboxSummary>) -> User {
+        let mailbox = mailbox.copied().unwrap_or_default();
         User {
             is_primary: primary == Some(self.email.key()),
             email: self.email,
@@ -60,13 +64,13 @@ impl UserRecord {
             sync_enabled: self.sync_enabled,
             connection_mode: self.connection_mode,
             state: self.state,
-            last_sync_at: self.last_sync_at,
+            last_sync_at: mailbox.last_sync_at.max(self.last_sync_at),
             counters: MessageCounters {
                 captured: self.captured,
                 updated: self.updated,
                 deleted: self.deleted,
                 skipped: self.skipped,
-            },
+            } + mailbox.counters,
             directory: self.directory,
             version: self.version,
         }
@@ -160,6 +164,25 @@ impl DynamoStore {
         }
         Ok(emails.iter().map(|e| found.remove(e.key())).collect())
     }
+
+    /// User records joined with their mailbox items (one batch read).
+    async fn users_with_mailboxes(
+        &self,
+        org: &OrgId,
+        records: Vec<UserRecord>,
+        primary: Option<&str>,
+    ) -> Result<Vec<User>> {
+        let mailboxes = self
+            .mailbox_summaries(org, records.iter().map(|r| &r.email))
+            .await?;
+        Ok(records
+            .into_iter()
+            .map(|r| {
+                let mailbox = mailboxes.get(r.email.key());
+                r.into_user(primary, mailbox)
+            })
+            .collect())
+    }
 }
 
 #[async_trait]
@@ -191,7 +214,10 @@ impl UserStore for DynamoStore {
     async fn user(&self, org: &OrgId, email: &Email) -> Result<User> {
         let record = self.user_record(org, email).await?;
         let primary = self.org_record(org).await?.primary_email;
-        Ok(record.into_user(primary.as_deref()))
+        let mut users = self
+            .users_with_mailboxes(org, vec![record], primary.as_deref())
+            .await?;
+        users.pop().ok_or(DomainError::NotFound(Entity::User))
     }
 
     async fn list_users(
@@ -222,11 +248,9 @@ impl UserStore for DynamoStore {
         };
         let records = Self::decode_page::<UserRecord>(raw)?;
         Ok(Page {
-            items: records
-                .items
-                .into_iter()
-                .map(|r| r.into_user(primary.as_deref()))
-                .collect(),
+            items: self
+                .users_with_mailboxes(org, records.items, primary.as_deref())
+                .await?,
             next: records.next,
         })
     }
@@ -464,11 +488,12 @@ impl UserStore for DynamoStore {
         }
         let primary = self.org_record(org).await?.primary_email;
         let updated = self.users_by_key(org, &emails).await?;
-        Ok(updated
-            .into_iter()
-            .flatten()
-            .map(|r| r.into_user(primary.as_deref()))
-            .collect())
+        self.users_with_mailboxes(
+            org,
+            updated.into_iter().flatten().collect(),
+            primary.as_deref(),
+        )
+        .await
     }
 
     async fn sync_enabled_users(&self, org: &OrgId, page: PageRequest) -> Result<Page<Email>> {
@@ -529,20 +554,7 @@ impl UserStore for DynamoStore {
         }
     }
 
-    async fn record_sync(
-        &self,
-        org: &OrgId,
-        email: &Email,
-        state: &SyncState,
-        at: OffsetDateTime,
-        added: MessageCounters,
-    ) -> Result<()> {
-        let mut values = state_values(org, state)?;
-        values.insert(":at".into(), s(rfc3339(at)));
-        values.insert(":c".into(), n(added.captured));
-        values.insert(":u".into(), n(added.updated));
-        values.insert(":d".into(), n(added.deleted));
-        values.insert(":k".into(), n(added.skipped));
+    async fn set_sync_state(&self, org: &OrgId, email: &Email, state: &SyncState) -> Result<()> {
         // Sync outcomes leave `version` alone: it guards what admins edit, and a background run
         // must not turn an admin's save into a conflict.
         let result = self
@@ -550,10 +562,10 @@ impl UserStore for DynamoStore {
             .update_item()
             .table_name(&self.tables.state)
             .set_key(Some(keys::key(org_pk(org), user_sk(email))))
-            .update_expression("SET #state = :state, gsi1pk = :gsi, last_sync_at = :at ADD captured :c, updated :u, deleted :d, skipped :k")
+            .update_expression("SET #state = :state, gsi1pk = :gsi")
             .condition_expression("attribute_exists(pk)")
             .expression_attribute_names("#state", "state")
-            .set_expression_attribute_values(Some(values))
+            .set_expression_attribute_values(Some(state_values(org, state)?))
             .send()
             .await;
         match result {

@@ -129,16 +129,37 @@ impl MessageArchive for Counting {
 
 #[async_trait]
 impl MailboxStateStore for Counting {
-    async fn cursor(&self, o: &OrgId, m: &Email, f: MailFolder) -> DResult<Option<MailboxCursor>> {
-        self.store.cursor(o, m, f).await
+    async fn mailbox(&self, o: &OrgId, m: &Email) -> DResult<o365_domain::mailbox::MailboxState> {
+        self.store.mailbox(o, m).await
+    }
+    async fn checkpoint(
+        &self,
+        o: &OrgId,
+        m: &Email,
+        h: &str,
+        p: &o365_domain::mailbox::Checkpoint,
+    ) -> DResult<()> {
+        self.writes.fetch_add(1, Ordering::Relaxed);
+        self.store.checkpoint(o, m, h, p).await
+    }
+    async fn finish_run(
+        &self,
+        o: &OrgId,
+        m: &Email,
+        h: &str,
+        p: &o365_domain::mailbox::Checkpoint,
+        at: OffsetDateTime,
+    ) -> DResult<()> {
+        self.writes.fetch_add(1, Ordering::Relaxed);
+        self.store.finish_run(o, m, h, p, at).await
     }
     async fn save_cursor(&self, c: &MailboxCursor) -> DResult<()> {
         self.writes.fetch_add(1, Ordering::Relaxed);
         self.store.save_cursor(c).await
     }
-    async fn clear_cursor(&self, o: &OrgId, m: &Email, f: MailFolder) -> DResult<()> {
+    async fn clear_cursors(&self, o: &OrgId, m: &Email) -> DResult<()> {
         self.writes.fetch_add(1, Ordering::Relaxed);
-        self.store.clear_cursor(o, m, f).await
+        self.store.clear_cursors(o, m).await
     }
     async fn acquire_lease(
         &self,

@@ -5,36 +5,36 @@ use super::*;
 impl SyncEngine {
     pub(crate) async fn stop(
         &self,
-        job: &SyncJob,
+        run: &mut Run<'_>,
         connection: &Connection,
         stop: Stop,
-        report: &MailboxReport,
-        failure: &mut Option<Failure>,
     ) -> JobOutcome {
         match stop {
+            // The lease ran out and another job holds the mailbox now: it carries on from the
+            // positions this run saved.
+            Stop::Store(DomainError::Conflict(o365_domain::Entity::Lease)) => {
+                JobOutcome::Skipped("another job took the mailbox over")
+            }
             Stop::Store(e) => JobOutcome::Failed(e.to_string()),
             // Handled where the run knows its user (`run_job_inner`); here only for completeness.
             Stop::OutOfTime => JobOutcome::Continued,
-            Stop::Microsoft(e) => {
-                self.microsoft_stop(job, connection, e, report, failure)
-                    .await
-            }
+            Stop::Microsoft(e) => self.microsoft_stop(run, connection, e).await,
         }
     }
 
     pub(crate) async fn microsoft_stop(
         &self,
-        job: &SyncJob,
+        run: &mut Run<'_>,
         connection: &Connection,
         error: MicrosoftError,
-        report: &MailboxReport,
-        failure_out: &mut Option<Failure>,
     ) -> JobOutcome {
+        let job = run.job;
         let (org, mailbox) = (&job.org, &job.mailbox);
         let s = &self.stores;
         match error {
             MicrosoftError::Throttled { retry_after } => {
-                // Keep the mailbox ours while the job waits on the queue.
+                // Keep the mailbox ours (and what it did so far) while the job waits on the queue.
+                let _ = self.flush(run).await;
                 let t = now();
                 let _ = s
                     .state
@@ -49,7 +49,7 @@ impl SyncEngine {
                 JobOutcome::RetryAfter(retry_after)
             }
             MicrosoftError::Unavailable { message } => {
-                *failure_out = Some(Failure::new(
+                run.failure = Some(Failure::new(
                     FailureCode::MicrosoftUnavailable,
                     None,
                     message.clone(),
@@ -75,18 +75,13 @@ impl SyncEngine {
                     code
                 };
                 let failure = Failure::new(code, Some(&microsoft_code), message, now());
-                *failure_out = Some(failure.clone());
+                run.failure = Some(failure.clone());
                 match code.scope() {
                     FailureScope::User => {
                         let state = SyncState::Error { cause: failure };
-                        if let Err(e) = s
-                            .users
-                            .record_sync(org, mailbox, &state, now(), report.counters)
-                            .await
-                        {
+                        if let Err(e) = self.finish(run, state).await {
                             return JobOutcome::Failed(e.to_string());
                         }
-                        let _ = s.state.release_lease(org, mailbox, &job.job_id).await;
                         JobOutcome::UserError(code)
                     }
                     FailureScope::Transient => JobOutcome::Failed(failure.message),

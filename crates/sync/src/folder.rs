@@ -4,23 +4,20 @@
 use super::*;
 
 impl SyncEngine {
-    #[allow(clippy::too_many_arguments)]
+    /// Follows one folder's delta chain from `stored` to its end (or the deadline). A page that
+    /// stored something is followed by one write of its position and counts; a page that stored
+    /// nothing leaves them pending for the next write.
     pub(crate) async fn sync_folder(
         &self,
-        job: &SyncJob,
-        tenant: o365_domain::ids::TenantId,
-        app: o365_domain::connection::AppRegistration,
-        user_id: &str,
+        run: &mut Run<'_>,
+        source: &MailSourceRef,
         folder: MailFolder,
-        policy: &CapturePolicy,
-        backfill_since: Option<OffsetDateTime>,
-        deadline: Instant,
-        report: &mut MailboxReport,
+        stored: Option<MailboxCursor>,
     ) -> Result<(), Stop> {
+        let job = run.job;
         let (org, mailbox) = (&job.org, &job.mailbox);
         let s = &self.stores;
         let mut restarts = 0;
-        let stored = s.state.cursor(org, mailbox, folder).await?;
         // After a 410 the folder is read again from scratch; whatever the archive holds in this
         // folder that the new round does not return was removed while the link was dead. The
         // round's start is persisted with every cursor of the round, so the reconciliation at
@@ -33,21 +30,25 @@ impl SyncEngine {
         loop {
             // Checked before every page: what is stored so far has its position saved, and the
             // rest goes back to the queue while the invocation still has time to say so.
-            if Instant::now() >= deadline {
+            if Instant::now() >= run.deadline {
                 return Err(Stop::OutOfTime);
             }
             let request = DeltaRequest {
-                tenant: &tenant,
-                app,
+                tenant: &source.tenant,
+                app: source.app,
                 mailbox,
-                user_id,
+                user_id: &source.user_id,
                 folder,
                 from: link.as_ref(),
                 page_size: self.cfg.page_size,
-                backfill_since: if link.is_none() { backfill_since } else { None },
+                backfill_since: if link.is_none() {
+                    source.backfill_since
+                } else {
+                    None
+                },
                 // Both of our apps hold Mail.Read or Mail.ReadWrite: bodies are allowed.
                 include_body: self.cfg.include_bodies,
-                deadline,
+                deadline: run.deadline,
             };
             let mut page = match self.mail.delta_page(request).await {
                 Ok(p) => p,
@@ -62,17 +63,19 @@ impl SyncEngine {
                     link = None;
                     resync_started_at = Some(now());
                     fresh_round = false;
+                    run.pending.cursors.retain(|c| c.folder != folder);
                     continue;
                 }
                 Err(e) => return Err(Stop::Microsoft(e)),
             };
-            report.pages += 1;
+            run.report.pages += 1;
+            let mut counted = MessageCounters::default();
             // Kept out by the org's capture policy (excluded, or already past its retention):
             // never archived, only counted.
             let fetched = page.messages.len();
             let t = now();
-            page.messages.retain(|m| policy.keeps(m, t));
-            report.counters.skipped += (fetched - page.messages.len()) as u64;
+            page.messages.retain(|m| source.policy.keeps(m, t));
+            counted.skipped = (fetched - page.messages.len()) as u64;
             // Counted once per message id: a page may repeat one (the last copy is what is
             // written). "captured" is a message the archive never held; anything it holds, live
             // in this folder or another or as a tombstone (a move's removal processed first), is
@@ -84,11 +87,11 @@ impl SyncEngine {
             ids.sort();
             ids.dedup();
             if fresh_round {
-                report.counters.captured += ids.len() as u64;
+                counted.captured = ids.len() as u64;
             } else if !ids.is_empty() {
                 let held = s.archive.held(org, mailbox, &ids).await?;
-                report.counters.updated += held.len() as u64;
-                report.counters.captured += (ids.len() - held.len()) as u64;
+                counted.updated = held.len() as u64;
+                counted.captured = (ids.len() - held.len()) as u64;
             }
             let mut deleted: Vec<&str> = page
                 .removals
@@ -98,21 +101,22 @@ impl SyncEngine {
                 .collect();
             deleted.sort_unstable();
             deleted.dedup();
-            report.counters.deleted += deleted.len() as u64;
+            counted.deleted = deleted.len() as u64;
             // Within a resync round every write is stamped no earlier than the round's start,
             // whatever this host's clock says, so the round's own items never look stale.
             let at = match resync_started_at {
                 Some(started) => now().max(started),
                 None => now(),
             };
-            if !page.messages.is_empty() || !page.removals.is_empty() {
+            let mut stored_something = !page.messages.is_empty() || !page.removals.is_empty();
+            if stored_something {
                 s.archive
                     .write_page(
                         org,
                         mailbox,
                         &page.messages,
                         &page.removals,
-                        WriteStamp::under(policy, at),
+                        WriteStamp::under(&source.policy, at),
                     )
                     .await?;
             }
@@ -121,21 +125,24 @@ impl SyncEngine {
                 // Reconcile BEFORE the round's end is saved: a crash here leaves the previous
                 // page's link (and the marker) stored, the rerun replays the last page and
                 // reconciles again (idempotent).
-                self.reconcile(job, folder, started, deadline, report)
-                    .await?;
+                let removed = self.reconcile(run, folder, started).await?;
+                counted.deleted += removed;
+                stored_something |= removed > 0;
             }
+            run.count(counted);
+            run.pending.advance(MailboxCursor {
+                org: org.clone(),
+                mailbox: mailbox.clone(),
+                folder,
+                link: page.next.clone(),
+                saved_at: now(),
+                resync_started_at: if done { None } else { resync_started_at },
+            });
             // Only after the page is safely stored (and a resync reconciled) does the chain
-            // move on.
-            s.state
-                .save_cursor(&MailboxCursor {
-                    org: org.clone(),
-                    mailbox: mailbox.clone(),
-                    folder,
-                    link: page.next.clone(),
-                    saved_at: now(),
-                    resync_started_at: if done { None } else { resync_started_at },
-                })
-                .await?;
+            // move on, its position and counts in one write.
+            if stored_something {
+                self.flush(run).await?;
+            }
             if done {
                 return Ok(());
             }
@@ -148,15 +155,14 @@ impl SyncEngine {
     /// a live item of this folder stored earlier is one the round no longer saw. Messages older
     /// than the backfill window the round asked for are kept (the round could not return them).
     /// Removals are conditional on the folder, so a message moved meanwhile is left alone.
+    /// Returns how many it tombstoned.
     pub(crate) async fn reconcile(
         &self,
-        job: &SyncJob,
+        run: &Run<'_>,
         folder: MailFolder,
         started: OffsetDateTime,
-        deadline: Instant,
-        report: &mut MailboxReport,
-    ) -> Result<(), Stop> {
-        let (org, mailbox) = (&job.org, &job.mailbox);
+    ) -> Result<u64, Stop> {
+        let (org, mailbox) = (&run.job.org, &run.job.mailbox);
         // Read from the listing index (no bodies); what it shows as stale is confirmed against
         // the table, so the cost follows the changes, not the mailbox's size.
         // The round's first request was made at or after `started`, with a window ending no
@@ -170,7 +176,7 @@ impl SyncEngine {
         loop {
             // Out of time, the round's last link is not saved yet: the continuation replays the
             // last page and reconciles again (idempotent).
-            if Instant::now() >= deadline {
+            if Instant::now() >= run.deadline {
                 return Err(Stop::OutOfTime);
             }
             let page = self
@@ -212,7 +218,6 @@ impl SyncEngine {
         }
         if !gone.is_empty() {
             tracing::info!(org = %org, mailbox = mailbox.key(), folder = folder.well_known_name(), removed = gone.len(), "resync reconciled");
-            report.counters.deleted += gone.len() as u64;
             self.stores
                 .archive
                 .write_page(
@@ -224,6 +229,6 @@ impl SyncEngine {
                 )
                 .await?;
         }
-        Ok(())
+        Ok(gone.len() as u64)
     }
 }

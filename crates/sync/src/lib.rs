@@ -25,7 +25,10 @@ mod fanout;
 mod folder;
 pub mod metrics;
 mod resolve;
+mod run;
 mod worker;
+
+use run::{MailSourceRef, Run};
 
 use o365_domain::message::WriteStamp;
 use std::collections::{BTreeMap, HashSet};

@@ -84,11 +84,9 @@ impl SyncEngine {
     pub async fn run_job(&self, job: &SyncJob, deadline: Instant) -> (JobOutcome, MailboxReport) {
         let started = Instant::now();
         let started_at = now();
-        let mut report = MailboxReport::default();
-        let mut failure = None;
-        let outcome = self
-            .run_job_inner(job, deadline, &mut report, &mut failure)
-            .await;
+        let mut run = Run::new(job, deadline);
+        let outcome = self.run_job_inner(&mut run).await;
+        let report = run.report;
         let (kind, code) = match &outcome {
             JobOutcome::Synced => ("synced", None),
             JobOutcome::UserError(c) => ("user_error", Some(code_name(*c))),
@@ -114,7 +112,7 @@ impl SyncEngine {
             duration_ms = started.elapsed().as_millis() as u64,
             "mailbox run"
         );
-        self.record_run(job, started_at, &outcome, &report, failure)
+        self.record_run(job, started_at, &outcome, &report, run.failure)
             .await;
         (outcome, report)
     }
@@ -158,13 +156,8 @@ impl SyncEngine {
         }
     }
 
-    pub(crate) async fn run_job_inner(
-        &self,
-        job: &SyncJob,
-        deadline: Instant,
-        report: &mut MailboxReport,
-        failure: &mut Option<Failure>,
-    ) -> JobOutcome {
+    pub(crate) async fn run_job_inner(&self, run: &mut Run<'_>) -> JobOutcome {
+        let job = run.job;
         let (org, mailbox) = (&job.org, &job.mailbox);
         let s = &self.stores;
         let connection = match s.orgs.connection(org).await {
@@ -189,15 +182,17 @@ impl SyncEngine {
             }
             Err(e) => return JobOutcome::Failed(e.to_string()),
         };
-        let t = now();
-        // The fan-out leased the mailbox to this job when it queued it: while that lease still
-        // covers a whole run, the run takes it as it is (a read, no write). Otherwise the lease
-        // is taken or extended; someone else's running lease means another job has it.
-        let held = match s.state.lease_holder(org, mailbox, t).await {
-            Ok(held) => held,
+        run.state_before = Some(user.state.clone());
+        // The mailbox item, read once: its lease and both folders' positions.
+        let mut positions = match s.state.mailbox(org, mailbox).await {
+            Ok(p) => p,
             Err(e) => return JobOutcome::Failed(e.to_string()),
         };
-        match held {
+        let t = now();
+        // The fan-out leased the mailbox to this job when it queued it: while that lease still
+        // covers a whole run, the run takes it as it is (no write). Otherwise the lease is taken
+        // or extended; someone else's running lease means another job has it.
+        match positions.running_lease(t) {
             Some(lease) if lease.holder != job.job_id => {
                 return JobOutcome::Skipped("another job holds the mailbox");
             }
@@ -212,49 +207,39 @@ impl SyncEngine {
                 Err(e) => return JobOutcome::Failed(e.to_string()),
             },
         }
-        let backfill_since = self
-            .cfg
-            .backfill_days
-            .map(|d| t - time::Duration::days(i64::from(d)));
         // What the org keeps out of its archive: read once per run.
         let policy = match s.orgs.capture_policy(org).await {
             Ok(p) => p,
             Err(e) => return JobOutcome::Failed(e.to_string()),
         };
         let mut retried = false;
-        let mut link = match user.directory {
+        let link = match user.directory {
             Some(link) => link,
             None => match self.resolve(job, tenant, app).await {
                 Ok(link) => link,
-                Err(stop) => return self.stop(job, &connection, stop, report, failure).await,
+                Err(stop) => return self.stop(run, &connection, stop).await,
             },
+        };
+        let mut source = MailSourceRef {
+            tenant,
+            app,
+            user_id: link.object_id,
+            policy,
+            backfill_since: self
+                .cfg
+                .backfill_days
+                .map(|d| t - time::Duration::days(i64::from(d))),
         };
         let mut folders = MailFolder::ALL.iter();
         while let Some(&folder) = folders.next() {
-            let result = self
-                .sync_folder(
-                    job,
-                    tenant,
-                    app,
-                    &link.object_id,
-                    folder,
-                    &policy,
-                    backfill_since,
-                    deadline,
-                    report,
-                )
-                .await;
-            match result {
+            let stored = positions.cursor(folder).cloned();
+            match self.sync_folder(run, &source, folder, stored).await {
                 Ok(()) => {}
-                // Progress so far counts; the state stays what it was until the run completes,
-                // and the lease stays with the job id the continuation carries.
+                // Progress so far is written; the state stays what it was until the run
+                // completes, and the lease stays with the job id the continuation carries.
                 Err(Stop::OutOfTime) => {
-                    if let Err(e) = s
-                        .users
-                        .record_sync(org, mailbox, &user.state, now(), report.counters)
-                        .await
-                    {
-                        return JobOutcome::Failed(e.to_string());
+                    if let Err(e) = self.flush(run).await {
+                        return self.stop(run, &connection, Stop::Store(e)).await;
                     }
                     return JobOutcome::Continued;
                 }
@@ -264,36 +249,24 @@ impl SyncEngine {
                 // (they name the old user) and start both folders fresh.
                 Err(ref e) if resolve::is_user_not_found(e) && !retried => {
                     retried = true;
-                    link = match self.resolve(job, tenant, app).await {
-                        Ok(found) => found,
-                        Err(stop) => {
-                            return self.stop(job, &connection, stop, report, failure).await;
-                        }
+                    source.user_id = match self.resolve(job, tenant, app).await {
+                        Ok(found) => found.object_id,
+                        Err(stop) => return self.stop(run, &connection, stop).await,
                     };
                     tracing::info!(org = %job.org, mailbox = job.mailbox.key(), "mailbox looked up again; its folders start over");
-                    for folder in MailFolder::ALL {
-                        if let Err(e) = self
-                            .stores
-                            .state
-                            .clear_cursor(&job.org, &job.mailbox, folder)
-                            .await
-                        {
-                            return JobOutcome::Failed(e.to_string());
-                        }
+                    if let Err(e) = s.state.clear_cursors(org, mailbox).await {
+                        return JobOutcome::Failed(e.to_string());
                     }
+                    positions.cursors.clear();
+                    run.pending.cursors.clear();
                     folders = MailFolder::ALL.iter();
                 }
-                Err(stop) => return self.stop(job, &connection, stop, report, failure).await,
+                Err(stop) => return self.stop(run, &connection, stop).await,
             }
         }
-        if let Err(e) = s
-            .users
-            .record_sync(org, mailbox, &SyncState::Ok, now(), report.counters)
-            .await
-        {
-            return JobOutcome::Failed(e.to_string());
+        match self.finish(run, SyncState::Ok).await {
+            Ok(()) => JobOutcome::Synced,
+            Err(e) => JobOutcome::Failed(e.to_string()),
         }
-        let _ = s.state.release_lease(org, mailbox, &job.job_id).await;
-        JobOutcome::Synced
     }
 }

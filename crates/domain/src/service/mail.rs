@@ -9,7 +9,6 @@ use super::{Services, Store};
 use crate::audit::{Actor, AuditAction, AuditEvent};
 use crate::error::{DomainError, Entity, Result};
 use crate::ids::{Email, OrgId};
-use crate::mailbox::MailFolder;
 use crate::message::{MessageQuery, StoredMessage};
 use crate::page::{Page, PageRequest};
 
@@ -176,9 +175,7 @@ pub(crate) async fn purge_archive(
             }
         };
         // Last, so nothing written meanwhile can leave a position behind.
-        for folder in MailFolder::ALL {
-            store.clear_cursor(org, mailbox, folder).await?;
-        }
+        store.clear_cursors(org, mailbox).await?;
         Ok(PurgeReport { deleted, complete })
     }
     .await;

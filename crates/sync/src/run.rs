@@ -1,0 +1,83 @@
+//! One mailbox run's context: the job, its deadline, what it has done and what it has not
+//! written yet. Passed to every step instead of a long argument list and out-parameters.
+
+use super::*;
+use o365_domain::connection::AppRegistration;
+use o365_domain::ids::TenantId;
+use o365_domain::mailbox::Checkpoint;
+
+pub(crate) struct Run<'a> {
+    pub job: &'a SyncJob,
+    pub deadline: Instant,
+    /// The user's sync state as the run found it: written again only if the run changes it.
+    pub state_before: Option<SyncState>,
+    pub report: MailboxReport,
+    /// Positions and counts not written yet (pages that stored nothing wait for the next write).
+    pub pending: Checkpoint,
+    /// Why the run failed, for its history record.
+    pub failure: Option<Failure>,
+}
+
+impl<'a> Run<'a> {
+    pub fn new(job: &'a SyncJob, deadline: Instant) -> Self {
+        Self {
+            job,
+            deadline,
+            state_before: None,
+            report: MailboxReport::default(),
+            pending: Checkpoint::default(),
+            failure: None,
+        }
+    }
+
+    /// Counted in the run's report and in the next write to the mailbox.
+    pub fn count(&mut self, counters: MessageCounters) {
+        self.report.counters = self.report.counters + counters;
+        self.pending.add(counters);
+    }
+}
+
+/// Where a run reads mail from: the tenant, the app, the directory user and the org's policy.
+pub(crate) struct MailSourceRef {
+    pub tenant: TenantId,
+    pub app: AppRegistration,
+    pub user_id: String,
+    pub policy: CapturePolicy,
+    pub backfill_since: Option<OffsetDateTime>,
+}
+
+impl SyncEngine {
+    /// Writes what the run has not written yet (one write; nothing when there is nothing).
+    pub(crate) async fn flush(&self, run: &mut Run<'_>) -> o365_domain::Result<()> {
+        let job = run.job;
+        self.stores
+            .state
+            .checkpoint(&job.org, &job.mailbox, &job.job_id, &run.pending)
+            .await?;
+        run.pending = Checkpoint::default();
+        Ok(())
+    }
+
+    /// The run's last writes: the mailbox item (positions, counts, time, lease released) and,
+    /// only if it changed, the user's sync state. An unchanged mailbox's run ends in one write.
+    pub(crate) async fn finish(
+        &self,
+        run: &mut Run<'_>,
+        state: SyncState,
+    ) -> o365_domain::Result<()> {
+        let job = run.job;
+        self.stores
+            .state
+            .finish_run(&job.org, &job.mailbox, &job.job_id, &run.pending, now())
+            .await?;
+        run.pending = Checkpoint::default();
+        if run.state_before.as_ref() != Some(&state) {
+            self.stores
+                .users
+                .set_sync_state(&job.org, &job.mailbox, &state)
+                .await?;
+            run.state_before = Some(state);
+        }
+        Ok(())
+    }
+}
