@@ -43,7 +43,7 @@ def env(port):
         "AWS_ENDPOINT_URL_DYNAMODB": "http://127.0.0.1:9", "AWS_ENDPOINT_URL_SECRETS_MANAGER": "http://127.0.0.1:9",
         "AWS_ENDPOINT_URL_SQS": "http://127.0.0.1:9",
         "O365_DEFAULT_APP_SECRET_ID": "a", "O365_READ_ONLY_APP_SECRET_ID": "b", "O365_STATE_KEY_SECRET_ID": "c",
-        "O365_SYNC_QUEUE_URL": "http://127.0.0.1:9/1/q", "O365_CONSENT_REDIRECT_URI": "https://api.example.com/consent/callback",
+        "O365_SYNC_QUEUE_URL": "http://127.0.0.1:9/1/q", "O365_FANOUT_QUEUE_URL": "http://127.0.0.1:9/1/f", "O365_CONSENT_REDIRECT_URI": "https://api.example.com/consent/callback",
         "O365_FRONTEND_ORIGIN": "https://app.example.com", "O365_JWT_JWKS_URL": "https://idp.example.com/jwks",
         "O365_JWT_ISSUER": "https://idp.example.com/", "O365_JWT_AUDIENCE": "o365-sync-api",
         "RUST_LOG": "error",

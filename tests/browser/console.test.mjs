@@ -283,7 +283,7 @@ step('User Management: add and edit users, switch sync on, Save', async () => {
 
 step('Sync now: users show statuses and message counts', async () => {
   await page.locator('#sync-now').click();
-  await noticeMatches(/Sync queued for \d+ mailbox/);
+  await noticeMatches(/Sync requested \([0-9a-f]{8}\)/);
   const settled = async () => {
     for (const email of [SYNCED, PURGED]) {
       if ((await userStatus(email)) !== 'ok' || !((await captured(email)) > 0)) return false;

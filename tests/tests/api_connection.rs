@@ -1491,3 +1491,71 @@ async fn switching_the_service_account_off_needs_confirmation() {
     );
     assert_eq!(adele(&h).await["error"]["code"], "service_account_off");
 }
+
+/// "Sync now" answers 202 at once with the request's id (and where its runs show up): the org's
+/// walk is one message on the fan-out queue (real SQS, on moto), whatever the org's size. The
+/// runs listing filters by that id; a malformed one is a 400 problem.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_now_answers_with_a_request_to_follow() {
+    let sqs = o365_local_stack::sqs_client(&o365_e2e::moto_endpoint());
+    let url = sqs
+        .create_queue()
+        .queue_name(format!("fanout-{}", uuid::Uuid::new_v4().simple()))
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let queue = o365_queue_sqs::SqsJobQueue::new(sqs.clone()).with_fan_out(url.clone());
+    let h = ApiHarness::start(
+        SimConfig::default(),
+        Arc::new(o365_runtime::QueuedSyncTrigger(Arc::new(queue))),
+    )
+    .await;
+    h.org("acme").await;
+    expect_front_end(
+        &h.connect("acme", ConsentDecision::Accept).await,
+        "connected",
+    );
+    let r = h.as_user("acme", PRIMARY, "POST", "/v1/sync", None).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body);
+    let request = r.body["request_id"].as_str().unwrap().to_owned();
+    assert!(uuid::Uuid::parse_str(&request).is_ok(), "{request}");
+    let runs = format!("/v1/sync/runs?request={request}");
+    assert_eq!(r.body["runs"], runs.as_str());
+    assert_eq!(
+        r.headers.get("location").and_then(|v| v.to_str().ok()),
+        Some(runs.as_str())
+    );
+
+    let received = sqs
+        .receive_message()
+        .queue_url(&url)
+        .max_number_of_messages(10)
+        .wait_time_seconds(1)
+        .send()
+        .await
+        .unwrap()
+        .messages
+        .unwrap_or_default();
+    assert_eq!(received.len(), 1, "one message for the whole org");
+    let walk: o365_sync_engine::FanOutJob =
+        serde_json::from_str(received[0].body.as_deref().unwrap()).unwrap();
+    assert_eq!(walk.org.as_str(), "acme");
+    assert_eq!(walk.request.as_deref(), Some(request.as_str()));
+    assert_eq!(walk.after, None);
+
+    let listed = h.as_user("acme", PRIMARY, "GET", &runs, None).await;
+    assert_eq!(listed.status, StatusCode::OK, "{:?}", listed.body);
+    assert_eq!(listed.body["items"], json!([]), "nothing has run yet");
+    let bad = h
+        .as_user("acme", PRIMARY, "GET", "/v1/sync/runs?request=nope", None)
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{:?}", bad.body);
+    assert!(
+        bad.body["type"]
+            .as_str()
+            .unwrap()
+            .ends_with("malformed-request")
+    );
+}

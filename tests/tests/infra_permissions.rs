@@ -187,27 +187,43 @@ async fn each_function_gets_the_variables_and_permissions_its_code_uses() {
         for var in read.iter().filter(|v| v.ends_with("_SECRET_ID")) {
             expected.insert(("secretsmanager:GetSecretValue".into(), resource_of(var)));
         }
-        let has_sqs_event = resource["Properties"]["Events"]
+        // The queues that invoke this function.
+        let consumed: BTreeSet<String> = resource["Properties"]["Events"]
             .as_hash()
             .into_iter()
             .flatten()
-            .any(|(_, e)| e["Type"].as_str() == Some("SQS"));
-        if read.contains("O365_SYNC_QUEUE_URL") {
-            let queue = resource_of("O365_SYNC_QUEUE_URL");
-            // Sending is every queue user's; changing a message's visibility is done to messages
-            // received, so only by a function the queue invokes (with the poller's actions).
+            .filter(|(_, e)| e["Type"].as_str() == Some("SQS"))
+            .map(|(_, e)| resource_name(&e["Properties"]["Queue"]))
+            .collect();
+        for var in ["O365_SYNC_QUEUE_URL", "O365_FANOUT_QUEUE_URL"] {
+            if !read.contains(var) {
+                continue;
+            }
+            let queue = resource_of(var);
+            // Sending is every queue user's. A queue that invokes the function adds the poller's
+            // actions; changing a message's visibility is done to mailbox jobs received (a
+            // throttled job waits on its own queue), so only by the jobs queue's consumer.
+            let invokes = consumed.contains(&queue);
             let mut actions: BTreeSet<String> = queue_actions
                 .iter()
-                .filter(|a| has_sqs_event || *a != "sqs:ChangeMessageVisibility")
+                .filter(|a| {
+                    *a != "sqs:ChangeMessageVisibility" || (invokes && var == "O365_SYNC_QUEUE_URL")
+                })
                 .cloned()
                 .collect();
-            if has_sqs_event {
+            if invokes {
                 actions.extend(poller.iter().cloned());
             }
             for action in actions {
                 expected.insert((action, queue.clone()));
             }
         }
+        assert!(
+            consumed.iter().all(|q| expected
+                .iter()
+                .any(|(a, r)| r == q && a == "sqs:ReceiveMessage")),
+            "{binary}: invoked by a queue it is not told about: {consumed:?}"
+        );
 
         let mut granted: BTreeSet<(String, String)> = BTreeSet::new();
         for policy in as_list(&resource["Properties"]["Policies"]) {

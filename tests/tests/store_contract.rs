@@ -1594,20 +1594,25 @@ async fn sync_runs_are_listed_newest_first_per_org(store: &DynamoStore) {
             },
             pages: 2,
             error: None,
+            // bob's run belongs to a "sync now" request.
+            request: (i == 1).then(|| "req-1".to_owned()),
         };
         store.record_run(&run).await.unwrap();
     }
     let other = SyncRun {
         org: org("org-b"),
         ..store
-            .list_runs(&a, PageRequest::first(1))
+            .list_runs(&a, None, PageRequest::first(1))
             .await
             .unwrap()
             .items[0]
             .clone()
     };
     store.record_run(&other).await.unwrap();
-    let first = store.list_runs(&a, PageRequest::first(2)).await.unwrap();
+    let first = store
+        .list_runs(&a, None, PageRequest::first(2))
+        .await
+        .unwrap();
     let mailboxes: Vec<_> = first
         .items
         .iter()
@@ -1618,6 +1623,7 @@ async fn sync_runs_are_listed_newest_first_per_org(store: &DynamoStore) {
     let rest = store
         .list_runs(
             &a,
+            None,
             PageRequest {
                 limit: 2,
                 after: first.next,
@@ -1628,12 +1634,34 @@ async fn sync_runs_are_listed_newest_first_per_org(store: &DynamoStore) {
     assert_eq!(rest.items.len(), 1);
     assert_eq!(
         store
-            .list_runs(&org("org-b"), PageRequest::first(10))
+            .list_runs(&org("org-b"), None, PageRequest::first(10))
             .await
             .unwrap()
             .items
             .len(),
         1
+    );
+    // One request's runs alone.
+    let requested = store
+        .list_runs(&a, Some("req-1"), PageRequest::first(10))
+        .await
+        .unwrap();
+    assert_eq!(
+        requested
+            .items
+            .iter()
+            .map(|r| r.mailbox.as_str())
+            .collect::<Vec<_>>(),
+        ["bob@contoso.com"]
+    );
+    assert_eq!(requested.items[0].request.as_deref(), Some("req-1"));
+    assert!(
+        store
+            .list_runs(&a, Some("req-2"), PageRequest::first(10))
+            .await
+            .unwrap()
+            .items
+            .is_empty()
     );
 }
 

@@ -29,7 +29,7 @@ use o365_msgraph::{GraphClient, GraphConfig};
 use o365_secrets::LocalSecretStore;
 use o365_store_dynamodb::DynamoStore;
 use o365_sync_engine::{
-    JobOutcome, JobQueue, QueueRecord, Stores, SyncConfig, SyncEngine, SyncJob,
+    FanOutJob, JobOutcome, JobQueue, QueueRecord, Stores, SyncConfig, SyncEngine, SyncJob,
 };
 use time::OffsetDateTime;
 
@@ -37,6 +37,7 @@ use time::OffsetDateTime;
 #[derive(Default)]
 struct MemQueue {
     jobs: Mutex<Vec<SyncJob>>,
+    walks: Mutex<Vec<FanOutJob>>,
     delayed: Mutex<Vec<(String, Duration)>>,
 }
 
@@ -45,6 +46,10 @@ impl JobQueue for MemQueue {
     async fn send(&self, jobs: &[SyncJob]) -> DResult<Vec<usize>> {
         self.jobs.lock().unwrap().extend_from_slice(jobs);
         Ok(vec![])
+    }
+    async fn send_fan_out(&self, job: &FanOutJob) -> DResult<()> {
+        self.walks.lock().unwrap().push(job.clone());
+        Ok(())
     }
     async fn retry_later(&self, receipt: &str, delay: Duration) -> DResult<()> {
         self.delayed
@@ -364,7 +369,7 @@ impl World {
         loop {
             let page = self
                 .store
-                .list_runs(&self.org, PageRequest { limit: 100, after })
+                .list_runs(&self.org, None, PageRequest { limit: 100, after })
                 .await
                 .unwrap();
             all.extend(page.items);
@@ -903,6 +908,9 @@ impl JobQueue for StallingQueue {
         self.sent.lock().unwrap().extend_from_slice(jobs);
         Ok(vec![])
     }
+    async fn send_fan_out(&self, _: &FanOutJob) -> DResult<()> {
+        Ok(())
+    }
     async fn retry_later(&self, _: &str, _: Duration) -> DResult<()> {
         Ok(())
     }
@@ -1223,7 +1231,7 @@ async fn sync_fan_out_runs_through_real_sqs() {
         .unwrap()
         .queue_url
         .unwrap();
-    let queue = Arc::new(SqsJobQueue::new(sqs.clone(), url.clone()));
+    let queue = Arc::new(SqsJobQueue::new(sqs.clone()).with_jobs(url.clone()));
     let engine = Arc::new(SyncEngine::new(
         Stores::single(w.store.clone()),
         Arc::new(w.graph.clone()),
@@ -1491,6 +1499,7 @@ async fn a_job_of_an_org_that_is_gone_is_skipped() {
         org: OrgId::parse("gone").unwrap(),
         mailbox: Email::parse(&w.users[0]).unwrap(),
         job_id: "j-1".into(),
+        request: None,
     };
     let report = w
         .engine()
@@ -1627,5 +1636,89 @@ async fn the_capture_policy_keeps_excluded_mail_out_of_the_archive() {
     assert!(
         (expires - in_30_days).abs() < 3600,
         "{expires} vs {in_30_days}"
+    );
+}
+
+/// "Sync now" does constant work whatever the org's size: one message on the fan-out queue and
+/// no DynamoDB call. The fan-out function then walks the org in as many invocations as its time
+/// allows, each handing its rest back with the position in the org's users, so every mailbox
+/// gets exactly one job, every lease has its job, and every run of the request is listed under
+/// its id (idle runs included: someone is following them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_now_is_one_message_and_the_walk_resumes_where_it_stopped() {
+    let w = world(230, 0, 0).await;
+    let engine = w.engine();
+    let calls = w._fixture.calls.snapshot();
+    let request = engine.request_sync(&w.org).await.unwrap();
+    assert!(
+        w._fixture.calls.since(&calls).is_empty(),
+        "sync now touches no table: {:?}",
+        w._fixture.calls.since(&calls)
+    );
+    assert!(w.queue.take().is_empty(), "no mailbox job yet");
+    let mut walks = std::mem::take(&mut *w.queue.walks.lock().unwrap());
+    assert_eq!(
+        walks,
+        [FanOutJob::whole(w.org.clone(), Some(request.clone()))]
+    );
+
+    // Each invocation of the fan-out has no time beyond one page of users (200): the walk
+    // goes on from where it stopped.
+    let mut invocations = 0;
+    while let Some(walk) = walks.pop() {
+        invocations += 1;
+        let body = serde_json::to_string(&walk).unwrap();
+        let record = QueueRecord {
+            message_id: format!("walk-{invocations}"),
+            receipt_handle: "rh".into(),
+            body,
+        };
+        let (_, failed) = engine
+            .handle_fan_out_batch(vec![record], Instant::now())
+            .await;
+        assert!(failed.is_empty());
+        walks.extend(std::mem::take(&mut *w.queue.walks.lock().unwrap()));
+    }
+    assert_eq!(invocations, 2, "230 users: two pages, two invocations");
+    let jobs = w.queue.take();
+    assert_eq!(jobs.len(), 230);
+    assert_eq!(o365_sync_engine::distinct_mailboxes(&jobs), 230);
+    assert!(
+        jobs.iter()
+            .all(|j| j.request.as_deref() == Some(request.as_str()))
+    );
+    for u in &w.users {
+        let lease = w
+            .store
+            .lease_holder(&w.org, &Email::parse(u).unwrap(), OffsetDateTime::now_utc())
+            .await
+            .unwrap()
+            .expect("every walked mailbox is leased to its job");
+        assert!(jobs.iter().any(|j| j.job_id == lease.holder));
+    }
+
+    for chunk in jobs.chunks(10) {
+        let report = engine
+            .handle_batch(records(chunk), Instant::now() + Duration::from_secs(60))
+            .await;
+        assert!(report.failed.is_empty(), "{:?}", report.outcomes);
+    }
+    let mut listed = 0;
+    let mut after = None;
+    loop {
+        let page = w
+            .store
+            .list_runs(&w.org, Some(&request), PageRequest { limit: 100, after })
+            .await
+            .unwrap();
+        listed += page.items.len();
+        match page.next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    assert_eq!(
+        listed, 230,
+        "every run of the request is listed under its id"
     );
 }

@@ -2,7 +2,7 @@
 
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use aws_lambda_events::event::sqs::SqsEvent;
-use o365_sync_engine::SyncJob;
+use o365_sync_engine::{FanOutJob, SyncJob};
 
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../events/");
 
@@ -20,4 +20,12 @@ fn sync_sample_events_deserialise() {
         assert_eq!(job.org.as_str(), "acme");
         assert!(r.message_id.is_some() && r.receipt_handle.is_some());
     }
+
+    let walk = std::fs::read_to_string(format!("{ROOT}mailbox-sync-walk.json")).unwrap();
+    let e: SqsEvent = serde_json::from_str(&walk).unwrap();
+    let job: FanOutJob = serde_json::from_str(e.records[0].body.as_deref().unwrap()).unwrap();
+    assert_eq!(
+        (job.org.as_str(), job.request.is_some(), job.after),
+        ("acme", true, None)
+    );
 }

@@ -314,17 +314,19 @@ pub trait SecretStore: Send + Sync {
 /// "Sync now" for one org: enqueue a job per sync-enabled mailbox. Returns how many were queued.
 #[async_trait]
 pub trait SyncTrigger: Send + Sync {
-    async fn sync_org_now(&self, org: &OrgId) -> Result<usize>;
+    /// Queues a walk of the org's mailboxes and returns the request's id at once.
+    async fn sync_org_now(&self, org: &OrgId) -> Result<String>;
 }
 
 /// The history of mailbox runs (kept for a while, then expired by TTL).
 #[async_trait]
 pub trait SyncRunLog: Send + Sync {
     async fn record_run(&self, run: &crate::sync_run::SyncRun) -> Result<()>;
-    /// Newest first.
+    /// Newest first; only one "sync now" request's runs when `request` is given.
     async fn list_runs(
         &self,
         org: &OrgId,
+        request: Option<&str>,
         page: PageRequest,
     ) -> Result<Page<crate::sync_run::SyncRun>>;
 }

@@ -36,4 +36,7 @@ pub struct SyncRun {
     /// Successful Graph delta pages.
     pub pages: u64,
     pub error: Option<Failure>,
+    /// The "sync now" request the run belongs to (none for scheduled runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<String>,
 }

@@ -300,8 +300,10 @@ pub struct UsersDto {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SyncTriggeredDto {
-    /// Mailbox jobs queued.
-    pub queued: usize,
+    /// The request's id: every mailbox run it causes carries it.
+    pub request_id: String,
+    /// Where its runs show up as they finish.
+    pub runs: String,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -353,6 +355,18 @@ pub struct PageQuery {
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
+pub struct SyncRunsQuery {
+    /// 1 to 200 (default 50).
+    pub limit: Option<u32>,
+    /// The `next` token of the previous page.
+    pub after: Option<String>,
+    /// Only the runs of this "sync now" request (the `request_id` `POST /v1/sync` answered).
+    /// A filtered page may hold fewer runs than `limit` and still have a `next`.
+    pub request: Option<uuid::Uuid>,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct UsersQuery {
     /// 1 to 200 (default 50).
     pub limit: Option<u32>,
@@ -369,11 +383,14 @@ pub struct SyncRunDto {
     pub started_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
     pub finished_at: OffsetDateTime,
-    /// `synced`, `user_error`, `org_error`, `deferred` or `failed`.
+    /// `synced`, `user_error`, `org_error`, `deferred`, `failed` or `continued`.
     pub outcome: String,
     pub messages: CountersDto,
     pub pages: u64,
     pub error: Option<FailureDto>,
+    /// The "sync now" request the run belongs to (absent for scheduled runs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 impl From<&SyncRun> for SyncRunDto {
@@ -394,6 +411,7 @@ impl From<&SyncRun> for SyncRunDto {
                 .error
                 .as_ref()
                 .map(|f| FailureDto::of(f, Some(r.mailbox.as_str()))),
+            request_id: r.request.clone(),
         }
     }
 }

@@ -276,28 +276,38 @@ pub async fn set_sync(
 }
 
 #[utoipa::path(post, path = "/v1/sync", tag = "sync",
-    responses((status = 202, description = "Accepted: the work is queued", body = SyncTriggeredDto), (status = 401, description = "Missing or invalid bearer token (problem+json)", body = Problem, content_type = "application/problem+json"), (status = 403, description = "The caller may not do this (problem+json)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Conflicts with the current state (problem+json)", body = Problem, content_type = "application/problem+json")),
+    responses((status = 202, description = "Accepted: the org's mailboxes are being queued; follow `runs` (GET /v1/sync/runs?request=…) as each mailbox's run finishes", body = SyncTriggeredDto), (status = 401, description = "Missing or invalid bearer token (problem+json)", body = Problem, content_type = "application/problem+json"), (status = 403, description = "The caller may not do this (problem+json)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Conflicts with the current state (problem+json)", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub async fn sync_now(
     State(state): State<ApiState>,
     caller: Caller,
 ) -> ApiResult<impl IntoResponse> {
-    let queued = state.services.sync_now(&caller.0).await?;
-    Ok((StatusCode::ACCEPTED, Json(SyncTriggeredDto { queued })))
+    let request_id = state.services.sync_now(&caller.0).await?;
+    let runs = format!("/v1/sync/runs?request={request_id}");
+    Ok((
+        StatusCode::ACCEPTED,
+        [(axum::http::header::LOCATION, runs.clone())],
+        Json(SyncTriggeredDto { request_id, runs }),
+    ))
 }
 
-#[utoipa::path(get, path = "/v1/sync/runs", tag = "sync", params(PageQuery),
-    responses((status = 200, description = "The org's mailbox runs, newest first: those that changed something, stopped on an error, failed or were continued (a run that found nothing new shows only as the user's last sync)", body = SyncRunPageDto), (status = 401, description = "Missing or invalid bearer token (problem+json)", body = Problem, content_type = "application/problem+json"),
+#[utoipa::path(get, path = "/v1/sync/runs", tag = "sync", params(SyncRunsQuery),
+    responses((status = 200, description = "The org's mailbox runs, newest first: those that changed something, stopped on an error, failed or were continued, and every run of a \"sync now\" request (a scheduled run that found nothing new shows only as the user's last sync)", body = SyncRunPageDto), (status = 401, description = "Missing or invalid bearer token (problem+json)", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "The caller may not do this (problem+json)", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Some fields are invalid (problem+json)", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub async fn sync_runs(
     State(state): State<ApiState>,
     caller: Caller,
-    ApiQuery(q): ApiQuery<PageQuery>,
+    ApiQuery(q): ApiQuery<SyncRunsQuery>,
 ) -> ApiResult<Json<SyncRunPageDto>> {
+    let request = q.request.map(|r| r.to_string());
     let runs = state
         .services
-        .sync_runs(&caller.0, page(q.limit, q.after.clone())?)
+        .sync_runs(
+            &caller.0,
+            request.as_deref(),
+            page(q.limit, q.after.clone())?,
+        )
         .await?;
     Ok(Json(SyncRunPageDto {
         items: runs.items.iter().map(SyncRunDto::from).collect(),

@@ -181,8 +181,8 @@ function watchSync() {
 }
 
 async function syncNow() {
-  const { queued } = await api('POST', '/sync');
-  notice(`Sync queued for ${queued} mailbox(es); statuses and counts update below.`);
+  const { request_id } = await api('POST', '/sync');
+  notice(`Sync requested (${request_id.slice(0, 8)}): each mailbox's run appears under Sync runs as it finishes; statuses and counts update below.`);
   watchSync();
 }
 

@@ -10,9 +10,9 @@ use tokio::sync::mpsc;
 
 use o365_domain::Result;
 use o365_domain::ports::{SecretStore, SyncTrigger};
-use o365_runtime::{EngineSyncTrigger, Env};
+use o365_runtime::{Env, QueuedSyncTrigger};
 use o365_store_dynamodb::DynamoStore;
-use o365_sync_engine::{JobQueue, QueueRecord, Stores, SyncEngine, SyncJob};
+use o365_sync_engine::{FanOutJob, JobQueue, QueueRecord, Stores, SyncEngine, SyncJob};
 
 /// Like the deployed queue's `maxReceiveCount`.
 const MAX_DELIVERIES: u32 = 10;
@@ -21,10 +21,29 @@ const REDELIVERY_DELAY: Duration = Duration::from_secs(30);
 /// One worker invocation's time budget (the deployed worker has 15 minutes).
 const INVOCATION_BUDGET: Duration = Duration::from_secs(300);
 
+/// What travels on the local queue: the two queues of the deployment in one channel.
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
+enum Work {
+    /// A mailbox job (the jobs queue, read by sync-worker).
+    Mailbox(SyncJob),
+    /// An org's walk (the fan-out queue, read by mailbox-sync).
+    Org(FanOutJob),
+}
+
 #[derive(Clone)]
 struct Delivery {
-    job: SyncJob,
+    work: Work,
     attempt: u32,
+}
+
+impl Delivery {
+    fn body(&self) -> String {
+        match &self.work {
+            Work::Mailbox(job) => serde_json::to_string(job),
+            Work::Org(job) => serde_json::to_string(job),
+        }
+        .unwrap_or_default()
+    }
 }
 
 /// The receipt of a local delivery carries the delivery itself, so a delayed retry needs no lookup.
@@ -32,15 +51,15 @@ fn receipt(d: &Delivery) -> String {
     format!(
         "{}|{}",
         d.attempt,
-        serde_json::to_string(&d.job).unwrap_or_default()
+        serde_json::to_string(&d.work).unwrap_or_default()
     )
 }
 
 fn from_receipt(r: &str) -> Option<Delivery> {
-    let (attempt, job) = r.split_once('|')?;
+    let (attempt, work) = r.split_once('|')?;
     Some(Delivery {
         attempt: attempt.parse().ok()?,
-        job: serde_json::from_str(job).ok()?,
+        work: serde_json::from_str(work).ok()?,
     })
 }
 
@@ -68,13 +87,22 @@ impl JobQueue for LocalQueue {
             .filter(|(_, job)| {
                 self.tx
                     .send(Delivery {
-                        job: (*job).clone(),
+                        work: Work::Mailbox((*job).clone()),
                         attempt: 1,
                     })
                     .is_err()
             })
             .map(|(i, _)| i)
             .collect())
+    }
+
+    async fn send_fan_out(&self, job: &FanOutJob) -> Result<()> {
+        self.tx
+            .send(Delivery {
+                work: Work::Org(job.clone()),
+                attempt: 1,
+            })
+            .map_err(|_| o365_domain::DomainError::Unavailable("the local queue stopped".into()))
     }
 
     async fn retry_later(&self, receipt_handle: &str, delay: Duration) -> Result<()> {
@@ -94,6 +122,7 @@ pub fn start(
 ) -> std::result::Result<Arc<dyn SyncTrigger>, o365_runtime::ConfigError> {
     let (tx, mut rx) = mpsc::unbounded_channel::<Delivery>();
     let queue = LocalQueue { tx };
+    let queue_for_trigger = queue.clone();
     let grants = o365_runtime::grants(env, Arc::new(store.clone()), secrets.clone())?;
     let mail = Arc::new(o365_msgraph::GraphClient::new(
         o365_runtime::graph_config(env),
@@ -116,15 +145,22 @@ pub fn start(
                 let record = QueueRecord {
                     message_id: receipt(&delivery),
                     receipt_handle: receipt(&delivery),
-                    body: serde_json::to_string(&delivery.job).unwrap_or_default(),
+                    body: delivery.body(),
                 };
-                let report = engine
-                    .handle_batch(vec![record], Instant::now() + INVOCATION_BUDGET)
-                    .await;
+                let deadline = Instant::now() + INVOCATION_BUDGET;
+                let (failed, throttled) = match &delivery.work {
+                    Work::Mailbox(_) => {
+                        let report = engine.handle_batch(vec![record], deadline).await;
+                        (!report.failed.is_empty(), report.throttled > 0)
+                    }
+                    Work::Org(_) => {
+                        let (_, failed) = engine.handle_fan_out_batch(vec![record], deadline).await;
+                        (!failed.is_empty(), false)
+                    }
+                };
                 // A throttled job was already re-queued by `retry_later`; a failed one comes back
                 // after the redelivery delay, until the dead-letter limit.
-                let throttled = report.throttled > 0;
-                if !report.failed.is_empty() && !throttled {
+                if failed && !throttled {
                     if delivery.attempt < MAX_DELIVERIES {
                         queue.later(
                             Delivery {
@@ -134,7 +170,10 @@ pub fn start(
                             REDELIVERY_DELAY,
                         );
                     } else {
-                        tracing::error!(org = %delivery.job.org, mailbox = %delivery.job.mailbox, "sync job dead-lettered after {MAX_DELIVERIES} deliveries");
+                        tracing::error!(
+                            job = delivery.body(),
+                            "sync job dead-lettered after {MAX_DELIVERIES} deliveries"
+                        );
                     }
                 }
             });
@@ -160,5 +199,5 @@ pub fn start(
             }
         }
     });
-    Ok(Arc::new(EngineSyncTrigger(engine)))
+    Ok(Arc::new(QueuedSyncTrigger(Arc::new(queue_for_trigger))))
 }

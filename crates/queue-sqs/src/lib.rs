@@ -1,4 +1,6 @@
-//! The SQS adapter of [`JobQueue`]: `SendMessageBatch` of 10, `ChangeMessageVisibility`.
+//! The SQS adapter of [`JobQueue`]: mailbox jobs on the jobs queue (`SendMessageBatch` of 10,
+//! `ChangeMessageVisibility`), org walks on the fan-out queue (`SendMessage`). A function is
+//! given only the queues it uses.
 
 use std::time::Duration;
 
@@ -8,7 +10,7 @@ use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use o365_domain::DomainError;
 
-use o365_sync_engine::{JobQueue, SyncJob};
+use o365_sync_engine::{FanOutJob, JobQueue, SyncJob};
 
 /// SQS allows at most 10 entries per batch and a visibility timeout of 12 hours.
 pub const SQS_BATCH: usize = 10;
@@ -17,15 +19,35 @@ pub const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 60 * 60);
 #[derive(Clone)]
 pub struct SqsJobQueue {
     client: Client,
-    queue_url: String,
+    jobs_url: Option<String>,
+    fan_out_url: Option<String>,
 }
 
 impl SqsJobQueue {
-    pub fn new(client: Client, queue_url: impl Into<String>) -> Self {
+    pub fn new(client: Client) -> Self {
         Self {
             client,
-            queue_url: queue_url.into(),
+            jobs_url: None,
+            fan_out_url: None,
         }
+    }
+
+    /// The queue the workers read (mailbox jobs).
+    pub fn with_jobs(mut self, url: impl Into<String>) -> Self {
+        self.jobs_url = Some(url.into());
+        self
+    }
+
+    /// The queue the fan-out function reads (org walks).
+    pub fn with_fan_out(mut self, url: impl Into<String>) -> Self {
+        self.fan_out_url = Some(url.into());
+        self
+    }
+
+    fn jobs_url(&self) -> o365_domain::Result<&str> {
+        self.jobs_url
+            .as_deref()
+            .ok_or_else(|| DomainError::Unavailable("this function has no jobs queue".into()))
     }
 }
 
@@ -50,7 +72,7 @@ impl JobQueue for SqsJobQueue {
             match self
                 .client
                 .send_message_batch()
-                .queue_url(&self.queue_url)
+                .queue_url(self.jobs_url()?)
                 .set_entries(Some(entries))
                 .send()
                 .await
@@ -80,7 +102,7 @@ impl JobQueue for SqsJobQueue {
         let secs = delay.min(MAX_VISIBILITY).as_secs_f64().ceil() as i32;
         self.client
             .change_message_visibility()
-            .queue_url(&self.queue_url)
+            .queue_url(self.jobs_url()?)
             .receipt_handle(receipt)
             .visibility_timeout(secs.max(1))
             .send()
@@ -88,6 +110,26 @@ impl JobQueue for SqsJobQueue {
             .map_err(|e| {
                 tracing::error!(error = %DisplayErrorContext(&e), "ChangeMessageVisibility failed");
                 DomainError::Unavailable("SQS did not accept the visibility change".into())
+            })?;
+        Ok(())
+    }
+
+    async fn send_fan_out(&self, job: &FanOutJob) -> o365_domain::Result<()> {
+        let url = self
+            .fan_out_url
+            .as_deref()
+            .ok_or_else(|| DomainError::Unavailable("this function has no fan-out queue".into()))?;
+        let body = serde_json::to_string(job)
+            .map_err(|e| DomainError::Unavailable(format!("job not serialisable: {e}")))?;
+        self.client
+            .send_message()
+            .queue_url(url)
+            .message_body(body)
+            .send()
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %DisplayErrorContext(&e), "SendMessage failed");
+                DomainError::Unavailable("SQS did not accept the fan-out job".into())
             })?;
         Ok(())
     }

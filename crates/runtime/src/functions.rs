@@ -13,7 +13,7 @@ use o365_queue_sqs::SqsJobQueue;
 use o365_sync_engine::{Stores, SyncEngine};
 
 use crate::{
-    ConfigError, EngineSyncTrigger, Env, Parts, api_state, api_state_with_auth, aws_sdk_config,
+    ConfigError, Env, Parts, QueuedSyncTrigger, api_state, api_state_with_auth, aws_sdk_config,
     dynamo_store, grants, graph_config, secrets_manager, secrets_manager_with_state_key,
     sqs_sync_engine, state_store, sync_config,
 };
@@ -23,11 +23,14 @@ pub async fn user_api(env: &Env<'_>) -> Result<ApiState, ConfigError> {
     let sdk = aws_sdk_config().await;
     let store = Arc::new(dynamo_store(env, &sdk));
     let secrets: Arc<dyn SecretStore> = Arc::new(secrets_manager_with_state_key(env, &sdk)?);
-    let engine = sqs_sync_engine(env, &sdk, store.clone(), secrets.clone())?;
+    // "Sync now" queues the org's walk for the fan-out function: one message, whatever the
+    // org's size.
+    let fan_out = SqsJobQueue::new(aws_sdk_sqs::Client::new(&sdk))
+        .with_fan_out(env.required("O365_FANOUT_QUEUE_URL")?);
     let parts = Parts {
         store,
         secrets,
-        sync: Arc::new(EngineSyncTrigger(engine)),
+        sync: Arc::new(QueuedSyncTrigger(Arc::new(fan_out))),
     };
     api_state(env, parts, graph_config(env))
 }
@@ -49,7 +52,7 @@ struct NoSyncHere;
 
 #[async_trait::async_trait]
 impl SyncTrigger for NoSyncHere {
-    async fn sync_org_now(&self, _: &OrgId) -> o365_domain::Result<usize> {
+    async fn sync_org_now(&self, _: &OrgId) -> o365_domain::Result<String> {
         Err(o365_domain::DomainError::Unavailable(
             "the consent callback does not start syncs".into(),
         ))
@@ -84,10 +87,9 @@ pub async fn sync_worker(env: &Env<'_>) -> Result<Worker, ConfigError> {
     let store = Arc::new(dynamo_store(env, &sdk));
     let secrets: Arc<dyn SecretStore> = Arc::new(secrets_manager(env, &sdk)?);
     let graph = GraphClient::new(graph_config(env), secrets);
-    let queue = SqsJobQueue::new(
-        aws_sdk_sqs::Client::new(&sdk),
-        env.required("O365_SYNC_QUEUE_URL")?,
-    );
+    // The worker hands continuations back to its own queue; it never walks an org.
+    let queue = SqsJobQueue::new(aws_sdk_sqs::Client::new(&sdk))
+        .with_jobs(env.required("O365_SYNC_QUEUE_URL")?);
     let engine = Arc::new(SyncEngine::new(
         Stores::single(store),
         Arc::new(graph.clone()),

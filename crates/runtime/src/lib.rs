@@ -19,7 +19,7 @@ use o365_msgraph::{EntraSignIn, GraphClient, GraphConfig, SignInConfig};
 use o365_queue_sqs::SqsJobQueue;
 use o365_secrets::{SecretIds, SecretsManagerStore};
 use o365_store_dynamodb::{DynamoStore, TableNames};
-use o365_sync_engine::{Stores, SyncConfig, SyncEngine};
+use o365_sync_engine::{JobQueue, Stores, SyncConfig, SyncEngine};
 
 /// A configuration problem, named by its variable.
 #[derive(Debug)]
@@ -209,13 +209,14 @@ pub fn authenticator(env: &Env) -> Result<Arc<Authenticator>, ConfigError> {
     ))
 }
 
-/// "Sync now" through the engine's fan-out (the same path the schedule takes).
-pub struct EngineSyncTrigger(pub Arc<SyncEngine>);
+/// "Sync now": the org's walk queued for the fan-out (the path an org the schedule had no time
+/// for takes), answered at once with the request's id. Needs only the fan-out queue.
+pub struct QueuedSyncTrigger(pub Arc<dyn JobQueue>);
 
 #[async_trait::async_trait]
-impl SyncTrigger for EngineSyncTrigger {
-    async fn sync_org_now(&self, org: &OrgId) -> o365_domain::Result<usize> {
-        Ok(self.0.enqueue_org(org).await?.enqueued as usize)
+impl SyncTrigger for QueuedSyncTrigger {
+    async fn sync_org_now(&self, org: &OrgId) -> o365_domain::Result<String> {
+        o365_sync_engine::request_sync(self.0.as_ref(), org).await
     }
 }
 
@@ -238,17 +239,17 @@ pub fn sync_config(env: &Env) -> Result<SyncConfig, ConfigError> {
     Ok(config)
 }
 
-/// The sync engine of the deployed functions: DynamoDB, Graph, and the SQS job queue.
+/// The fan-out's engine: DynamoDB, Graph, the jobs queue it fills and the fan-out queue it
+/// reads and hands unfinished walks back to.
 pub fn sqs_sync_engine(
     env: &Env,
     sdk: &SdkConfig,
     store: Arc<DynamoStore>,
     secrets: Arc<dyn SecretStore>,
 ) -> Result<Arc<SyncEngine>, ConfigError> {
-    let queue = SqsJobQueue::new(
-        aws_sdk_sqs::Client::new(sdk),
-        env.required("O365_SYNC_QUEUE_URL")?,
-    );
+    let queue = SqsJobQueue::new(aws_sdk_sqs::Client::new(sdk))
+        .with_jobs(env.required("O365_SYNC_QUEUE_URL")?)
+        .with_fan_out(env.required("O365_FANOUT_QUEUE_URL")?);
     let graph = Arc::new(GraphClient::new(graph_config(env), secrets));
     Ok(Arc::new(SyncEngine::new(
         Stores::single(store),
@@ -354,4 +355,18 @@ pub fn init_tracing(json: bool) {
     } else {
         builder.init();
     }
+}
+
+/// The instant to stop starting work in an invocation: Lambda's deadline (milliseconds since the
+/// epoch) less `margin`, kept back to save state and answer.
+pub fn invocation_deadline(
+    context_deadline_ms: u64,
+    margin: std::time::Duration,
+) -> std::time::Instant {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let left = std::time::Duration::from_millis(context_deadline_ms.saturating_sub(now_ms));
+    std::time::Instant::now() + left.saturating_sub(margin)
 }

@@ -61,7 +61,10 @@ pub async fn show_org(store: &DynamoStore, org: &OrgId) -> Result<OrgReport> {
             None => break,
         }
     }
-    let recent_runs = store.list_runs(org, PageRequest::first(10)).await?.items;
+    let recent_runs = store
+        .list_runs(org, None, PageRequest::first(10))
+        .await?
+        .items;
     Ok(OrgReport {
         settings,
         connection,

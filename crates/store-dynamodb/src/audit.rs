@@ -53,6 +53,7 @@ impl AuditLog for DynamoStore {
     }
 
     async fn list_audit(&self, org: &OrgId, page: PageRequest) -> Result<Page<AuditEvent>> {
-        self.documents_newest_first(&audit_pk(org), &page).await
+        self.documents_newest_first(&audit_pk(org), None, &page)
+            .await
     }
 }

@@ -50,19 +50,27 @@ impl DynamoStore {
         })
     }
 
-    /// The JSON documents of a state-table partition, newest (highest sort key) first.
+    /// The JSON documents of a state-table partition, newest (highest sort key) first; with
+    /// `only` (attribute, value), those items alone (a page may then hold fewer than its limit).
     pub(crate) async fn documents_newest_first<T: DeserializeOwned>(
         &self,
         partition: &str,
+        only: Option<(&str, &str)>,
         page: &PageRequest,
     ) -> Result<Page<T>> {
-        let query = self
+        let mut query = self
             .client
             .query()
             .table_name(&self.tables.state)
             .key_condition_expression("pk = :p")
             .expression_attribute_values(":p", s(partition))
             .scan_index_forward(false);
+        if let Some((attribute, value)) = only {
+            query = query
+                .filter_expression("#only = :only")
+                .expression_attribute_names("#only", attribute)
+                .expression_attribute_values(":only", s(value));
+        }
         let raw = self.query_page(query, PK, partition, page).await?;
         let items = raw
             .items

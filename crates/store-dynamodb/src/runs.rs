@@ -23,6 +23,9 @@ struct RunRecord {
     pk: String,
     sk: String,
     expires_at: i64,
+    /// The "sync now" request, top level so a listing can filter on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    request: Option<String>,
     /// The run as JSON (`query::DOC`).
     doc: String,
 }
@@ -36,12 +39,20 @@ impl SyncRunLog for DynamoStore {
             // Time first so the partition sorts by time; the mailbox keeps keys unique.
             sk: format!("{millis:013}#{}", run.mailbox.key()),
             expires_at: run.finished_at.unix_timestamp() + RUN_RETENTION_DAYS * 86_400,
+            request: run.request.clone(),
             doc: serde_json::to_string(run).map_err(|e| DomainError::Unavailable(e.to_string()))?,
         };
         self.put_state(&record).await
     }
 
-    async fn list_runs(&self, org: &OrgId, page: PageRequest) -> Result<Page<SyncRun>> {
-        self.documents_newest_first(&runs_pk(org), &page).await
+    async fn list_runs(
+        &self,
+        org: &OrgId,
+        request: Option<&str>,
+        page: PageRequest,
+    ) -> Result<Page<SyncRun>> {
+        let filter = request.map(|r| ("request", r));
+        self.documents_newest_first(&runs_pk(org), filter, &page)
+            .await
     }
 }

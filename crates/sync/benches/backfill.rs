@@ -41,6 +41,9 @@ impl JobQueue for MemQueue {
         self.0.lock().unwrap().extend_from_slice(jobs);
         Ok(vec![])
     }
+    async fn send_fan_out(&self, _: &o365_sync_engine::FanOutJob) -> DResult<()> {
+        Ok(())
+    }
     async fn retry_later(&self, _: &str, _: Duration) -> DResult<()> {
         Ok(())
     }

@@ -1,5 +1,6 @@
 //! Fan-out: one job per sync-enabled mailbox of every connected org, sent in chunks of ten as
-//! the walk goes, each sent job's mailbox then leased to it.
+//! the walk goes, each sent job's mailbox then leased to it. A walk watches its deadline between
+//! pages of users and queues its rest as a [`FanOutJob`].
 
 use super::*;
 
@@ -7,10 +8,16 @@ use super::*;
 const SEND_CHUNK: usize = 10;
 
 impl SyncEngine {
-    // ---- fan-out --------------------------------------------------------------------------
-
-    /// Every connected org: one job per sync-enabled mailbox.
+    /// Every connected org: one job per sync-enabled mailbox (no time limit: the embedded run,
+    /// tests and benchmarks).
     pub async fn enqueue_all(&self) -> o365_domain::Result<FanOutReport> {
+        self.enqueue_all_by(Instant::now() + Duration::from_secs(24 * 3600))
+            .await
+    }
+
+    /// Every connected org, walked until `deadline`; an org cut short, and each
+    /// org not reached, goes on as a [`FanOutJob`] on the fan-out queue.
+    pub async fn enqueue_all_by(&self, deadline: Instant) -> o365_domain::Result<FanOutReport> {
         let mut report = FanOutReport::default();
         let mut after = None;
         loop {
@@ -26,10 +33,28 @@ impl SyncEngine {
                 )
                 .await?;
             for org in &page.items {
-                match self.enqueue_org(org).await {
+                report.orgs += 1;
+                if out_of_time(deadline) {
+                    // Not reached: the fan-out function walks it.
+                    match self
+                        .queue
+                        .send_fan_out(&FanOutJob::whole(org.clone(), None))
+                        .await
+                    {
+                        Ok(()) => report.orgs_queued += 1,
+                        Err(e) => {
+                            tracing::error!(org = %org, error = %e, "cannot queue the org's fan-out")
+                        }
+                    }
+                    continue;
+                }
+                match self
+                    .fan_out(&FanOutJob::whole(org.clone(), None), deadline)
+                    .await
+                {
                     Ok(r) => {
-                        report.orgs += 1;
                         report.orgs_in_alarm += u64::from(r.alarm);
+                        report.orgs_queued += u64::from(r.continued);
                         report.enqueued += r.enqueued;
                         report.skipped_leased += r.skipped_leased;
                         report.send_failures += r.send_failures;
@@ -45,6 +70,7 @@ impl SyncEngine {
         }
         tracing::info!(
             orgs = report.orgs,
+            orgs_queued = report.orgs_queued,
             enqueued = report.enqueued,
             skipped_leased = report.skipped_leased,
             send_failures = report.send_failures,
@@ -54,9 +80,31 @@ impl SyncEngine {
         Ok(report)
     }
 
-    /// "Sync now" for one org (also the scheduled path): jobs for its sync-enabled mailboxes,
-    /// skipping those whose previous job still holds the lease.
+    /// "Sync now" for one org: the walk is queued for the fan-out function, so the caller has
+    /// its answer at once whatever the org's size. Returns the request's id, which the jobs and
+    /// their run records carry.
+    pub async fn request_sync(&self, org: &OrgId) -> o365_domain::Result<String> {
+        request_sync(self.queue.as_ref(), org).await
+    }
+
+    /// The whole org at once, whatever it takes (tests, the embedded run).
     pub async fn enqueue_org(&self, org: &OrgId) -> o365_domain::Result<OrgFanOut> {
+        self.fan_out(
+            &FanOutJob::whole(org.clone(), None),
+            Instant::now() + Duration::from_secs(24 * 3600),
+        )
+        .await
+    }
+
+    /// One org's walk from where `job` says, until `deadline`: jobs for its
+    /// sync-enabled mailboxes, skipping those whose previous job still holds the lease. Out of
+    /// time, the rest goes back on the fan-out queue with the position in the org's users.
+    pub async fn fan_out(
+        &self,
+        job: &FanOutJob,
+        deadline: Instant,
+    ) -> o365_domain::Result<OrgFanOut> {
+        let org = &job.org;
         let mut report = OrgFanOut::default();
         let connection = self.stores.orgs.connection(org).await?;
         if connection.status != ConnectionStatus::Connected {
@@ -66,7 +114,7 @@ impl SyncEngine {
         // Jobs go out in chunks as the walk goes (a large org is never held in memory, and a
         // fan-out stopped halfway has queued what it walked).
         let mut chunk = Vec::with_capacity(SEND_CHUNK);
-        let mut after = None;
+        let mut after = job.after.clone();
         loop {
             let page = self
                 .stores
@@ -75,7 +123,7 @@ impl SyncEngine {
                     org,
                     PageRequest {
                         limit: PageRequest::MAX_LIMIT,
-                        after: after.take(),
+                        after: after.clone(),
                     },
                 )
                 .await?;
@@ -96,17 +144,31 @@ impl SyncEngine {
                     org: org.clone(),
                     mailbox,
                     job_id: uuid::Uuid::new_v4().to_string(),
+                    request: job.request.clone(),
                 });
                 if chunk.len() == SEND_CHUNK {
                     self.send_and_lease(org, &mut chunk, &mut report).await;
                 }
             }
+            self.send_and_lease(org, &mut chunk, &mut report).await;
             match page.next {
-                Some(n) => after = Some(n),
                 None => break,
+                // Between pages everything walked is queued and leased: the rest can go on
+                // elsewhere from the page's position.
+                Some(next) if out_of_time(deadline) => {
+                    let rest = FanOutJob {
+                        after: Some(next),
+                        ..job.clone()
+                    };
+                    self.queue.send_fan_out(&rest).await?;
+                    report.continued = true;
+                    tracing::info!(org = %org, enqueued = report.enqueued, "fan-out out of time; the rest is queued");
+                    return Ok(report);
+                }
+                Some(next) => after = Some(next),
             }
         }
-        self.send_and_lease(org, &mut chunk, &mut report).await;
+        // The alarm is read once the walk is whole (a continued walk reads it at its end).
         report.users_in_error = self.count_users(org, SyncStateKind::Error).await?;
         report.alarm = o365_domain::user::org_in_alarm(report.users_in_error, report.users);
         if report.alarm {
@@ -120,6 +182,44 @@ impl SyncEngine {
         }
         tracing::info!(org = %org, enqueued = report.enqueued, skipped_leased = report.skipped_leased, "org enqueued");
         Ok(report)
+    }
+
+    /// Runs a batch of queued fan-out jobs (the fan-out function's SQS records); returns the
+    /// message ids to report as failed (unreadable ones included, so they reach the DLQ).
+    pub async fn handle_fan_out_batch(
+        &self,
+        records: Vec<QueueRecord>,
+        deadline: Instant,
+    ) -> (FanOutReport, Vec<String>) {
+        let mut report = FanOutReport::default();
+        let mut failed = Vec::new();
+        for record in records {
+            let job: FanOutJob = match serde_json::from_str(&record.body) {
+                Ok(j) => j,
+                Err(e) => {
+                    tracing::error!(message_id = record.message_id, error = %e, "unreadable fan-out job; left for the dead-letter queue");
+                    failed.push(record.message_id);
+                    continue;
+                }
+            };
+            match self.fan_out(&job, deadline).await {
+                Ok(r) => {
+                    report.orgs += 1;
+                    report.orgs_in_alarm += u64::from(r.alarm);
+                    report.orgs_queued += u64::from(r.continued);
+                    report.enqueued += r.enqueued;
+                    report.skipped_leased += r.skipped_leased;
+                    report.send_failures += r.send_failures;
+                }
+                // An offboarded org's walk has nothing left to do.
+                Err(DomainError::NotFound(o365_domain::Entity::Org)) => {}
+                Err(e) => {
+                    tracing::error!(org = %job.org, error = %e, "fan-out job failed; it comes back");
+                    failed.push(record.message_id);
+                }
+            }
+        }
+        (report, failed)
     }
 
     /// Sends the jobs, then leases each sent job's mailbox to it (so the next fan-out skips it
@@ -188,4 +288,20 @@ impl SyncEngine {
             }
         }
     }
+}
+
+/// "Sync now" without an engine (the API needs only the fan-out queue): the org's walk queued,
+/// the request's id returned.
+pub async fn request_sync(queue: &dyn JobQueue, org: &OrgId) -> o365_domain::Result<String> {
+    let request = uuid::Uuid::new_v4().to_string();
+    queue
+        .send_fan_out(&FanOutJob::whole(org.clone(), Some(request.clone())))
+        .await?;
+    tracing::info!(org = %org, request = request, "sync requested");
+    Ok(request)
+}
+
+/// The caller's deadline already keeps back the time to queue the rest and answer.
+fn out_of_time(deadline: Instant) -> bool {
+    Instant::now() >= deadline
 }

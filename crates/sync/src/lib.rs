@@ -1,8 +1,9 @@
 //! Scheduled mailbox sync.
 //!
-//! - Fan-out ([`SyncEngine::enqueue_all`], [`SyncEngine::enqueue_org`]): one job per sync-enabled
-//!   mailbox of every connected org, sent through the [`JobQueue`] port in chunks of ten as the
-//!   walk goes. Each sent job's id then takes the mailbox lease (sent first, leased second: never
+//! - Fan-out ([`SyncEngine::enqueue_all_by`], [`SyncEngine::fan_out`]): one job per
+//!   sync-enabled mailbox of every connected org, sent through the [`JobQueue`] port in chunks of
+//!   ten as the walk goes. A walk out of time queues its rest as a [`FanOutJob`] (where it stopped
+//!   in the org's users); "sync now" is such a job, so the API answers at once. Each sent job's id then takes the mailbox lease (sent first, leased second: never
 //!   a lease without a job), so a mailbox whose previous job still holds its lease is skipped,
 //!   and the worker re-takes the lease under the same id.
 //! - Worker ([`SyncEngine::handle_batch`]): per mailbox, each folder's delta chain is followed
@@ -28,6 +29,7 @@ mod resolve;
 mod run;
 mod worker;
 
+pub use fanout::request_sync;
 use run::{MailSourceRef, Run};
 
 use o365_domain::message::WriteStamp;
@@ -58,13 +60,42 @@ pub struct SyncJob {
     pub org: OrgId,
     pub mailbox: Email,
     pub job_id: String,
+    /// The "sync now" request this job belongs to: its run is recorded even when it found
+    /// nothing, so the request can be followed in `GET /v1/sync/runs?request=…`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<String>,
 }
 
-/// The queue between fan-out and workers (SQS in AWS).
+/// A walk of one org's sync-enabled mailboxes, queued for the fan-out function: a "sync now"
+/// request, an org the schedule had no time left for, or the rest of a walk whose invocation
+/// ran out of time (`after`: where the walk goes on).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FanOutJob {
+    pub org: OrgId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+}
+
+impl FanOutJob {
+    /// The whole org, from the start.
+    pub fn whole(org: OrgId, request: Option<String>) -> Self {
+        Self {
+            org,
+            request,
+            after: None,
+        }
+    }
+}
+
+/// The queues between the schedule, the fan-out and the workers (SQS in AWS).
 #[async_trait]
 pub trait JobQueue: Send + Sync {
     /// Sends jobs (any number; the adapter batches). Returns the indexes that were not sent.
     async fn send(&self, jobs: &[SyncJob]) -> o365_domain::Result<Vec<usize>>;
+    /// Queues an org's walk for the fan-out function.
+    async fn send_fan_out(&self, job: &FanOutJob) -> o365_domain::Result<()>;
     /// Makes a received job visible again only after `delay` (it stays on the queue).
     async fn retry_later(&self, receipt: &str, delay: Duration) -> o365_domain::Result<()>;
 }
@@ -173,6 +204,8 @@ pub struct BatchReport {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OrgFanOut {
+    /// The walk ran out of time and its rest was queued as a fan-out job.
+    pub continued: bool,
     pub enqueued: u64,
     pub skipped_leased: u64,
     pub send_failures: u64,
@@ -185,6 +218,8 @@ pub struct OrgFanOut {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FanOutReport {
     pub orgs: u64,
+    /// Orgs (or the rest of their walk) handed to the fan-out queue for lack of time.
+    pub orgs_queued: u64,
     pub orgs_in_alarm: u64,
     pub enqueued: u64,
     pub skipped_leased: u64,

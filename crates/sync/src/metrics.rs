@@ -81,6 +81,7 @@ pub fn fanout_line(function: &str, report: &crate::FanOutReport, duration_ms: u6
         &[("Function", function)],
         &[
             ("Orgs", "Count", report.orgs as f64),
+            ("OrgWalksQueued", "Count", report.orgs_queued as f64),
             ("OrgsInAlarm", "Count", report.orgs_in_alarm as f64),
             ("JobsEnqueued", "Count", report.enqueued as f64),
             (

@@ -127,9 +127,13 @@ impl SyncEngine {
         report: &MailboxReport,
         failure: Option<Failure>,
     ) {
-        // A run that found nothing to do costs no write of its own: the user's last sync time
-        // shows it. History keeps the runs that changed something, stopped or failed.
-        if *outcome == JobOutcome::Synced && report.counters == MessageCounters::default() {
+        // A scheduled run that found nothing to do costs no write of its own: the user's last
+        // sync time shows it. History keeps the runs that changed something, stopped or failed,
+        // and every run of a "sync now" request (someone is following it).
+        if *outcome == JobOutcome::Synced
+            && report.counters == MessageCounters::default()
+            && job.request.is_none()
+        {
             return;
         }
         let outcome = match outcome {
@@ -150,6 +154,7 @@ impl SyncEngine {
             counters: report.counters,
             pages: report.pages,
             error: failure,
+            request: job.request.clone(),
         };
         if let Err(e) = self.stores.runs.record_run(&run).await {
             tracing::warn!(org = %job.org, mailbox = job.mailbox.key(), job_id = job.job_id, error = %e, "cannot record the sync run");

@@ -1,29 +1,96 @@
-//! mailbox-sync: the scheduled fan-out (EventBridge). Glue only: tracing, configuration,
-//! adapters, then settling connections still "verifying" (a slow consent propagation ends
-//! without anyone reading the status), the engine's `enqueue_all`, and one EMF metrics line.
+//! mailbox-sync: the fan-out. Two triggers, one engine:
+//! - the EventBridge schedule: settle connections still "verifying" (a slow consent propagation
+//!   ends without anyone reading the status), then walk every connected org until the
+//!   invocation's time is nearly up, handing what is left to the fan-out queue;
+//! - the fan-out queue (SQS): org walks — "sync now" requests and the rest of walks that ran
+//!   out of time — reporting unreadable or failed records in `batchItemFailures`.
+//!
+//! Glue only: tracing, configuration, adapters, the engine, and one EMF metrics line.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use o365_domain::service::grant::Grants;
 use o365_runtime::Env;
 use o365_runtime::functions::FanOut;
-use o365_sync_engine::{SyncEngine, metrics};
+use o365_sync_engine::{FanOutReport, QueueRecord, SyncEngine, metrics};
+
+/// Time kept back from the invocation's deadline to queue the rest of a walk and answer.
+const SAFETY_MARGIN: Duration = Duration::from_secs(15);
+
+async fn scheduled(
+    grants: &Grants,
+    engine: &SyncEngine,
+    event: EventBridgeEvent<serde_json::Value>,
+    deadline: Instant,
+) -> Result<(FanOutReport, serde_json::Value), Error> {
+    tracing::info!(source = event.source, "scheduled fan-out");
+    let settled = grants.settle_verifying_connections().await?;
+    let report = engine.enqueue_all_by(deadline).await?;
+    let answer = serde_json::json!({
+        "verifying_checked": settled,
+        "orgs": report.orgs,
+        "orgs_queued": report.orgs_queued,
+        "enqueued": report.enqueued,
+        "skipped_leased": report.skipped_leased,
+        "send_failures": report.send_failures,
+        "orgs_in_alarm": report.orgs_in_alarm,
+    });
+    Ok((report, answer))
+}
+
+async fn queued(
+    engine: &SyncEngine,
+    event: SqsEvent,
+    deadline: Instant,
+) -> Result<(FanOutReport, serde_json::Value), Error> {
+    let records = event
+        .records
+        .into_iter()
+        .map(|m| QueueRecord {
+            message_id: m.message_id.unwrap_or_default(),
+            receipt_handle: m.receipt_handle.unwrap_or_default(),
+            body: m.body.unwrap_or_default(),
+        })
+        .collect();
+    let (report, failed) = engine.handle_fan_out_batch(records, deadline).await;
+    let mut response = SqsBatchResponse::default();
+    response.batch_item_failures = failed
+        .into_iter()
+        .map(|id| {
+            let mut f = BatchItemFailure::default();
+            f.item_identifier = id;
+            f
+        })
+        .collect();
+    Ok((report, serde_json::to_value(response)?))
+}
 
 async fn handle(
     grants: &Grants,
     engine: &SyncEngine,
-    event: LambdaEvent<EventBridgeEvent<serde_json::Value>>,
+    event: LambdaEvent<serde_json::Value>,
 ) -> Result<serde_json::Value, Error> {
     let started = Instant::now();
-    tracing::info!(
-        request_id = event.context.request_id,
-        source = event.payload.source,
-        "scheduled fan-out"
-    );
-    let settled = grants.settle_verifying_connections().await?;
-    let report = engine.enqueue_all().await?;
+    let deadline = o365_runtime::invocation_deadline(event.context.deadline, SAFETY_MARGIN);
+    let span = tracing::info_span!("invocation", requestId = %event.context.request_id);
+    // An SQS event is a list of `Records`; anything else is the schedule's event.
+    let work = async {
+        if event.payload.get("Records").is_some() {
+            queued(engine, serde_json::from_value(event.payload)?, deadline).await
+        } else {
+            scheduled(
+                grants,
+                engine,
+                serde_json::from_value(event.payload)?,
+                deadline,
+            )
+            .await
+        }
+    };
+    let (report, answer) = tracing::Instrument::instrument(work, span).await?;
     println!(
         "{}",
         metrics::fanout_line(
@@ -32,14 +99,7 @@ async fn handle(
             started.elapsed().as_millis() as u64
         )
     );
-    Ok(serde_json::json!({
-        "verifying_checked": settled,
-        "orgs": report.orgs,
-        "enqueued": report.enqueued,
-        "skipped_leased": report.skipped_leased,
-        "send_failures": report.send_failures,
-        "orgs_in_alarm": report.orgs_in_alarm,
-    }))
+    Ok(answer)
 }
 
 #[tokio::main]

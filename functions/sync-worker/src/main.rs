@@ -2,7 +2,7 @@
 //! `batchItemFailures`. Glue only: tracing, configuration, adapters, the engine, and EMF lines.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
@@ -14,15 +14,6 @@ use o365_sync_engine::{QueueRecord, SyncEngine, metrics};
 /// Time kept back from the invocation's deadline to save state and answer.
 const SAFETY_MARGIN: Duration = Duration::from_secs(15);
 
-fn deadline_of(context_deadline_ms: u64) -> Instant {
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
-    let left = Duration::from_millis(context_deadline_ms.saturating_sub(now_ms));
-    Instant::now() + left.saturating_sub(SAFETY_MARGIN)
-}
-
 async fn handle(
     engine: &Arc<SyncEngine>,
     graph: &GraphClient,
@@ -30,7 +21,7 @@ async fn handle(
 ) -> Result<SqsBatchResponse, Error> {
     let started = Instant::now();
     let before = graph.stats();
-    let deadline = deadline_of(event.context.deadline);
+    let deadline = o365_runtime::invocation_deadline(event.context.deadline, SAFETY_MARGIN);
     let records = event
         .payload
         .records

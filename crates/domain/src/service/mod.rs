@@ -103,7 +103,7 @@ impl Services {
 
     /// "Sync now" (admins): only a connected service account has anything to sync; a refusal
     /// names the real reason.
-    pub async fn sync_now(&self, p: &access::Principal) -> crate::error::Result<usize> {
+    pub async fn sync_now(&self, p: &access::Principal) -> crate::error::Result<String> {
         use crate::connection::ConnectionStatus;
         use crate::error::DomainError::Precondition;
         use crate::failure::FailureCode;
@@ -142,9 +142,10 @@ impl Services {
     pub async fn sync_runs(
         &self,
         p: &access::Principal,
+        request: Option<&str>,
         page: crate::page::PageRequest,
     ) -> crate::error::Result<crate::page::Page<crate::sync_run::SyncRun>> {
         access::authorize(p, access::Action::ReadSyncRuns)?;
-        self.store.list_runs(&p.org, page).await
+        self.store.list_runs(&p.org, request, page).await
     }
 }
