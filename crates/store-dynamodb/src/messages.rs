@@ -333,9 +333,10 @@ impl MessageArchive for DynamoStore {
         let at = stamp.at;
         let mut summary = PageWriteSummary::default();
         // A batch may not name one key twice; a page can (replays): the last copy wins.
+        let mut seen = std::collections::HashSet::with_capacity(messages.len());
         let mut latest: Vec<&CapturedMessage> = Vec::with_capacity(messages.len());
         for m in messages.iter().rev() {
-            if !latest.iter().any(|seen| seen.id == m.id) {
+            if seen.insert(m.id.as_str()) {
                 latest.push(m);
             }
         }
