@@ -9,6 +9,8 @@
 //! - an unchanged cycle of `--idle` mailboxes already synced once: the fan-out (in this process,
 //!   its DynamoDB calls through the same proxy) and the worker's runs, per mailbox.
 //!
+//! - with `--python` and `--peers`, the Python peers (scripts/bench-peers.py) on the same pages.
+//!
 //! Prints a table with each target beside its figure and writes the figures as JSON.
 
 mod lambda;
@@ -211,7 +213,7 @@ async fn main() {
         "worker-bench: backfill of {messages} messages ({inbox} inbox + {sent} sent), page size {page_size}"
     );
     let (org, mailboxes) = world.org("big", &["big".to_owned()], inbox, sent).await;
-    let mailbox = mailboxes[0].clone();
+    let (mailbox, user_id) = mailboxes[0].clone();
     let job = SyncJob {
         org: org.clone(),
         mailbox: mailbox.clone(),
@@ -355,6 +357,58 @@ async fn main() {
         "—",
     );
 
+    // ---- the peers, on the same simulator pages -------------------------------------------
+    let mut peers = serde_json::Map::new();
+    if let (Some(python), Some(script)) = (arg("--python"), arg("--peers")) {
+        let token = world.app_token().await;
+        let peer_messages = number("--peer-messages", 10_000).min(inbox);
+        for (mode, what, target) in [
+            (
+                "plain",
+                "plain Python whole job (httpx + json + zstandard + boto3)",
+                "ours ≥ 10× lower",
+            ),
+            (
+                "msgraph",
+                "msgraph-sdk fetch + parse only",
+                "ours ≥ 100× lower",
+            ),
+        ] {
+            eprintln!("worker-bench: peer {mode}: {peer_messages} inbox messages");
+            let args = json!({
+                "graph_url": world.sim.graph_url(), "token": token, "user_id": user_id.to_string(),
+                "folder": "inbox", "page_size": page_size, "messages": peer_messages,
+                "dynamodb": world.dynamo.endpoint(), "table": TableNames::DEFAULT_MESSAGES,
+            });
+            let output = std::process::Command::new(&python)
+                .arg(&script)
+                .arg(mode)
+                .arg(args.to_string())
+                .output()
+                .expect("the peer runs");
+            let Ok(result) = serde_json::from_slice::<serde_json::Value>(&output.stdout) else {
+                eprintln!(
+                    "worker-bench: peer {mode} failed: {}",
+                    String::from_utf8_lossy(&output.stderr)
+                );
+                continue;
+            };
+            let handled = result["messages"].as_f64().unwrap_or(0.0).max(1.0);
+            let per_message = result["cpu_seconds"].as_f64().unwrap_or(0.0) * 1e6 / handled;
+            let ratio = per_message / cpu_per_message;
+            row(
+                &mut rows,
+                &format!("peer: {what}, CPU per message"),
+                format!("{per_message:.0} µs ({handled} messages): ours is {ratio:.1}× lower"),
+                target,
+            );
+            peers.insert(
+                mode.to_owned(),
+                json!({"cpu_us_per_message": per_message, "messages": handled, "ratio": ratio}),
+            );
+        }
+    }
+
     println!("| measure | figure | target |\n|---|---|---|");
     for [what, figure, target] in &rows {
         println!("| {what} | {figure} | {target} |");
@@ -362,6 +416,7 @@ async fn main() {
     let figures = json!({
         "backfill": {"messages": stored, "cpu_us_per_message": cpu_per_message, "graph_requests": graph,
                       "graph_floor": floor, "dynamodb": ops, "peak_rss_mb": rss, "page_size": page_size},
+        "peers": peers,
         "rows": rows,
     });
     std::fs::write(&out, serde_json::to_string_pretty(&figures).unwrap()).unwrap();

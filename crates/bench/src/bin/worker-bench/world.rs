@@ -56,14 +56,14 @@ impl World {
     }
 
     /// A connected org whose `mailboxes` (user names) each hold `inbox` + `sent` messages in the
-    /// simulator and have sync on. Returns their emails.
+    /// simulator and have sync on. Returns their emails and directory ids.
     pub async fn org(
         &self,
         name: &str,
         mailboxes: &[String],
         inbox: u32,
         sent: u32,
-    ) -> (OrgId, Vec<Email>) {
+    ) -> (OrgId, Vec<(Email, uuid::Uuid)>) {
         let org = OrgId::parse(name).unwrap();
         let root = format!("root@{name}.example");
         self.store
@@ -112,7 +112,8 @@ impl World {
             .unwrap();
         let mut emails = Vec::with_capacity(mailboxes.len());
         for user in mailboxes {
-            self.sim
+            let info = self
+                .sim
                 .create_user(
                     self.tenant,
                     UserSpec {
@@ -134,9 +135,9 @@ impl World {
                 )
                 .await
                 .unwrap();
-            emails.push(email);
+            emails.push((email, info.id));
         }
-        let toggles: Vec<(Email, bool)> = emails.iter().map(|e| (e.clone(), true)).collect();
+        let toggles: Vec<(Email, bool)> = emails.iter().map(|(e, _)| (e.clone(), true)).collect();
         for chunk in toggles.chunks(50) {
             self.store
                 .set_sync_enabled(&org, chunk, audit(&org, AuditAction::SyncToggled, "users"))
@@ -144,6 +145,28 @@ impl World {
                 .unwrap();
         }
         (org, emails)
+    }
+}
+
+impl World {
+    /// An app-only Graph token for the peers (client credentials at the simulator).
+    pub async fn app_token(&self) -> String {
+        let url = format!("{}/{}/oauth2/v2.0/token", self.sim.authority(), self.tenant);
+        let answer: serde_json::Value = reqwest::Client::new()
+            .post(url)
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", self.client_id.as_str()),
+                ("client_secret", self.client_secret.as_str()),
+                ("scope", "https://graph.microsoft.com/.default"),
+            ])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        answer["access_token"].as_str().expect("a token").to_owned()
     }
 }
 
