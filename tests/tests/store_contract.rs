@@ -752,7 +752,12 @@ async fn sync_outcomes_update_state_and_counters(store: &DynamoStore) {
         .unwrap()
         .items;
     assert_eq!(errors.len(), 1);
-    assert_eq!(errors[0].state, SyncState::Error { cause });
+    assert_eq!(
+        errors[0].state,
+        SyncState::Error {
+            cause: cause.clone()
+        }
+    );
     assert_eq!(
         errors[0].counters.captured, 30,
         "a filtered listing shows the mailbox's counts too"
@@ -769,6 +774,42 @@ async fn sync_outcomes_update_state_and_counters(store: &DynamoStore) {
         .set_sync_state(&o, &email("ghost@contoso.com"), &SyncState::Ok)
         .await;
     assert!(matches!(ghost, Err(DomainError::NotFound(Entity::User))));
+
+    // The alarm's population, counted by the store: users with sync on, and those in error. A
+    // user in error whose sync is off is not counted.
+    assert_eq!(
+        store.sync_counts(&o).await.unwrap(),
+        o365_domain::user::SyncCounts {
+            syncing: 1,
+            in_error: 1
+        }
+    );
+    let off = email("off@contoso.com");
+    store
+        .add_user(
+            &o,
+            &NewUser::parse(off.as_str(), "Off", "member").unwrap(),
+            audit(&o, AuditAction::UserAdded, off.as_str()),
+        )
+        .await
+        .unwrap();
+    store
+        .set_sync_state(
+            &o,
+            &off,
+            &SyncState::Error {
+                cause: cause.clone(),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.sync_counts(&o).await.unwrap(),
+        o365_domain::user::SyncCounts {
+            syncing: 1,
+            in_error: 1
+        }
+    );
 }
 
 async fn listings_page_and_tokens_stay_in_their_org(store: &DynamoStore) {

@@ -105,6 +105,8 @@ pub trait UserStore: Send + Sync {
         changes: &[(Email, bool)],
         audit: AuditEvent,
     ) -> Result<Vec<User>>;
+    /// How many users have sync on, and how many of those are in error.
+    async fn sync_counts(&self, org: &OrgId) -> Result<crate::user::SyncCounts>;
     /// Users whose sync is switched on (for the fan-out).
     async fn sync_enabled_users(&self, org: &OrgId, page: PageRequest) -> Result<Page<Email>>;
     /// Records (or clears) the directory user the email resolved to; leaves `version` alone.

@@ -165,6 +165,20 @@ pub fn org_in_alarm(users_in_error: u64, users_syncing: u64) -> bool {
     users_syncing > 0 && users_in_error * 5 >= users_syncing
 }
 
+/// The population the alarm rule counts: an org's users whose sync is on, and those of them in
+/// error (counted by the store, without reading the users out).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SyncCounts {
+    pub syncing: u64,
+    pub in_error: u64,
+}
+
+impl SyncCounts {
+    pub fn alarm(&self) -> bool {
+        org_in_alarm(self.in_error, self.syncing)
+    }
+}
+
 /// What decides whether a user's mail can sync right now beyond the user's own record: the
 /// org's switch and connection. Read once per request.
 #[derive(Debug, Clone, PartialEq, Eq)]

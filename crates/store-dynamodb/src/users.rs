@@ -10,7 +10,8 @@ use o365_domain::ids::{DisplayName, Email, OrgId};
 use o365_domain::page::{Page, PageRequest};
 use o365_domain::ports::{MAX_BULK_CHANGES, UserStore};
 use o365_domain::user::{
-    ConnectionMode, DirectoryLink, MessageCounters, NewUser, Role, SyncState, SyncStateKind, User,
+    ConnectionMode, DirectoryLink, MessageCounters, NewUser, Role, SyncCounts, SyncState,
+    SyncStateKind, User,
 };
 use o365_domain::{DomainError, Entity, FieldError, Result, RuleViolation};
 
@@ -163,6 +164,29 @@ impl DynamoStore {
             found.insert(r.email.key().to_owned(), r);
         }
         Ok(emails.iter().map(|e| found.remove(e.key())).collect())
+    }
+
+    /// How many items a query matches, counted by DynamoDB page by page (none is read out).
+    async fn count_matching(
+        &self,
+        query: aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder,
+    ) -> Result<u64> {
+        let mut total = 0;
+        let mut start = None;
+        loop {
+            let out = query
+                .clone()
+                .select(aws_sdk_dynamodb::types::Select::Count)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(unavailable)?;
+            total += out.count.max(0) as u64;
+            match out.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => return Ok(total),
+            }
+        }
     }
 
     /// User records joined with their mailbox items (one batch read).
@@ -494,6 +518,35 @@ impl UserStore for DynamoStore {
             primary.as_deref(),
         )
         .await
+    }
+
+    async fn sync_counts(&self, org: &OrgId) -> Result<SyncCounts> {
+        let on = AttributeValue::Bool(true);
+        let syncing = self
+            .client
+            .query()
+            .table_name(&self.tables.state)
+            .key_condition_expression("pk = :p AND begins_with(sk, :u)")
+            .filter_expression("sync_enabled = :on")
+            .expression_attribute_values(":p", s(org_pk(org)))
+            .expression_attribute_values(":u", s(USER_SK_PREFIX))
+            .expression_attribute_values(":on", on.clone());
+        let in_error = self
+            .client
+            .query()
+            .table_name(&self.tables.state)
+            .index_name(GSI1)
+            .key_condition_expression("gsi1pk = :p")
+            .filter_expression("sync_enabled = :on")
+            .expression_attribute_values(
+                ":p",
+                s(user_state_gsi_pk(org, SyncStateKind::Error.as_str())),
+            )
+            .expression_attribute_values(":on", on);
+        Ok(SyncCounts {
+            syncing: self.count_matching(syncing).await?,
+            in_error: self.count_matching(in_error).await?,
+        })
     }
 
     async fn sync_enabled_users(&self, org: &OrgId, page: PageRequest) -> Result<Page<Email>> {

@@ -168,9 +168,11 @@ impl SyncEngine {
                 Some(next) => after = Some(next),
             }
         }
-        // The alarm is read once the walk is whole (a continued walk reads it at its end).
-        report.users_in_error = self.count_users(org, SyncStateKind::Error).await?;
-        report.alarm = o365_domain::user::org_in_alarm(report.users_in_error, report.users);
+        // The alarm is read once the walk is whole (a continued walk reads it at its end), from
+        // the same counts the API shows.
+        let counts = self.stores.users.sync_counts(org).await?;
+        report.users_in_error = counts.in_error;
+        report.alarm = counts.alarm();
         if report.alarm {
             tracing::warn!(
                 org = %org,
@@ -259,34 +261,6 @@ impl SyncEngine {
             }
         }
         jobs.clear();
-    }
-
-    pub(crate) async fn count_users(
-        &self,
-        org: &OrgId,
-        kind: SyncStateKind,
-    ) -> o365_domain::Result<u64> {
-        let mut n = 0;
-        let mut after = None;
-        loop {
-            let page = self
-                .stores
-                .users
-                .list_users(
-                    org,
-                    Some(kind),
-                    PageRequest {
-                        limit: PageRequest::MAX_LIMIT,
-                        after: after.take(),
-                    },
-                )
-                .await?;
-            n += page.items.iter().filter(|u| u.sync_enabled).count() as u64;
-            match page.next {
-                Some(x) => after = Some(x),
-                None => return Ok(n),
-            }
-        }
     }
 }
 

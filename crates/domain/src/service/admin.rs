@@ -50,12 +50,12 @@ impl Services {
         let settings = self.store.settings(&p.org).await?;
         // A status read settles a connection still waiting for Microsoft to propagate consent.
         let connection = self.grants.settle_connection(&p.org).await?;
-        let (users_in_error, users_total) = self.count_users(p).await?;
+        let counts = self.store.sync_counts(&p.org).await?;
         Ok(IntegrationView {
             settings,
             connection,
-            users_in_error,
-            users_total,
+            users_in_error: counts.in_error as usize,
+            users_total: counts.syncing as usize,
         })
     }
 
@@ -96,24 +96,6 @@ impl Services {
             blocked_by: connection
                 .blocking_failure(settings.use_service_account, OffsetDateTime::now_utc()),
         })
-    }
-
-    async fn count_users(&self, p: &Principal) -> Result<(usize, usize)> {
-        let (mut errors, mut total) = (0, 0);
-        let mut page = PageRequest::first(PageRequest::MAX_LIMIT);
-        loop {
-            let chunk = self.store.list_users(&p.org, None, page.clone()).await?;
-            // The population the alarm rule counts: users whose sync is on.
-            let syncing = chunk.items.iter().filter(|u| u.sync_enabled);
-            total += syncing.clone().count();
-            errors += syncing
-                .filter(|u| u.state.kind() == SyncStateKind::Error)
-                .count();
-            match chunk.next {
-                Some(next) => page.after = Some(next),
-                None => return Ok((errors, total)),
-            }
-        }
     }
 
     /// Changes the switches. Read-only changes which app holds the grant, so a live grant
