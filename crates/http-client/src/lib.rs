@@ -2,8 +2,8 @@
 //! compiled into the binary (`webpki-root-certs`), built into one rustls configuration per
 //! process: no client reads the platform's certificate files at start. Loading them (the bundle
 //! and every file of `/etc/ssl/certs`, once per client) was most of our functions' init time
-//! (735 files before user-api's first poll). The AWS SDK gets the same roots
-//! ([`root_certificates_pem`]).
+//! (735 files before user-api's first poll). The AWS SDK gets the roots AWS endpoints chain to
+//! ([`aws_root_certificates_pem`]).
 
 use std::sync::{Arc, OnceLock};
 
@@ -30,18 +30,37 @@ fn shared_tls() -> rustls::ClientConfig {
         .with_no_client_auth()
 }
 
-/// The same roots as PEM, for clients configured that way (the AWS SDK's trust store).
-pub fn root_certificates_pem() -> impl Iterator<Item = Vec<u8>> {
-    webpki_root_certs::TLS_SERVER_ROOT_CERTS.iter().map(|der| {
-        let body = base64::engine::general_purpose::STANDARD.encode(der.as_ref());
-        let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
-        for line in body.as_bytes().chunks(64) {
-            pem.push_str(std::str::from_utf8(line).unwrap_or_default());
-            pem.push('\n');
-        }
-        pem.push_str("-----END CERTIFICATE-----\n");
-        pem.into_bytes()
-    })
+/// The roots AWS service endpoints chain to (Amazon Trust Services' four, and the Starfield
+/// roots that cross-sign them), found in Mozilla's list by the subject names they carry.
+const AWS_ROOT_NAMES: [&[u8]; 3] = [
+    b"Amazon Root CA ",
+    b"Starfield Services Root Certificate Authority - G2",
+    b"Starfield Class 2 Certification Authority",
+];
+
+/// The AWS SDK's trust store, as PEM (the form its TLS context takes): only the roots AWS
+/// endpoints chain to. The SDK talks to AWS alone, so trusting the other hundred-odd roots adds
+/// nothing but risk, and turning them to PEM and back was a fifth of each function's init.
+pub fn aws_root_certificates_pem() -> impl Iterator<Item = Vec<u8>> {
+    webpki_root_certs::TLS_SERVER_ROOT_CERTS
+        .iter()
+        .filter(|der| {
+            AWS_ROOT_NAMES
+                .iter()
+                .any(|name| der.windows(name.len()).any(|w| w == *name))
+        })
+        .map(|der| pem(der.as_ref()))
+}
+
+fn pem(der: &[u8]) -> Vec<u8> {
+    let body = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in body.as_bytes().chunks(64) {
+        pem.push_str(std::str::from_utf8(line).unwrap_or_default());
+        pem.push('\n');
+    }
+    pem.push_str("-----END CERTIFICATE-----\n");
+    pem.into_bytes()
 }
 
 #[cfg(test)]
@@ -51,8 +70,9 @@ mod tests {
         assert!(super::builder().build().is_ok());
         assert!(super::TLS.get().is_some());
         assert!(super::builder().build().is_ok());
-        let pems: Vec<_> = super::root_certificates_pem().collect();
-        assert!(pems.len() > 100);
+        // Amazon Root CA 1 to 4 and the Starfield roots: what AWS endpoints chain to.
+        let pems: Vec<_> = super::aws_root_certificates_pem().collect();
+        assert!((5..=6).contains(&pems.len()), "{}", pems.len());
         assert!(pems[0].starts_with(b"-----BEGIN CERTIFICATE-----\n"));
     }
 }

@@ -119,9 +119,9 @@ fn secrets_manager_with(
 /// overridable with the SDK's own `AWS_ENDPOINT_URL_*` variables.
 pub async fn aws_sdk_config() -> SdkConfig {
     use aws_smithy_http_client::tls;
-    // The SDK's HTTPS client trusts the same compiled-in roots as every other client
+    // The SDK's HTTPS client trusts the compiled-in roots AWS endpoints chain to
     // (`o365-http-client`): no certificate file is read at start.
-    let trust = o365_http_client::root_certificates_pem().fold(
+    let trust = o365_http_client::aws_root_certificates_pem().fold(
         tls::TrustStore::empty().with_native_roots(false),
         |t, pem| t.with_pem_certificate(pem),
     );
