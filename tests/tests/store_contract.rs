@@ -662,6 +662,7 @@ async fn sync_outcomes_update_state_and_counters(store: &DynamoStore) {
     let progress = Checkpoint {
         cursors: vec![],
         added,
+        mark: None,
     };
     let t0 = now();
     assert!(
@@ -1401,9 +1402,8 @@ async fn mail_lists_newest_first_without_bodies(store: &DynamoStore) {
             &[old],
             &[],
             WriteStamp {
-                at: now(),
                 keep_for: Some(Duration::days(1)),
-                own_domains: vec![],
+                ..WriteStamp::from(now())
             },
         )
         .await
@@ -1825,10 +1825,52 @@ async fn held_tells_archived_ids_from_new_ones_without_reading_bodies(store: &Dy
         .held(&o, &adele, &ids)
         .await
         .unwrap()
-        .into_iter()
+        .into_keys()
         .collect();
     held.sort();
     assert_eq!(held, ["m1", "m2", "t1"]);
+    // A message keeps the mark of the write that counted it new; the mailbox keeps the mark of
+    // its last committed write.
+    let mark = o365_domain::mailbox::WriteMark {
+        run: "0001-a".into(),
+        write: 2,
+    };
+    store
+        .write_page(
+            &o,
+            &adele,
+            &[message("n1", MailFolder::Inbox, "<p>new</p>")],
+            &[],
+            WriteStamp {
+                mark: Some(mark.clone()),
+                ..WriteStamp::from(now())
+            },
+        )
+        .await
+        .unwrap();
+    let marks = store
+        .held(&o, &adele, &["n1".into(), "m1".into()])
+        .await
+        .unwrap();
+    assert_eq!(marks.get("n1"), Some(&Some(mark.clone())));
+    assert_eq!(marks.get("m1"), Some(&None), "written without a mark");
+    store
+        .finish_run(
+            &o,
+            &adele,
+            "job-m",
+            &Checkpoint {
+                mark: Some(mark.clone()),
+                ..Default::default()
+            },
+            now(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.mailbox(&o, &adele).await.unwrap().last_mark,
+        Some(mark)
+    );
     assert!(
         store.held(&o, &bob, &ids).await.unwrap().is_empty(),
         "per mailbox"

@@ -662,7 +662,7 @@ impl MessageArchive for Crashy {
         o: &OrgId,
         m: &Email,
         ids: &[String],
-    ) -> DResult<std::collections::HashSet<String>> {
+    ) -> DResult<std::collections::HashMap<String, Option<o365_domain::mailbox::WriteMark>>> {
         if self.tick() {
             return Err(Self::boom());
         }
@@ -1721,4 +1721,41 @@ async fn sync_now_is_one_message_and_the_walk_resumes_where_it_stopped() {
         listed, 230,
         "every run of the request is listed under its id"
     );
+}
+
+/// Counts are exact across crashes: whichever call of a backfill or of an incremental run
+/// fails, the rerun (a new run, as a redelivered job is) counts every message once and as what
+/// it is. A message a crashed attempt archived but never counted carries that attempt's mark,
+/// which was never committed: the rerun counts it as new, not as an update.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counts_are_exact_across_crashes() {
+    for fail_at in (4..40).step_by(5) {
+        let w = world(1, 60, 40).await;
+        let (crashy, engine) = w.crashy_engine();
+        let mailbox = Email::parse(&w.users[0]).unwrap();
+        // A first sync that survives, so the crashed run below is an incremental one.
+        w.sync_all(&engine, 1).await;
+        let inbox = w.sim.live_messages(&w.users[0], Folder::Inbox).unwrap();
+        w.sim.add_messages(&w.users[0], Folder::Inbox, 70).unwrap();
+        w.sim
+            .update_message(
+                &inbox[0].immutable_id,
+                MessagePatch {
+                    subject: Some("edited".into()),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        crashy.calls.store(0, Ordering::SeqCst);
+        crashy.fail_at.store(fail_at, Ordering::SeqCst);
+        w.expire_leases().await;
+        w.sync_all(&engine, 4).await;
+        w.assert_matches_truth().await;
+        let counters = w.store.user(&w.org, &mailbox).await.unwrap().counters;
+        assert_eq!(
+            (counters.captured, counters.updated),
+            (100 + 70, 1),
+            "crash at call {fail_at}"
+        );
+    }
 }

@@ -149,6 +149,10 @@ pub struct WriteStamp {
     /// The org's own domains: their people are not indexed (their mail goes by purging their
     /// mailboxes), which keeps the index to the outside world.
     pub own_domains: Vec<String>,
+    /// The mark of the write that archives a message for the first time...
+    pub mark: Option<crate::mailbox::WriteMark>,
+    /// ...and the marks messages already archived keep (a message keeps its first mark).
+    pub kept_marks: std::collections::HashMap<String, crate::mailbox::WriteMark>,
 }
 
 impl From<OffsetDateTime> for WriteStamp {
@@ -157,6 +161,8 @@ impl From<OffsetDateTime> for WriteStamp {
             at,
             keep_for: None,
             own_domains: Vec::new(),
+            mark: None,
+            kept_marks: Default::default(),
         }
     }
 }
@@ -168,7 +174,14 @@ impl WriteStamp {
             at,
             keep_for: policy.keep_for(),
             own_domains: policy.internal_domains.clone(),
+            mark: None,
+            kept_marks: Default::default(),
         }
+    }
+
+    /// The mark `id`'s item carries: the one it was first archived under, else this write's.
+    pub fn mark_for(&self, id: &str) -> Option<&crate::mailbox::WriteMark> {
+        self.kept_marks.get(id).or(self.mark.as_ref())
     }
 
     /// The addresses the person index names for `message`: its participants outside the org's

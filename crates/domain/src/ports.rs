@@ -273,14 +273,15 @@ pub trait MessageArchive: Send + Sync {
         mailbox: &Email,
         page: PageRequest,
     ) -> Result<Page<crate::message::ArchivedStamp>>;
-    /// Which of `ids` the mailbox's archive holds (live or as a tombstone), read keys-only —
-    /// how a run tells a new message from an update without reading bodies.
+    /// Which of `ids` the mailbox's archive holds (live or as a tombstone), with the mark each
+    /// was first archived under (none on items from before marks), read without bodies — how a
+    /// run tells a new message from an update.
     async fn held(
         &self,
         org: &OrgId,
         mailbox: &Email,
         ids: &[String],
-    ) -> Result<std::collections::HashSet<String>>;
+    ) -> Result<std::collections::HashMap<String, Option<crate::mailbox::WriteMark>>>;
     /// One message's stamp read consistently from the table (`None`: not live): the index
     /// behind [`Self::live_stamps`] lags writes, so a message it shows as stale is confirmed
     /// here before it is marked removed.

@@ -11,7 +11,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use time::OffsetDateTime;
 
 use o365_domain::ids::{Email, OrgId};
-use o365_domain::mailbox::{Checkpoint, Lease, MailFolder, MailboxCursor, MailboxState};
+use o365_domain::mailbox::{Checkpoint, Lease, MailFolder, MailboxCursor, MailboxState, WriteMark};
 use o365_domain::ports::MailboxStateStore;
 use o365_domain::user::MessageCounters;
 use o365_domain::{DomainError, Entity, Result};
@@ -23,6 +23,8 @@ use crate::{DynamoStore, Item, n, rfc3339, s};
 const HOLDER: &str = "lease_holder";
 const UNTIL: &str = "lease_until_ms";
 const LAST_SYNC: &str = "last_sync_at";
+/// The mark of the last write that committed counts (`WriteMark`).
+const LAST_MARK: &str = "last_mark";
 const COUNTERS: [&str; 4] = ["captured", "updated", "deleted", "skipped"];
 
 fn cursor_attribute(folder: MailFolder) -> String {
@@ -99,6 +101,9 @@ impl Expression {
         for cursor in &progress.cursors {
             let value = serde_dynamo::to_attribute_value(cursor).map_err(unavailable)?;
             self.set(&cursor_attribute(cursor.folder), value);
+        }
+        if let Some(mark) = &progress.mark {
+            self.set(LAST_MARK, s(mark.encode()));
         }
         let c = progress.added;
         for (name, value) in COUNTERS
@@ -231,7 +236,15 @@ impl MailboxStateStore for DynamoStore {
                     .push(serde_dynamo::from_attribute_value(value.clone()).map_err(unavailable)?);
             }
         }
-        Ok(MailboxState { lease, cursors })
+        let last_mark = item
+            .get(LAST_MARK)
+            .and_then(|v| v.as_s().ok())
+            .and_then(|m| WriteMark::decode(m));
+        Ok(MailboxState {
+            lease,
+            cursors,
+            last_mark,
+        })
     }
 
     async fn checkpoint(
@@ -287,6 +300,7 @@ impl MailboxStateStore for DynamoStore {
         let progress = Checkpoint {
             cursors: vec![cursor.clone()],
             added: MessageCounters::default(),
+            mark: None,
         };
         let expression = Expression::new().progress(&progress)?;
         Self::send_conditional(expression.apply(self.mailbox_update(&cursor.org, &cursor.mailbox)))

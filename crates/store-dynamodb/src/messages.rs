@@ -12,7 +12,7 @@ use rand::Rng;
 use time::OffsetDateTime;
 
 use o365_domain::ids::{Email, OrgId};
-use o365_domain::mailbox::MailFolder;
+use o365_domain::mailbox::{MailFolder, WriteMark};
 use o365_domain::message::{
     ArchivedStamp, BodyType, CapturedMessage, MessageBody, MessageQuery, MessageRemoval,
     PageWriteSummary, RemovalReason, StoredMessage, WriteStamp,
@@ -33,6 +33,8 @@ const SAFETY_MARGIN: usize = 4 * 1024;
 /// Past this, the metadata alone (huge recipient lists) is trimmed before the body is considered.
 const MAX_METADATA_BYTES: usize = 256 * 1024;
 const BATCH_WRITE_LIMIT: usize = 25;
+/// The mark of the write that first archived a message (`WriteMark`).
+const FIRST_MARK: &str = "first_mark";
 const MAX_RETRIES: u32 = 10;
 
 /// Exponential backoff with full jitter; gives up after [`MAX_RETRIES`].
@@ -105,6 +107,7 @@ fn message_item(
     mailbox: &Email,
     message: &CapturedMessage,
     at: OffsetDateTime,
+    mark: Option<&WriteMark>,
     people: Option<AttributeValue>,
 ) -> Result<(Item, bool)> {
     let mut meta = message.clone();
@@ -127,6 +130,9 @@ fn message_item(
     item.insert(RECEIVED_KEY.into(), s(received_key(message, at)));
     item.insert("state".into(), s("live"));
     item.insert("stored_at".into(), s(rfc3339(at)));
+    if let Some(mark) = mark {
+        item.insert(FIRST_MARK.into(), s(mark.encode()));
+    }
     item.insert(
         "recipients_truncated".into(),
         AttributeValue::Bool(recipients_truncated),
@@ -344,7 +350,8 @@ impl MessageArchive for DynamoStore {
         let mut index = Vec::new();
         for m in latest.into_iter().rev() {
             let (people, entries) = people::entries(org, mailbox, m, &stamp)?;
-            let (mut item, truncated) = message_item(org, mailbox, m, at, people)?;
+            let (mut item, truncated) =
+                message_item(org, mailbox, m, at, stamp.mark_for(&m.id), people)?;
             // The org's retention, as DynamoDB TTL: expired items are deleted by DynamoDB.
             if let Some(expires) = stamp.expires_at(m) {
                 item.insert(
@@ -528,14 +535,21 @@ impl MessageArchive for DynamoStore {
         org: &OrgId,
         mailbox: &Email,
         ids: &[String],
-    ) -> Result<std::collections::HashSet<String>> {
+    ) -> Result<std::collections::HashMap<String, Option<WriteMark>>> {
         let partition = message_pk(org, mailbox);
         let keys = ids.iter().map(|id| keys::key(&partition, id)).collect();
         Ok(self
-            .batch_get(&self.tables.messages, keys, Some("sk"))
+            .batch_get(&self.tables.messages, keys, Some("sk, first_mark"))
             .await?
             .iter()
-            .filter_map(|item| item.get("sk").and_then(|v| v.as_s().ok()).cloned())
+            .filter_map(|item| {
+                let id = item.get("sk").and_then(|v| v.as_s().ok())?.clone();
+                let mark = item
+                    .get(FIRST_MARK)
+                    .and_then(|v| v.as_s().ok())
+                    .and_then(|m| WriteMark::decode(m));
+                Some((id, mark))
+            })
             .collect())
     }
 

@@ -106,7 +106,7 @@ impl MessageArchive for Counting {
         o: &OrgId,
         m: &Email,
         ids: &[String],
-    ) -> DResult<std::collections::HashSet<String>> {
+    ) -> DResult<std::collections::HashMap<String, Option<o365_domain::mailbox::WriteMark>>> {
         self.store.held(o, m, ids).await
     }
     async fn live_stamp(

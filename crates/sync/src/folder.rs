@@ -77,21 +77,40 @@ impl SyncEngine {
             page.messages.retain(|m| source.policy.keeps(m, t));
             counted.skipped = (fetched - page.messages.len()) as u64;
             // Counted once per message id: a page may repeat one (the last copy is what is
-            // written). "captured" is a message the archive never held; anything it holds, live
-            // in this folder or another or as a tombstone (a move's removal processed first), is
-            // "updated". Outside a first backfill that is one keys-only batch read per page (no
-            // bodies), and only for counting: writes are idempotent either way. A first backfill
-            // counts every message as captured; the only message it can count twice is one
-            // moved between the two folders' first rounds.
+            // written). "captured" is a message never counted before: one the archive does not
+            // hold, or holds under the mark of a write that never committed (a crashed attempt
+            // archived it, then died before counting it); it takes this write's mark. Anything
+            // else it holds, live in this folder or another or as a tombstone (a move's removal
+            // processed first), is "updated", and keeps its mark. Outside a first backfill that is one batch read
+            // per page (no bodies), only for counting: writes are idempotent either way. A first
+            // backfill counts every message as captured; the only message it can count twice is
+            // one moved between the two folders' first rounds.
             let mut ids: Vec<String> = page.messages.iter().map(|m| m.id.clone()).collect();
             ids.sort();
             ids.dedup();
+            let mut kept_marks = std::collections::HashMap::new();
             if fresh_round {
                 counted.captured = ids.len() as u64;
             } else if !ids.is_empty() {
                 let held = s.archive.held(org, mailbox, &ids).await?;
-                counted.updated = held.len() as u64;
-                counted.captured = (ids.len() - held.len()) as u64;
+                for id in &ids {
+                    match held.get(id) {
+                        None => counted.captured += 1,
+                        Some(mark) => {
+                            let counted_before = mark
+                                .as_ref()
+                                .is_none_or(|m| m.counted(run.last_committed.as_ref()));
+                            if counted_before {
+                                counted.updated += 1;
+                                if let Some(mark) = mark {
+                                    kept_marks.insert(id.clone(), mark.clone());
+                                }
+                            } else {
+                                counted.captured += 1;
+                            }
+                        }
+                    }
+                }
             }
             let mut deleted: Vec<&str> = page
                 .removals
@@ -110,14 +129,13 @@ impl SyncEngine {
             };
             let mut stored_something = !page.messages.is_empty() || !page.removals.is_empty();
             if stored_something {
+                let stamp = WriteStamp {
+                    mark: Some(run.pending_mark()),
+                    kept_marks,
+                    ..WriteStamp::under(&source.policy, at)
+                };
                 s.archive
-                    .write_page(
-                        org,
-                        mailbox,
-                        &page.messages,
-                        &page.removals,
-                        WriteStamp::under(&source.policy, at),
-                    )
+                    .write_page(org, mailbox, &page.messages, &page.removals, stamp)
                     .await?;
             }
             let done = matches!(page.next, SyncLink::Delta(_));

@@ -4,7 +4,7 @@
 use super::*;
 use o365_domain::connection::AppRegistration;
 use o365_domain::ids::TenantId;
-use o365_domain::mailbox::Checkpoint;
+use o365_domain::mailbox::{Checkpoint, WriteMark};
 
 pub(crate) struct Run<'a> {
     pub job: &'a SyncJob,
@@ -16,6 +16,12 @@ pub(crate) struct Run<'a> {
     pub pending: Checkpoint,
     /// Why the run failed, for its history record.
     pub failure: Option<Failure>,
+    /// This run's id in the marks of its writes (a rerun is a new run).
+    id: String,
+    /// Writes committed by this run.
+    writes: u64,
+    /// The mailbox's last committed mark: the mailbox's as the run found it, then this run's.
+    pub last_committed: Option<WriteMark>,
 }
 
 impl<'a> Run<'a> {
@@ -27,7 +33,25 @@ impl<'a> Run<'a> {
             report: MailboxReport::default(),
             pending: Checkpoint::default(),
             failure: None,
+            id: WriteMark::run_id(now()),
+            writes: 0,
+            last_committed: None,
         }
+    }
+
+    /// The mark of the write not yet committed: messages a page archives for the first time
+    /// carry it, and the write that commits the page's counts records it.
+    pub fn pending_mark(&self) -> WriteMark {
+        WriteMark {
+            run: self.id.clone(),
+            write: self.writes + 1,
+        }
+    }
+
+    fn committed(&mut self) {
+        self.last_committed = Some(self.pending_mark());
+        self.writes += 1;
+        self.pending = Checkpoint::default();
     }
 
     /// Counted in the run's report and in the next write to the mailbox.
@@ -49,12 +73,16 @@ pub(crate) struct MailSourceRef {
 impl SyncEngine {
     /// Writes what the run has not written yet (one write; nothing when there is nothing).
     pub(crate) async fn flush(&self, run: &mut Run<'_>) -> o365_domain::Result<()> {
+        if run.pending.is_empty() {
+            return Ok(());
+        }
         let job = run.job;
+        run.pending.mark = Some(run.pending_mark());
         self.stores
             .state
             .checkpoint(&job.org, &job.mailbox, &job.job_id, &run.pending)
             .await?;
-        run.pending = Checkpoint::default();
+        run.committed();
         Ok(())
     }
 
@@ -66,11 +94,12 @@ impl SyncEngine {
         state: SyncState,
     ) -> o365_domain::Result<()> {
         let job = run.job;
+        run.pending.mark = Some(run.pending_mark());
         self.stores
             .state
             .finish_run(&job.org, &job.mailbox, &job.job_id, &run.pending, now())
             .await?;
-        run.pending = Checkpoint::default();
+        run.committed();
         if run.state_before.as_ref() != Some(&state) {
             self.stores
                 .users

@@ -188,11 +188,12 @@ impl SyncEngine {
             Err(e) => return JobOutcome::Failed(e.to_string()),
         };
         run.state_before = Some(user.state.clone());
-        // The mailbox item, read once: its lease and both folders' positions.
+        // The mailbox item, read once: its lease, both folders' positions, its last mark.
         let mut positions = match s.state.mailbox(org, mailbox).await {
             Ok(p) => p,
             Err(e) => return JobOutcome::Failed(e.to_string()),
         };
+        run.last_committed = positions.last_mark.clone();
         let t = now();
         // The fan-out leased the mailbox to this job when it queued it: while that lease still
         // covers a whole run, the run takes it as it is (no write). Otherwise the lease is taken
