@@ -73,7 +73,10 @@ pub struct CapturedMessage {
     /// Stored beside the other fields (older items read as empty).
     #[serde(default, flatten)]
     pub details: MessageDetails,
-    /// Present only when the app's permission includes bodies.
+    /// Present only when the app's permission includes bodies. Never serialised with the
+    /// rest: the archive stores it apart, compressed (and serialising the metadata then copies
+    /// no body).
+    #[serde(skip)]
     pub body: Option<MessageBody>,
 }
 

@@ -110,11 +110,17 @@ fn message_item(
     mark: Option<&WriteMark>,
     people: Option<AttributeValue>,
 ) -> Result<(Item, bool)> {
-    let mut meta = message.clone();
-    let body = meta.body.take();
+    // The body is not part of the metadata's serialisation (it is stored below, compressed).
+    let body = message.body.as_ref();
     let mut recipients_truncated = false;
-    let mut item = to_item(&meta)?;
+    let mut item = to_item(message)?;
+    // Only a message whose metadata alone is oversized (huge recipient lists) is copied, to cut.
+    let mut meta = None;
     while item_size(&item) > MAX_METADATA_BYTES {
+        let meta = meta.get_or_insert_with(|| CapturedMessage {
+            body: None,
+            ..message.clone()
+        });
         let longest = [&mut meta.to, &mut meta.cc, &mut meta.bcc]
             .into_iter()
             .max_by_key(|l| l.len());
@@ -123,7 +129,7 @@ fn message_item(
             _ => break,
         }
         recipients_truncated = true;
-        item = to_item(&meta)?;
+        item = to_item(&*meta)?;
     }
     item.insert(PK.into(), s(message_pk(org, mailbox)));
     item.insert("sk".into(), s(&message.id));
