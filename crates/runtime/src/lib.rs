@@ -3,6 +3,7 @@
 
 pub mod functions;
 pub mod ops;
+pub mod sqs_event;
 
 use std::sync::Arc;
 use std::time::Duration;

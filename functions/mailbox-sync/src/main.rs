@@ -10,12 +10,12 @@
 use std::time::{Duration, Instant};
 
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
-use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use aws_lambda_events::event::sqs::SqsEvent;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use o365_domain::service::grant::Grants;
-use o365_runtime::Env;
 use o365_runtime::functions::FanOut;
-use o365_sync_engine::{FanOutReport, QueueRecord, SyncEngine, metrics};
+use o365_runtime::{Env, sqs_event};
+use o365_sync_engine::{FanOutReport, SyncEngine, metrics};
 
 /// Time kept back from the invocation's deadline to queue the rest of a walk and answer.
 const SAFETY_MARGIN: Duration = Duration::from_secs(15);
@@ -46,25 +46,10 @@ async fn queued(
     event: SqsEvent,
     deadline: Instant,
 ) -> Result<(FanOutReport, serde_json::Value), Error> {
-    let records = event
-        .records
-        .into_iter()
-        .map(|m| QueueRecord {
-            message_id: m.message_id.unwrap_or_default(),
-            receipt_handle: m.receipt_handle.unwrap_or_default(),
-            body: m.body.unwrap_or_default(),
-        })
-        .collect();
-    let (report, failed) = engine.handle_fan_out_batch(records, deadline).await;
-    let mut response = SqsBatchResponse::default();
-    response.batch_item_failures = failed
-        .into_iter()
-        .map(|id| {
-            let mut f = BatchItemFailure::default();
-            f.item_identifier = id;
-            f
-        })
-        .collect();
+    let (report, failed) = engine
+        .handle_fan_out_batch(sqs_event::queue_records(event), deadline)
+        .await;
+    let response = sqs_event::batch_failures(failed);
     Ok((report, serde_json::to_value(response)?))
 }
 

@@ -4,12 +4,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use o365_msgraph::GraphClient;
-use o365_runtime::Env;
 use o365_runtime::functions::Worker;
-use o365_sync_engine::{QueueRecord, SyncEngine, metrics};
+use o365_runtime::{Env, sqs_event};
+use o365_sync_engine::{SyncEngine, metrics};
 
 /// Time kept back from the invocation's deadline to save state and answer.
 const SAFETY_MARGIN: Duration = Duration::from_secs(15);
@@ -22,22 +22,13 @@ async fn handle(
     let started = Instant::now();
     let before = graph.stats();
     let deadline = o365_runtime::invocation_deadline(event.context.deadline, SAFETY_MARGIN);
-    let records = event
-        .payload
-        .records
-        .into_iter()
-        .map(|m| QueueRecord {
-            message_id: m.message_id.unwrap_or_default(),
-            receipt_handle: m.receipt_handle.unwrap_or_default(),
-            body: m.body.unwrap_or_default(),
-        })
-        .collect();
     // Every line of this invocation, the mailbox tasks' included, carries its ids.
     let span = tracing::info_span!(
         "invocation",
         requestId = %event.context.request_id,
         xrayTraceId = event.context.xray_trace_id.as_deref().unwrap_or("")
     );
+    let records = sqs_event::queue_records(event.payload);
     let report =
         tracing::Instrument::instrument(engine.handle_batch(records, deadline), span).await;
     let used = graph.stats().since(&before);
@@ -50,17 +41,7 @@ async fn handle(
     ) {
         println!("{line}");
     }
-    let mut response = SqsBatchResponse::default();
-    response.batch_item_failures = report
-        .failed
-        .into_iter()
-        .map(|id| {
-            let mut f = BatchItemFailure::default();
-            f.item_identifier = id;
-            f
-        })
-        .collect();
-    Ok(response)
+    Ok(sqs_event::batch_failures(report.failed))
 }
 
 /// glibc's allocator with one arena: each worker thread otherwise grows an arena of its own to
