@@ -1854,17 +1854,32 @@ async fn held_tells_archived_ids_from_new_ones_without_reading_bodies(store: &Dy
         .unwrap();
     assert_eq!(marks.get("n1"), Some(&Some(mark.clone())));
     assert_eq!(marks.get("m1"), Some(&None), "written without a mark");
+    let finished = |mark: o365_domain::mailbox::WriteMark| Checkpoint {
+        mark: Some(mark),
+        ..Default::default()
+    };
+    let t = now();
+    assert!(
+        store
+            .acquire_lease(&o, &adele, "job-m", t + Duration::minutes(5), t)
+            .await
+            .unwrap()
+    );
     store
-        .finish_run(
-            &o,
-            &adele,
-            "job-m",
-            &Checkpoint {
-                mark: Some(mark.clone()),
-                ..Default::default()
-            },
-            now(),
-        )
+        .finish_run(&o, &adele, "job-m", &finished(mark.clone()), now())
+        .await
+        .unwrap();
+    assert_eq!(
+        store.mailbox(&o, &adele).await.unwrap().last_mark,
+        Some(mark.clone())
+    );
+    // A run that lost its lease still commits its counts, but its mark is not the mailbox's.
+    let late = o365_domain::mailbox::WriteMark {
+        run: "0009-z".into(),
+        write: 1,
+    };
+    store
+        .finish_run(&o, &adele, "job-gone", &finished(late), now())
         .await
         .unwrap();
     assert_eq!(

@@ -277,7 +277,12 @@ impl MailboxStateStore for DynamoStore {
         progress: &Checkpoint,
         at: OffsetDateTime,
     ) -> Result<()> {
-        let mut expression = Expression::new().progress(progress)?;
+        // Without the lease, the write's mark is not recorded: the holder's run owns the mark.
+        let unmarked = Checkpoint {
+            mark: None,
+            ..progress.clone()
+        };
+        let mut expression = Expression::new().progress(&unmarked)?;
         expression.set(LAST_SYNC, s(rfc3339(at)));
         let mut released = Expression::new().progress(progress)?;
         released.set(LAST_SYNC, s(rfc3339(at)));
