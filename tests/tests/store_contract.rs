@@ -775,6 +775,19 @@ async fn sync_outcomes_update_state_and_counters(store: &DynamoStore) {
         .set_sync_state(&o, &email("ghost@contoso.com"), &SyncState::Ok)
         .await;
     assert!(matches!(ghost, Err(DomainError::NotFound(Entity::User))));
+    // What a run reads of its user, in one read.
+    let subject = store.sync_subject(&o, &root).await.unwrap();
+    assert!(subject.sync_enabled);
+    assert_eq!(
+        subject.state,
+        SyncState::Error {
+            cause: cause.clone()
+        }
+    );
+    assert!(matches!(
+        store.sync_subject(&o, &email("ghost@contoso.com")).await,
+        Err(DomainError::NotFound(Entity::User))
+    ));
 
     // The alarm's population, counted by the store: users with sync on, and those in error. A
     // user in error whose sync is off is not counted.

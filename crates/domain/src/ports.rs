@@ -72,6 +72,8 @@ pub trait OrgStore: Send + Sync {
 pub trait UserStore: Send + Sync {
     async fn add_user(&self, org: &OrgId, user: &NewUser, audit: AuditEvent) -> Result<User>;
     async fn user(&self, org: &OrgId, email: &Email) -> Result<User>;
+    /// What a mailbox run needs of the user, in one read ([`crate::user::SyncSubject`]).
+    async fn sync_subject(&self, org: &OrgId, email: &Email) -> Result<crate::user::SyncSubject>;
     async fn list_users(
         &self,
         org: &OrgId,

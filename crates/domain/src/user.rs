@@ -132,6 +132,16 @@ impl std::ops::Add for MessageCounters {
     }
 }
 
+/// What a mailbox run needs of its user, read alone (not the API's view of the user, which also
+/// reads the org's Primary and the mailbox's counts).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct SyncSubject {
+    pub sync_enabled: bool,
+    pub state: SyncState,
+    #[serde(default)]
+    pub directory: Option<DirectoryLink>,
+}
+
 /// The directory user a platform email resolved to. Graph is addressed by `object_id`, which
 /// survives renames; UPN and mail are kept for people to read.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

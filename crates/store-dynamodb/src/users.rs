@@ -11,7 +11,7 @@ use o365_domain::page::{Page, PageRequest};
 use o365_domain::ports::{MAX_BULK_CHANGES, UserStore};
 use o365_domain::user::{
     ConnectionMode, DirectoryLink, MessageCounters, NewUser, Role, SyncCounts, SyncState,
-    SyncStateKind, User,
+    SyncStateKind, SyncSubject, User,
 };
 use o365_domain::{DomainError, Entity, FieldError, Result, RuleViolation};
 
@@ -233,6 +233,21 @@ impl UserStore for DynamoStore {
             Err(TransactionFailure::Cancelled(_)) => Err(DomainError::AlreadyExists(Entity::User)),
             Err(TransactionFailure::Other(e)) => Err(e),
         }
+    }
+
+    async fn sync_subject(&self, org: &OrgId, email: &Email) -> Result<SyncSubject> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.tables.state)
+            .set_key(Some(keys::key(org_pk(org), user_sk(email))))
+            .consistent_read(true)
+            .projection_expression("sync_enabled, #state, directory")
+            .expression_attribute_names("#state", "state")
+            .send()
+            .await
+            .map_err(unavailable)?;
+        from_item(out.item.ok_or(DomainError::NotFound(Entity::User))?)
     }
 
     async fn user(&self, org: &OrgId, email: &Email) -> Result<User> {

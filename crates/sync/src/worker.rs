@@ -179,7 +179,7 @@ impl SyncEngine {
             let _ = s.state.release_lease(org, mailbox, &job.job_id).await;
             return JobOutcome::Skipped("org not connected");
         };
-        let user = match s.users.user(org, mailbox).await {
+        let user = match s.users.sync_subject(org, mailbox).await {
             Ok(u) if u.sync_enabled => u,
             Ok(_) | Err(DomainError::NotFound(_)) => {
                 let _ = s.state.release_lease(org, mailbox, &job.job_id).await;
