@@ -39,6 +39,15 @@ fn from_millis(ms: i128) -> Option<OffsetDateTime> {
     OffsetDateTime::from_unix_timestamp_nanos(ms * 1_000_000).ok()
 }
 
+fn lease_of(item: &Item) -> Option<Lease> {
+    let holder = item.get(HOLDER)?.as_s().ok()?;
+    let until = from_millis(number(item, UNTIL)?)?;
+    Some(Lease {
+        holder: holder.clone(),
+        until,
+    })
+}
+
 fn number(item: &Item, name: &str) -> Option<i128> {
     item.get(name)?.as_n().ok()?.parse().ok()
 }
@@ -219,16 +228,7 @@ impl MailboxStateStore for DynamoStore {
         else {
             return Ok(MailboxState::default());
         };
-        let lease = match (
-            item.get(HOLDER).and_then(|v| v.as_s().ok()),
-            number(&item, UNTIL),
-        ) {
-            (Some(holder), Some(until)) => from_millis(until).map(|until| Lease {
-                holder: holder.clone(),
-                until,
-            }),
-            _ => None,
-        };
+        let lease = lease_of(&item);
         let mut cursors = Vec::new();
         for folder in MailFolder::ALL {
             if let Some(value) = item.get(&cursor_attribute(folder)) {
@@ -277,13 +277,6 @@ impl MailboxStateStore for DynamoStore {
         progress: &Checkpoint,
         at: OffsetDateTime,
     ) -> Result<()> {
-        // Without the lease, the write's mark is not recorded: the holder's run owns the mark.
-        let unmarked = Checkpoint {
-            mark: None,
-            ..progress.clone()
-        };
-        let mut expression = Expression::new().progress(&unmarked)?;
-        expression.set(LAST_SYNC, s(rfc3339(at)));
         let mut released = Expression::new().progress(progress)?;
         released.set(LAST_SYNC, s(rfc3339(at)));
         released.set(UNTIL, n(0));
@@ -296,7 +289,14 @@ impl MailboxStateStore for DynamoStore {
         }
         // Our lease ran out and another job holds the mailbox: what this run stored and counted
         // still stands (positions are only ever saved after their pages, so either job's
-        // position is safe to resume from); the other job's lease is not ours to end.
+        // position is safe to resume from); the other job's lease is not ours to end, nor is
+        // the mailbox's mark (the holder's run owns it).
+        let unmarked = Checkpoint {
+            mark: None,
+            ..progress.clone()
+        };
+        let mut expression = Expression::new().progress(&unmarked)?;
+        expression.set(LAST_SYNC, s(rfc3339(at)));
         Self::send_conditional(expression.apply(self.mailbox_update(org, mailbox))).await?;
         Ok(())
     }
@@ -349,8 +349,22 @@ impl MailboxStateStore for DynamoStore {
         mailbox: &Email,
         now: OffsetDateTime,
     ) -> Result<Option<Lease>> {
-        let state = self.mailbox(org, mailbox).await?;
-        Ok(state.running_lease(now).cloned())
+        // The fan-out asks this of every mailbox each cycle: the lease alone, not the positions.
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.tables.state)
+            .set_key(Some(keys::key(mailbox_pk(org, mailbox), MAILBOX_SK)))
+            .consistent_read(true)
+            .projection_expression("lease_holder, lease_until_ms")
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(out
+            .item
+            .as_ref()
+            .and_then(lease_of)
+            .filter(|lease| lease.until >= now))
     }
 
     async fn release_lease(&self, org: &OrgId, mailbox: &Email, holder: &str) -> Result<()> {
