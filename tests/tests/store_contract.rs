@@ -660,9 +660,8 @@ async fn sync_outcomes_update_state_and_counters(store: &DynamoStore) {
         skipped: 3,
     };
     let progress = Checkpoint {
-        cursors: vec![],
         added,
-        mark: None,
+        ..Default::default()
     };
     let t0 = now();
     assert!(
@@ -710,7 +709,8 @@ async fn sync_outcomes_update_state_and_counters(store: &DynamoStore) {
         None,
         "the finishing write released the lease"
     );
-    // A run whose lease another job took over: its counts stand, the other lease stays.
+    // A run whose lease another job took over commits nothing (the new holder counts what it
+    // left), and the other lease stays.
     let t1 = now();
     assert!(
         store
@@ -718,11 +718,11 @@ async fn sync_outcomes_update_state_and_counters(store: &DynamoStore) {
             .await
             .unwrap()
     );
-    store
-        .finish_run(&o, &root, "job-1", &progress, now())
-        .await
-        .unwrap();
-    assert_eq!(store.user(&o, &root).await.unwrap().counters.captured, 30);
+    assert!(matches!(
+        store.finish_run(&o, &root, "job-1", &progress, now()).await,
+        Err(DomainError::Conflict(Entity::Lease))
+    ));
+    assert_eq!(store.user(&o, &root).await.unwrap().counters.captured, 20);
     assert_eq!(
         store
             .lease_holder(&o, &root, now())
@@ -760,7 +760,7 @@ async fn sync_outcomes_update_state_and_counters(store: &DynamoStore) {
         }
     );
     assert_eq!(
-        errors[0].counters.captured, 30,
+        errors[0].counters.captured, 20,
         "a filtered listing shows the mailbox's counts too"
     );
     assert!(
@@ -1886,22 +1886,190 @@ async fn held_tells_archived_ids_from_new_ones_without_reading_bodies(store: &Dy
         store.mailbox(&o, &adele).await.unwrap().last_mark,
         Some(mark.clone())
     );
-    // A run that lost its lease still commits its counts, but its mark is not the mailbox's.
+    // Commits form one chain: a commit names the last one it follows. Another delivery of the
+    // same job (same lease holder) that started before that commit is refused, as is a run
+    // that lost its lease; the mailbox's mark stays.
     let late = o365_domain::mailbox::WriteMark {
         run: "0009-z".into(),
         write: 1,
     };
+    assert!(
+        store
+            .acquire_lease(&o, &adele, "job-m", t + Duration::minutes(5), now())
+            .await
+            .unwrap()
+    );
+    for holder in ["job-m", "job-gone"] {
+        assert!(matches!(
+            store
+                .finish_run(&o, &adele, holder, &finished(late.clone()), now())
+                .await,
+            Err(DomainError::Conflict(Entity::Lease))
+        ));
+    }
+    assert_eq!(
+        store.mailbox(&o, &adele).await.unwrap().last_mark,
+        Some(mark.clone())
+    );
+    // The run that follows the last commit commits.
+    let next = o365_domain::mailbox::WriteMark {
+        run: "0010-a".into(),
+        write: 1,
+    };
     store
-        .finish_run(&o, &adele, "job-gone", &finished(late), now())
+        .finish_run(
+            &o,
+            &adele,
+            "job-m",
+            &Checkpoint {
+                follows: Some(mark),
+                ..finished(next.clone())
+            },
+            now(),
+        )
         .await
         .unwrap();
     assert_eq!(
         store.mailbox(&o, &adele).await.unwrap().last_mark,
-        Some(mark)
+        Some(next)
     );
     assert!(
         store.held(&o, &bob, &ids).await.unwrap().is_empty(),
         "per mailbox"
+    );
+}
+
+/// Two deliveries of one job hold the same lease: a run's claim (taken before it archives
+/// anything) and the chain of commits let only one of them write.
+async fn one_run_at_a_time_writes_a_mailbox(store: &DynamoStore) {
+    use o365_domain::mailbox::{RunClaim, WriteMark};
+    let o = org_with_admin(store, "acme").await;
+    let m = email("adele@contoso.com");
+    let t = now();
+    assert!(
+        store
+            .acquire_lease(&o, &m, "job-1", t + Duration::minutes(30), t)
+            .await
+            .unwrap()
+    );
+    let claim = |run: &str, follows: Option<WriteMark>| RunClaim {
+        holder: "job-1".into(),
+        run: run.into(),
+        follows,
+    };
+    let mark = |run: &str, write| WriteMark {
+        run: run.into(),
+        write,
+    };
+    let until = t + Duration::minutes(5);
+    assert!(
+        store
+            .claim_run(&o, &m, &claim("r1", None), until, now())
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .claim_run(&o, &m, &claim("r2", None), until, now())
+            .await
+            .unwrap(),
+        "the other delivery's run is refused while the first one's claim runs"
+    );
+    let counted = Checkpoint {
+        added: MessageCounters {
+            captured: 5,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    assert!(
+        matches!(
+            store
+                .checkpoint(
+                    &o,
+                    &m,
+                    "job-1",
+                    &Checkpoint {
+                        mark: Some(mark("r2", 1)),
+                        ..counted.clone()
+                    }
+                )
+                .await,
+            Err(DomainError::Conflict(Entity::Lease))
+        ),
+        "nor does it commit"
+    );
+    store
+        .checkpoint(
+            &o,
+            &m,
+            "job-1",
+            &Checkpoint {
+                mark: Some(mark("r1", 1)),
+                ..counted.clone()
+            },
+        )
+        .await
+        .unwrap();
+    store.end_claim(&o, &m, "r1").await.unwrap();
+    // Claim ended, but the chain moved on: a run that started before that commit is refused.
+    assert!(
+        !store
+            .claim_run(&o, &m, &claim("r2", None), until, now())
+            .await
+            .unwrap()
+    );
+    assert!(matches!(
+        store
+            .finish_run(
+                &o,
+                &m,
+                "job-1",
+                &Checkpoint {
+                    mark: Some(mark("r2", 1)),
+                    ..counted.clone()
+                },
+                now()
+            )
+            .await,
+        Err(DomainError::Conflict(Entity::Lease))
+    ));
+    // A run that follows it claims; its claim, left behind by a crash, ends at its deadline.
+    let past = now() - Duration::seconds(1);
+    assert!(
+        store
+            .claim_run(&o, &m, &claim("r3", Some(mark("r1", 1))), past, now())
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .claim_run(&o, &m, &claim("r4", Some(mark("r1", 1))), until, now())
+            .await
+            .unwrap()
+    );
+    store
+        .finish_run(
+            &o,
+            &m,
+            "job-1",
+            &Checkpoint {
+                mark: Some(mark("r4", 1)),
+                follows: Some(mark("r1", 1)),
+                ..counted.clone()
+            },
+            now(),
+        )
+        .await
+        .unwrap();
+    let state = store.mailbox(&o, &m).await.unwrap();
+    assert_eq!(state.last_mark, Some(mark("r4", 1)));
+    // The finishing write ended the claim: the next run claims at once.
+    assert!(
+        store
+            .claim_run(&o, &m, &claim("r5", Some(mark("r4", 1))), until, now())
+            .await
+            .unwrap()
     );
 }
 
@@ -2023,6 +2191,7 @@ contract_suite!(
         the_person_index_finds_erases_and_purges_with_the_messages,
         held_tells_archived_ids_from_new_ones_without_reading_bodies,
         a_finished_job_is_never_leased_again,
+        one_run_at_a_time_writes_a_mailbox,
         mail_lists_newest_first_without_bodies,
         sync_runs_are_listed_newest_first_per_org,
     ],

@@ -517,6 +517,25 @@ impl MailboxStateStore for Crashy {
         }
         self.store.mailbox(o, m).await
     }
+    async fn claim_run(
+        &self,
+        o: &OrgId,
+        m: &Email,
+        c: &o365_domain::mailbox::RunClaim,
+        u: OffsetDateTime,
+        n: OffsetDateTime,
+    ) -> DResult<bool> {
+        if self.tick() {
+            return Err(Self::boom());
+        }
+        self.store.claim_run(o, m, c, u, n).await
+    }
+    async fn end_claim(&self, o: &OrgId, m: &Email, r: &str) -> DResult<()> {
+        if self.tick() {
+            return Err(Self::boom());
+        }
+        self.store.end_claim(o, m, r).await
+    }
     async fn checkpoint(
         &self,
         o: &OrgId,
@@ -1758,4 +1777,47 @@ async fn counts_are_exact_across_crashes() {
             "crash at call {fail_at}"
         );
     }
+}
+
+/// SQS may hand one job to two workers at once (at-least-once delivery). Both deliveries carry
+/// the same job id, so both hold the lease: the lease alone cannot keep them apart. Each run's
+/// commits name the mailbox's last commit they follow, so only one delivery's commits stand
+/// and every message is counted once, on a backfill and on an incremental run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_job_delivered_twice_at_once_counts_each_message_once() {
+    let w = world(1, 150, 100).await;
+    let engine = w.engine();
+    let mailbox = Email::parse(&w.users[0]).unwrap();
+    for round in 0..2 {
+        if round == 1 {
+            let inbox = w.sim.live_messages(&w.users[0], Folder::Inbox).unwrap();
+            w.sim.add_messages(&w.users[0], Folder::Inbox, 60).unwrap();
+            w.sim
+                .update_message(
+                    &inbox[0].immutable_id,
+                    MessagePatch {
+                        subject: Some("edited".into()),
+                        ..Default::default()
+                    },
+                )
+                .unwrap();
+            w.expire_leases().await;
+        }
+        engine.enqueue_all().await.unwrap();
+        let jobs = w.queue.take();
+        assert_eq!(jobs.len(), 1);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let (a, b) = tokio::join!(
+            engine.run_job(&jobs[0], deadline),
+            engine.run_job(&jobs[0], deadline)
+        );
+        let outcomes = [a.0, b.0];
+        assert!(
+            outcomes.contains(&JobOutcome::Synced),
+            "round {round}: one delivery completes: {outcomes:?}"
+        );
+    }
+    w.assert_matches_truth().await;
+    let counters = w.store.user(&w.org, &mailbox).await.unwrap().counters;
+    assert_eq!((counters.captured, counters.updated), (250 + 60, 1));
 }

@@ -102,7 +102,23 @@ impl WriteMark {
     /// mark tells whether its run came before or after the mailbox's last committing run.
     pub fn run_id(started: time::OffsetDateTime) -> String {
         let millis = (started.unix_timestamp_nanos() / 1_000_000).max(0);
+        Self::run_id_at(millis)
+    }
+
+    fn run_id_at(millis: i128) -> String {
         format!("{millis:013}-{}", uuid::Uuid::new_v4().simple())
+    }
+
+    /// The id of a run that follows `last` (the mailbox's last commit as the run found it):
+    /// after it in order whatever the clocks say, so a run's marks always sort after those of
+    /// the runs it follows.
+    pub fn run_id_after(last: Option<&WriteMark>, now: time::OffsetDateTime) -> String {
+        let millis = (now.unix_timestamp_nanos() / 1_000_000).max(0);
+        let after = last
+            .and_then(|m| m.run.split_once('-'))
+            .and_then(|(ms, _)| ms.parse::<i128>().ok())
+            .map_or(0, |ms| ms + 1);
+        Self::run_id_at(millis.max(after))
     }
 
     /// Whether a message marked with this has been counted, given the mailbox's last committed
@@ -119,6 +135,15 @@ impl WriteMark {
             Some(last) => self.run < last.run,
         }
     }
+}
+
+/// A run's claim on a mailbox (see `MailboxStateStore::claim_run`): the job holding the lease,
+/// the run, and the mailbox's last commit the run follows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunClaim {
+    pub holder: String,
+    pub run: String,
+    pub follows: Option<WriteMark>,
 }
 
 /// The mailbox's item as a run starts: its lease (running or not), its folders' positions and
@@ -152,6 +177,10 @@ pub struct Checkpoint {
     pub added: crate::user::MessageCounters,
     /// The write's mark, committed with its counts (see [`WriteMark`]).
     pub mark: Option<WriteMark>,
+    /// The mailbox's last committed mark as the run knows it: the write commits only while it
+    /// still is the last. Two deliveries of one job running at once hold the same lease; this
+    /// is what lets only one of them commit (each commit would count the same messages).
+    pub follows: Option<WriteMark>,
 }
 
 impl Checkpoint {
@@ -173,6 +202,11 @@ impl Checkpoint {
 #[cfg(test)]
 mod tests {
     use super::WriteMark;
+    use time::OffsetDateTime;
+
+    fn now() -> OffsetDateTime {
+        OffsetDateTime::now_utc()
+    }
 
     fn mark(run: &str, write: u64) -> WriteMark {
         WriteMark {
@@ -193,6 +227,11 @@ mod tests {
         // Nothing ever committed.
         assert!(!mark("0001", 1).counted(None));
         assert_eq!(WriteMark::decode(&last.encode()), Some(last));
+        let far = mark(&WriteMark::run_id(now() + time::Duration::hours(1)), 1);
+        assert!(
+            WriteMark::run_id_after(Some(&far), now()) > far.run,
+            "after the run it follows"
+        );
         let id = WriteMark::run_id(time::OffsetDateTime::now_utc());
         assert!(
             id < WriteMark::run_id(time::OffsetDateTime::now_utc() + time::Duration::seconds(1))

@@ -13,7 +13,7 @@ use crate::connection::{Connection, ConnectionStatus};
 use crate::consent::ConsentRequest;
 use crate::error::Result;
 use crate::ids::{Email, OrgId, TenantId};
-use crate::mailbox::{Checkpoint, MailFolder, MailboxCursor, MailboxState};
+use crate::mailbox::{Checkpoint, MailFolder, MailboxCursor, MailboxState, RunClaim};
 use crate::message::{CapturedMessage, MessageRemoval, PageWriteSummary, StoredMessage};
 use crate::page::{Page, PageRequest};
 use crate::secret::{AppCredential, Freshness, Sensitive};
@@ -173,8 +173,28 @@ pub trait MailboxStateStore: Send + Sync {
     ) -> Result<Option<MailboxCursor>> {
         Ok(self.mailbox(org, mailbox).await?.cursor(folder).cloned())
     }
-    /// Commits positions and their counts in one write while `holder` holds the lease;
-    /// `DomainError::Conflict` when it no longer does (another job has the mailbox).
+    /// Claims the mailbox for one run (`claim.run`) before it archives anything, so that two
+    /// runs never write one mailbox at once (SQS can deliver a job twice at the same time, and
+    /// both deliveries hold its lease). Taken while `claim.holder` holds the lease, the
+    /// mailbox's last commit is `claim.follows` and no other run's claim is running; `false`
+    /// otherwise. Ended by [`Self::finish_run`] or [`Self::end_claim`]; a crashed run's claim
+    /// ends at `until` (its invocation's deadline, before the queue can deliver the job again).
+    /// A run that finds nothing to archive never claims: an unchanged mailbox's cycle stays at
+    /// two writes.
+    async fn claim_run(
+        &self,
+        org: &OrgId,
+        mailbox: &Email,
+        claim: &RunClaim,
+        until: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<bool>;
+    /// Ends the run's claim (a run stopped before its finishing write).
+    async fn end_claim(&self, org: &OrgId, mailbox: &Email, run: &str) -> Result<()>;
+    /// Commits positions and their counts in one write while `holder` holds the lease, the
+    /// mailbox's last commit is `progress.follows` and no other run's claim is running;
+    /// `DomainError::Conflict` otherwise (another job, or another delivery of this one, has
+    /// moved the mailbox on).
     async fn checkpoint(
         &self,
         org: &OrgId,
@@ -184,8 +204,11 @@ pub trait MailboxStateStore: Send + Sync {
     ) -> Result<()>;
     /// The run's last write: its remaining positions and counts, the time of the run, and the
     /// lease released (kept as the finished holder, so a fan-out that queued the job cannot
-    /// lease the mailbox to it after it ran). If another holder has the lease by now, the
-    /// positions and counts are still committed and that holder's lease is left alone.
+    /// lease the mailbox to it after it ran) and the run's claim ended. Under the same
+    /// condition as [`Self::checkpoint`]:
+    /// when it does not hold, nothing is written and the answer is `DomainError::Conflict` (the
+    /// run that moved the mailbox on counts, from its own positions, what this one did not
+    /// commit).
     async fn finish_run(
         &self,
         org: &OrgId,

@@ -11,7 +11,9 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use time::OffsetDateTime;
 
 use o365_domain::ids::{Email, OrgId};
-use o365_domain::mailbox::{Checkpoint, Lease, MailFolder, MailboxCursor, MailboxState, WriteMark};
+use o365_domain::mailbox::{
+    Checkpoint, Lease, MailFolder, MailboxCursor, MailboxState, RunClaim, WriteMark,
+};
 use o365_domain::ports::MailboxStateStore;
 use o365_domain::user::MessageCounters;
 use o365_domain::{DomainError, Entity, Result};
@@ -25,6 +27,9 @@ const UNTIL: &str = "lease_until_ms";
 const LAST_SYNC: &str = "last_sync_at";
 /// The mark of the last write that committed counts (`WriteMark`).
 const LAST_MARK: &str = "last_mark";
+/// The run claiming the mailbox (`claim_run`) and until when its claim runs.
+const CLAIM: &str = "run_claim";
+const CLAIM_UNTIL: &str = "claim_until_ms";
 const COUNTERS: [&str; 4] = ["captured", "updated", "deleted", "skipped"];
 
 fn cursor_attribute(folder: MailFolder) -> String {
@@ -128,9 +133,41 @@ impl Expression {
         Ok(self)
     }
 
-    fn holder_condition(mut self, holder: &str) -> (Self, &'static str) {
+    /// A run writes while its job holds the lease, the mailbox's last commit is the one the run
+    /// follows, and no other run's claim is running (two deliveries of one job hold the same
+    /// lease; the claim and the chain of commits keep them apart).
+    fn run_condition(
+        mut self,
+        holder: &str,
+        run: &str,
+        follows: Option<&WriteMark>,
+        now: OffsetDateTime,
+    ) -> (Self, String) {
         self.values.insert(":holder".into(), s(holder));
-        (self, "lease_holder = :holder")
+        self.values.insert(":run".into(), s(run));
+        self.values.insert(":now".into(), n(millis(now)));
+        let follows = match follows {
+            Some(mark) => {
+                self.values.insert(":follows".into(), s(mark.encode()));
+                "last_mark = :follows"
+            }
+            None => "attribute_not_exists(last_mark)",
+        };
+        let condition = format!(
+            "lease_holder = :holder AND {follows} AND (attribute_not_exists({CLAIM_UNTIL}) OR {CLAIM_UNTIL} < :now OR {CLAIM} = :run)"
+        );
+        (self, condition)
+    }
+
+    /// A commit's condition: the run is the one its mark names.
+    fn commit_condition(self, holder: &str, progress: &Checkpoint) -> (Self, String) {
+        let run = progress.mark.as_ref().map_or("", |m| m.run.as_str());
+        self.run_condition(
+            holder,
+            run,
+            progress.follows.as_ref(),
+            OffsetDateTime::now_utc(),
+        )
     }
 
     fn apply(self, update: UpdateItemFluentBuilder) -> UpdateItemFluentBuilder {
@@ -259,7 +296,7 @@ impl MailboxStateStore for DynamoStore {
         }
         let (expression, condition) = Expression::new()
             .progress(progress)?
-            .holder_condition(holder);
+            .commit_condition(holder, progress);
         let update = expression
             .apply(self.mailbox_update(org, mailbox))
             .condition_expression(condition);
@@ -280,32 +317,52 @@ impl MailboxStateStore for DynamoStore {
         let mut released = Expression::new().progress(progress)?;
         released.set(LAST_SYNC, s(rfc3339(at)));
         released.set(UNTIL, n(0));
-        let (released, condition) = released.holder_condition(holder);
+        released.remove = vec![CLAIM.into(), CLAIM_UNTIL.into()];
+        let (released, condition) = released.commit_condition(holder, progress);
         let update = released
             .apply(self.mailbox_update(org, mailbox))
             .condition_expression(condition);
-        if Self::send_conditional(update).await? {
-            return Ok(());
+        match Self::send_conditional(update).await? {
+            true => Ok(()),
+            false => Err(DomainError::Conflict(Entity::Lease)),
         }
-        // Our lease ran out and another job holds the mailbox: what this run stored and counted
-        // still stands (positions are only ever saved after their pages, so either job's
-        // position is safe to resume from); the other job's lease is not ours to end, nor is
-        // the mailbox's mark (the holder's run owns it).
-        let unmarked = Checkpoint {
-            mark: None,
-            ..progress.clone()
-        };
-        let mut expression = Expression::new().progress(&unmarked)?;
-        expression.set(LAST_SYNC, s(rfc3339(at)));
-        Self::send_conditional(expression.apply(self.mailbox_update(org, mailbox))).await?;
+    }
+
+    async fn claim_run(
+        &self,
+        org: &OrgId,
+        mailbox: &Email,
+        claim: &RunClaim,
+        until: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<bool> {
+        let mut expression = Expression::new();
+        expression.set(CLAIM, s(&claim.run));
+        expression.set(CLAIM_UNTIL, n(millis(until)));
+        let (expression, condition) =
+            expression.run_condition(&claim.holder, &claim.run, claim.follows.as_ref(), now);
+        Self::send_conditional(
+            expression
+                .apply(self.mailbox_update(org, mailbox))
+                .condition_expression(condition),
+        )
+        .await
+    }
+
+    async fn end_claim(&self, org: &OrgId, mailbox: &Email, run: &str) -> Result<()> {
+        let update = self
+            .mailbox_update(org, mailbox)
+            .update_expression(format!("REMOVE {CLAIM}, {CLAIM_UNTIL}"))
+            .condition_expression(format!("{CLAIM} = :run"))
+            .expression_attribute_values(":run", s(run));
+        Self::send_conditional(update).await?;
         Ok(())
     }
 
     async fn save_cursor(&self, cursor: &MailboxCursor) -> Result<()> {
         let progress = Checkpoint {
             cursors: vec![cursor.clone()],
-            added: MessageCounters::default(),
-            mark: None,
+            ..Default::default()
         };
         let expression = Expression::new().progress(&progress)?;
         Self::send_conditional(expression.apply(self.mailbox_update(&cursor.org, &cursor.mailbox)))

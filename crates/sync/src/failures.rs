@@ -2,6 +2,19 @@
 
 use super::*;
 
+/// A run stopped by its store.
+pub(crate) fn store_stop(e: DomainError) -> JobOutcome {
+    match e {
+        // Another job (its lease ran out and another took it) or another delivery of this job
+        // committed first: that run carries on from the positions it saved, and counts what
+        // this run did not commit.
+        DomainError::Conflict(o365_domain::Entity::Lease) => {
+            JobOutcome::Skipped("another run took the mailbox over")
+        }
+        e => JobOutcome::Failed(e.to_string()),
+    }
+}
+
 impl SyncEngine {
     pub(crate) async fn stop(
         &self,
@@ -10,12 +23,7 @@ impl SyncEngine {
         stop: Stop,
     ) -> JobOutcome {
         match stop {
-            // The lease ran out and another job holds the mailbox now: it carries on from the
-            // positions this run saved.
-            Stop::Store(DomainError::Conflict(o365_domain::Entity::Lease)) => {
-                JobOutcome::Skipped("another job took the mailbox over")
-            }
-            Stop::Store(e) => JobOutcome::Failed(e.to_string()),
+            Stop::Store(e) => store_stop(e),
             // Handled where the run knows its user (`run_job_inner`); here only for completeness.
             Stop::OutOfTime => JobOutcome::Continued,
             Stop::Microsoft(e) => self.microsoft_stop(run, connection, e).await,
@@ -80,7 +88,7 @@ impl SyncEngine {
                     FailureScope::User => {
                         let state = SyncState::Error { cause: failure };
                         if let Err(e) = self.finish(run, state).await {
-                            return JobOutcome::Failed(e.to_string());
+                            return store_stop(e);
                         }
                         JobOutcome::UserError(code)
                     }

@@ -129,6 +129,7 @@ impl SyncEngine {
             };
             let mut stored_something = !page.messages.is_empty() || !page.removals.is_empty();
             if stored_something {
+                self.claim(run).await?;
                 let stamp = WriteStamp {
                     mark: Some(run.pending_mark()),
                     kept_marks,
@@ -143,6 +144,8 @@ impl SyncEngine {
                 // Reconcile BEFORE the round's end is saved: a crash here leaves the previous
                 // page's link (and the marker) stored, the rerun replays the last page and
                 // reconciles again (idempotent).
+                // Reconciling writes tombstones: the run claims the mailbox first.
+                self.claim(run).await?;
                 let removed = self.reconcile(run, folder, started).await?;
                 counted.deleted += removed;
                 stored_something |= removed > 0;

@@ -4,7 +4,7 @@
 use super::*;
 use o365_domain::connection::AppRegistration;
 use o365_domain::ids::TenantId;
-use o365_domain::mailbox::{Checkpoint, WriteMark};
+use o365_domain::mailbox::{Checkpoint, RunClaim, WriteMark};
 
 pub(crate) struct Run<'a> {
     pub job: &'a SyncJob,
@@ -22,6 +22,8 @@ pub(crate) struct Run<'a> {
     writes: u64,
     /// The mailbox's last committed mark: the mailbox's as the run found it, then this run's.
     pub last_committed: Option<WriteMark>,
+    /// Whether the run holds its claim on the mailbox (taken before its first archive write).
+    claimed: bool,
 }
 
 impl<'a> Run<'a> {
@@ -36,7 +38,15 @@ impl<'a> Run<'a> {
             id: WriteMark::run_id(now()),
             writes: 0,
             last_committed: None,
+            claimed: false,
         }
+    }
+
+    /// The run follows the mailbox's last commit as it found it; its id sorts after that
+    /// commit's run.
+    pub fn follow(&mut self, last: Option<WriteMark>) {
+        self.id = WriteMark::run_id_after(last.as_ref(), now());
+        self.last_committed = last;
     }
 
     /// The mark of the write not yet committed: messages a page archives for the first time
@@ -46,6 +56,12 @@ impl<'a> Run<'a> {
             run: self.id.clone(),
             write: self.writes + 1,
         }
+    }
+
+    /// Names the pending write's mark and the commit it follows.
+    fn seal_pending(&mut self) {
+        self.pending.mark = Some(self.pending_mark());
+        self.pending.follows = self.last_committed.clone();
     }
 
     fn committed(&mut self) {
@@ -77,13 +93,62 @@ impl SyncEngine {
             return Ok(());
         }
         let job = run.job;
-        run.pending.mark = Some(run.pending_mark());
+        run.seal_pending();
         self.stores
             .state
             .checkpoint(&job.org, &job.mailbox, &job.job_id, &run.pending)
             .await?;
         run.committed();
         Ok(())
+    }
+
+    /// Claims the mailbox before the run's first archive write: a run that stores nothing
+    /// never claims. Refused (`Conflict`) when another run, or another delivery of this job,
+    /// has it.
+    pub(crate) async fn claim(&self, run: &mut Run<'_>) -> o365_domain::Result<()> {
+        if run.claimed {
+            return Ok(());
+        }
+        let job = run.job;
+        let claim = RunClaim {
+            holder: job.job_id.clone(),
+            run: run.id.clone(),
+            follows: run.last_committed.clone(),
+        };
+        let t = now();
+        // The claim lasts as long as the invocation can: a crashed run's claim is over before
+        // the queue delivers its job again.
+        let until = plus(t, run.deadline.saturating_duration_since(Instant::now()));
+        if !self
+            .stores
+            .state
+            .claim_run(&job.org, &job.mailbox, &claim, until, t)
+            .await?
+        {
+            return Err(o365_domain::DomainError::Conflict(
+                o365_domain::Entity::Lease,
+            ));
+        }
+        run.claimed = true;
+        Ok(())
+    }
+
+    /// Ends the claim of a run that stopped before its finishing write (best effort: a claim
+    /// left behind ends at its invocation's deadline).
+    pub(crate) async fn end_claim(&self, run: &mut Run<'_>) {
+        if !run.claimed {
+            return;
+        }
+        let job = run.job;
+        if let Err(e) = self
+            .stores
+            .state
+            .end_claim(&job.org, &job.mailbox, &run.id)
+            .await
+        {
+            tracing::warn!(org = %job.org, mailbox = job.mailbox.key(), error = %e, "cannot end the run's claim; it ends at the invocation's deadline");
+        }
+        run.claimed = false;
     }
 
     /// The run's last writes: the mailbox item (positions, counts, time, lease released) and,
@@ -94,12 +159,13 @@ impl SyncEngine {
         state: SyncState,
     ) -> o365_domain::Result<()> {
         let job = run.job;
-        run.pending.mark = Some(run.pending_mark());
+        run.seal_pending();
         self.stores
             .state
             .finish_run(&job.org, &job.mailbox, &job.job_id, &run.pending, now())
             .await?;
         run.committed();
+        run.claimed = false;
         if run.state_before.as_ref() != Some(&state) {
             self.stores
                 .users

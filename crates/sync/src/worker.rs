@@ -86,6 +86,7 @@ impl SyncEngine {
         let started_at = now();
         let mut run = Run::new(job, deadline);
         let outcome = self.run_job_inner(&mut run).await;
+        self.end_claim(&mut run).await;
         let report = run.report;
         let (kind, code) = match &outcome {
             JobOutcome::Synced => ("synced", None),
@@ -193,7 +194,7 @@ impl SyncEngine {
             Ok(p) => p,
             Err(e) => return JobOutcome::Failed(e.to_string()),
         };
-        run.last_committed = positions.last_mark.clone();
+        run.follow(positions.last_mark.clone());
         let t = now();
         // The fan-out leased the mailbox to this job when it queued it: while that lease still
         // covers a whole run, the run takes it as it is (no write). Otherwise the lease is taken
@@ -272,7 +273,7 @@ impl SyncEngine {
         }
         match self.finish(run, SyncState::Ok).await {
             Ok(()) => JobOutcome::Synced,
-            Err(e) => JobOutcome::Failed(e.to_string()),
+            Err(e) => failures::store_stop(e),
         }
     }
 }
