@@ -126,8 +126,8 @@ impl WriteMark {
     /// after it committed nothing (else it would be the last): its marks are uncounted. A run
     /// before it is counted: the run after a crash replays the crashed page and re-marks what it
     /// counts, so an older uncounted mark survives only on a message Microsoft left out of the
-    /// replayed page. (Run ids compare start times across hosts; their clocks agree to far
-    /// less than the queue's redelivery delay.)
+    /// replayed page. (A run's id sorts after the last commit it follows, whatever the hosts'
+    /// clocks; and only one run writes a mailbox at a time: see `RunClaim`.)
     pub fn counted(&self, last_committed: Option<&WriteMark>) -> bool {
         match last_committed {
             None => false,
