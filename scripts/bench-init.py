@@ -1,8 +1,8 @@
 """Init time of each function vs a hello-world Lambda, the way Lambda starts them: the process is
 exec'd with the Runtime API's address and its first GET .../invocation/next marks the end of
 init. A stand-in Runtime API (this script) answers nothing, so the function waits there and is
-killed. Median of RUNS; root-certificate files opened before the first poll are counted with
-strace when it is installed."""
+killed. Median of RUNS starts, the functions taken in turn; root-certificate files opened
+before the first poll are counted with strace when it is installed."""
 
 import http.server
 import json
@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 
-RUNS = 15
+RUNS = 31
 FUNCTIONS = ["hello-lambda", "user-api", "consent-callback", "mailbox-sync", "sync-worker"]
 TARGET_RATIO = 2.0
 
@@ -80,12 +80,18 @@ def main():
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), RuntimeApi)
     port = server.server_address[1]
     threading.Thread(target=server.serve_forever, daemon=True).start()
+    # Round robin: a drift in the machine's load reaches every function alike.
+    times = {f: [] for f in FUNCTIONS}
+    for _ in range(RUNS):
+        for f in FUNCTIONS:
+            t = one_start(os.path.join(release, f), port)
+            if t is not None:
+                times[f].append(t)
     results = {}
     for f in FUNCTIONS:
         binary = os.path.join(release, f)
-        times = [t for t in (one_start(binary, port) for _ in range(RUNS)) if t is not None]
-        results[f] = {"init_ms_median": statistics.median(times) * 1000 if times else None,
-                      "runs": len(times), "cert_opens": cert_opens(binary, port),
+        results[f] = {"init_ms_median": statistics.median(times[f]) * 1000 if times[f] else None,
+                      "runs": len(times[f]), "cert_opens": cert_opens(binary, port),
                       "size_mb": os.path.getsize(binary) / 1e6}
     hello = results["hello-lambda"]["init_ms_median"]
     print(f"{'function':<18} {'init ms (median)':>17} {'vs hello':>9} {'target':>8} {'cert files':>11} {'size MB':>8}")

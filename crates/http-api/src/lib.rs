@@ -10,19 +10,16 @@ mod extract;
 mod mail;
 mod policy;
 pub mod problem;
+mod route_table;
 mod routes;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, Method, header};
 use axum::routing::get;
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use utoipa::OpenApi;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
 use o365_domain::service::Services;
 
@@ -84,71 +81,16 @@ pub struct ApiState {
     pub frontend: Arc<FrontendConfig>,
 }
 
-#[derive(OpenApi)]
-#[openapi(
-    info(title = "o365-sync user management API", version = "1.0.0",
-        description = "Integration settings, the service-account connection, users, roles, sync switches and statuses."),
-    modifiers(&BearerAuth),
-    components(schemas(problem::Problem, problem::FieldProblem)),
-    tags((name = "integration"), (name = "connection"), (name = "users"), (name = "sync"), (name = "audit"))
-)]
-struct ApiDoc;
-
-struct BearerAuth;
-
-impl utoipa::Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .bearer_format("JWT")
-                    .build(),
-            ),
-        );
-    }
-}
-
-fn api_routes() -> OpenApiRouter<ApiState> {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .routes(routes!(routes::get_integration))
-        .routes(routes!(routes::patch_settings))
-        .routes(routes!(
-            policy::get_capture_policy,
-            policy::put_capture_policy
-        ))
-        .routes(routes!(routes::activate_connection))
-        .routes(routes!(routes::verify_connection))
-        .routes(routes!(routes::delete_connection))
-        .routes(routes!(routes::list_users, routes::add_user))
-        .routes(routes!(
-            routes::get_user,
-            routes::change_role,
-            routes::remove_user
-        ))
-        .routes(routes!(mail::list_messages))
-        .routes(routes!(mail::read_message))
-        .routes(routes!(mail::purge_mailbox))
-        .routes(routes!(erasure::erase_person))
-        .routes(routes!(routes::get_me))
-        .routes(routes!(routes::set_primary))
-        .routes(routes!(routes::set_sync))
-        .routes(routes!(routes::sync_now))
-        .routes(routes!(routes::sync_runs))
-        .routes(routes!(routes::audit_log))
-}
-
 /// The OpenAPI 3.1 document, generated from the same definitions as the routes.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    api_routes().split_for_parts().1
+    route_table::documented().split_for_parts().1
 }
 
 /// The user-management API (`/v1/…`, `/openapi.json`), with CORS for the front end only.
 pub fn user_api(state: ApiState) -> Router {
-    let (router, spec) = api_routes().split_for_parts();
-    let spec = Arc::new(spec);
+    let router = route_table::served();
+    // Built on first request: a Lambda serving the front end never pays for it at start.
+    let spec = Arc::new(OnceLock::new());
     let cors = CorsLayer::new()
         // A list, not a constant: other origins get no CORS header at all.
         .allow_origin(AllowOrigin::list(
@@ -170,7 +112,7 @@ pub fn user_api(state: ApiState) -> Router {
     router
         .route(
             "/openapi.json",
-            get(move || async move { axum::Json(spec.as_ref().clone()) }),
+            get(move || async move { axum::Json(spec.get_or_init(openapi).clone()) }),
         )
         .fallback(|| async {
             problem::ApiError::new(

@@ -276,7 +276,7 @@ pub async fn set_sync(
 }
 
 #[utoipa::path(post, path = "/v1/sync", tag = "sync",
-    responses((status = 202, description = "Accepted: the org's mailboxes are being queued; follow `runs` (GET /v1/sync/runs?request=…) as each mailbox's run finishes", body = SyncTriggeredDto), (status = 401, description = "Missing or invalid bearer token (problem+json)", body = Problem, content_type = "application/problem+json"), (status = 403, description = "The caller may not do this (problem+json)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Conflicts with the current state (problem+json)", body = Problem, content_type = "application/problem+json")),
+    responses((status = 202, description = "Accepted: the org's mailboxes are being queued; follow `runs` (GET /v1/sync/runs?request=…) as each mailbox's run finishes. A request within a minute of the org's last one joins it (the same `request_id`, no second walk)", body = SyncTriggeredDto), (status = 401, description = "Missing or invalid bearer token (problem+json)", body = Problem, content_type = "application/problem+json"), (status = 403, description = "The caller may not do this (problem+json)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Conflicts with the current state (problem+json)", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub async fn sync_now(
     State(state): State<ApiState>,
