@@ -428,7 +428,7 @@ pub struct NoQueue;
 
 #[async_trait::async_trait]
 impl SyncTrigger for NoQueue {
-    async fn sync_org_now(&self, _org: &OrgId) -> o365_domain::Result<String> {
+    async fn sync_org_now(&self, _org: &OrgId, _request: &str) -> o365_domain::Result<()> {
         Err(o365_domain::DomainError::Unavailable(
             "no sync queue in this test".into(),
         ))

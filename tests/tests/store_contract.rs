@@ -2073,6 +2073,41 @@ async fn one_run_at_a_time_writes_a_mailbox(store: &DynamoStore) {
     );
 }
 
+async fn a_sync_now_within_the_window_joins_the_open_request(store: &DynamoStore) {
+    let o = org_with_admin(store, "acme").await;
+    let window = o365_domain::sync_run::SYNC_NOW_JOIN_WINDOW;
+    let t = now();
+    use o365_domain::ports::SyncRunLog;
+    let open = |request: &'static str, at: time::OffsetDateTime| {
+        let o = o.clone();
+        async move { store.open_sync_request(&o, request, at, at - window).await }
+    };
+    assert_eq!(open("r1", t).await.unwrap(), "r1");
+    assert_eq!(
+        open("r2", t + Duration::seconds(30)).await.unwrap(),
+        "r1",
+        "joined"
+    );
+    // Withdrawing a request that is not the open one changes nothing.
+    store.withdraw_sync_request(&o, "r2").await.unwrap();
+    assert_eq!(open("r3", t + Duration::seconds(31)).await.unwrap(), "r1");
+    // After the window, a new request opens; a withdrawn one leaves the way free at once.
+    assert_eq!(open("r4", t + Duration::seconds(61)).await.unwrap(), "r4");
+    store.withdraw_sync_request(&o, "r4").await.unwrap();
+    assert_eq!(open("r5", t + Duration::seconds(62)).await.unwrap(), "r5");
+    assert!(matches!(
+        store
+            .open_sync_request(&OrgId::parse("nobody").unwrap(), "r6", t, t - window)
+            .await,
+        Err(DomainError::NotFound(Entity::Org))
+    ));
+    assert_eq!(
+        store.settings(&o).await.unwrap().version,
+        o365_domain::settings::IntegrationSettings::INITIAL.version,
+        "requests leave the settings' version alone"
+    );
+}
+
 async fn a_finished_job_is_never_leased_again(store: &DynamoStore) {
     let o = org_with_admin(store, "acme").await;
     let m = email("adele@contoso.com");
@@ -2194,6 +2229,7 @@ contract_suite!(
         one_run_at_a_time_writes_a_mailbox,
         mail_lists_newest_first_without_bodies,
         sync_runs_are_listed_newest_first_per_org,
+        a_sync_now_within_the_window_joins_the_open_request,
     ],
     isolated: [twenty_concurrent_set_primary_calls_leave_exactly_one_primary]
 );

@@ -1668,7 +1668,8 @@ async fn sync_now_is_one_message_and_the_walk_resumes_where_it_stopped() {
     let w = world(230, 0, 0).await;
     let engine = w.engine();
     let calls = w._fixture.calls.snapshot();
-    let request = engine.request_sync(&w.org).await.unwrap();
+    let request = uuid::Uuid::new_v4().to_string();
+    engine.request_sync(&w.org, &request).await.unwrap();
     assert!(
         w._fixture.calls.since(&calls).is_empty(),
         "sync now touches no table: {:?}",

@@ -339,17 +339,30 @@ pub trait SecretStore: Send + Sync {
     async fn state_signing_key(&self, freshness: Freshness) -> Result<Sensitive<Vec<u8>>>;
 }
 
-/// "Sync now" for one org: enqueue a job per sync-enabled mailbox. Returns how many were queued.
+/// "Sync now" for one org.
 #[async_trait]
 pub trait SyncTrigger: Send + Sync {
-    /// Queues a walk of the org's mailboxes and returns the request's id at once.
-    async fn sync_org_now(&self, org: &OrgId) -> Result<String>;
+    /// Queues a walk of the org's mailboxes for `request` (its jobs and runs carry the id).
+    async fn sync_org_now(&self, org: &OrgId, request: &str) -> Result<()>;
 }
 
 /// The history of mailbox runs (kept for a while, then expired by TTL).
 #[async_trait]
 pub trait SyncRunLog: Send + Sync {
     async fn record_run(&self, run: &crate::sync_run::SyncRun) -> Result<()>;
+    /// Opens `request` as the org's "sync now" request unless one opened after `joins_after`
+    /// is still open; returns the open request's id (`request`, or the one it joins).
+    /// `DomainError::NotFound` when the org does not exist.
+    async fn open_sync_request(
+        &self,
+        org: &OrgId,
+        request: &str,
+        at: OffsetDateTime,
+        joins_after: OffsetDateTime,
+    ) -> Result<String>;
+    /// Withdraws a request that could not be queued (only while it is the open one), so the
+    /// next "sync now" is not joined to a walk that never started.
+    async fn withdraw_sync_request(&self, org: &OrgId, request: &str) -> Result<()>;
     /// Newest first; only one "sync now" request's runs when `request` is given.
     async fn list_runs(
         &self,

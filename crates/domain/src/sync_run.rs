@@ -7,6 +7,11 @@ use crate::failure::Failure;
 use crate::ids::{Email, OrgId};
 use crate::user::MessageCounters;
 
+/// A "sync now" within this long of the org's last accepted one joins it (same request id)
+/// instead of queuing another walk of the org: repeated clicks, or a script, cost one walk a
+/// minute. Leases already keep any mailbox from being queued twice.
+pub const SYNC_NOW_JOIN_WINDOW: time::Duration = time::Duration::minutes(1);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RunOutcome {

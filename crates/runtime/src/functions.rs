@@ -52,7 +52,7 @@ struct NoSyncHere;
 
 #[async_trait::async_trait]
 impl SyncTrigger for NoSyncHere {
-    async fn sync_org_now(&self, _: &OrgId) -> o365_domain::Result<String> {
+    async fn sync_org_now(&self, _: &OrgId, _: &str) -> o365_domain::Result<()> {
         Err(o365_domain::DomainError::Unavailable(
             "the consent callback does not start syncs".into(),
         ))

@@ -216,8 +216,8 @@ pub struct QueuedSyncTrigger(pub Arc<dyn JobQueue>);
 
 #[async_trait::async_trait]
 impl SyncTrigger for QueuedSyncTrigger {
-    async fn sync_org_now(&self, org: &OrgId) -> o365_domain::Result<String> {
-        o365_sync_engine::request_sync(self.0.as_ref(), org).await
+    async fn sync_org_now(&self, org: &OrgId, request: &str) -> o365_domain::Result<()> {
+        o365_sync_engine::request_sync(self.0.as_ref(), org, request).await
     }
 }
 

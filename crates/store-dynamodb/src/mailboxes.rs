@@ -196,7 +196,7 @@ impl DynamoStore {
     }
 
     /// Sends an update; `Ok(false)` when its condition did not hold.
-    async fn send_conditional(update: UpdateItemFluentBuilder) -> Result<bool> {
+    pub(crate) async fn send_conditional(update: UpdateItemFluentBuilder) -> Result<bool> {
         match update.send().await {
             Ok(_) => Ok(true),
             Err(e) if is_conditional_failure(&e) => Ok(false),

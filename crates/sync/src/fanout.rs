@@ -81,10 +81,10 @@ impl SyncEngine {
     }
 
     /// "Sync now" for one org: the walk is queued for the fan-out function, so the caller has
-    /// its answer at once whatever the org's size. Returns the request's id, which the jobs and
-    /// their run records carry.
-    pub async fn request_sync(&self, org: &OrgId) -> o365_domain::Result<String> {
-        request_sync(self.queue.as_ref(), org).await
+    /// its answer at once whatever the org's size. The jobs and their run records carry the
+    /// request's id.
+    pub async fn request_sync(&self, org: &OrgId, request: &str) -> o365_domain::Result<()> {
+        request_sync(self.queue.as_ref(), org, request).await
     }
 
     /// The whole org at once, whatever it takes (tests, the embedded run).
@@ -264,15 +264,16 @@ impl SyncEngine {
     }
 }
 
-/// "Sync now" without an engine (the API needs only the fan-out queue): the org's walk queued,
-/// the request's id returned.
-pub async fn request_sync(queue: &dyn JobQueue, org: &OrgId) -> o365_domain::Result<String> {
-    let request = uuid::Uuid::new_v4().to_string();
+/// "Sync now" without an engine (the API needs only the fan-out queue): the org's walk queued
+/// for the request.
+pub async fn request_sync(
+    queue: &dyn JobQueue,
+    org: &OrgId,
+    request: &str,
+) -> o365_domain::Result<()> {
     queue
-        .send_fan_out(&FanOutJob::whole(org.clone(), Some(request.clone())))
-        .await?;
-    tracing::info!(org = %org, request = request, "sync requested");
-    Ok(request)
+        .send_fan_out(&FanOutJob::whole(org.clone(), Some(request.to_owned())))
+        .await
 }
 
 /// The caller's deadline already keeps back the time to queue the rest and answer.

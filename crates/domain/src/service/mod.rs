@@ -102,7 +102,7 @@ impl Services {
     }
 
     /// "Sync now" (admins): only a connected service account has anything to sync; a refusal
-    /// names the real reason.
+    /// names the real reason. A request within a minute of the org's last one joins it.
     pub async fn sync_now(&self, p: &access::Principal) -> crate::error::Result<String> {
         use crate::connection::ConnectionStatus;
         use crate::error::DomainError::Precondition;
@@ -135,7 +135,25 @@ impl Services {
                 }));
             }
         }
-        self.sync.sync_org_now(&p.org).await
+        let request = uuid::Uuid::new_v4().to_string();
+        let open = self
+            .store
+            .open_sync_request(
+                &p.org,
+                &request,
+                now,
+                now - crate::sync_run::SYNC_NOW_JOIN_WINDOW,
+            )
+            .await?;
+        if open != request {
+            return Ok(open);
+        }
+        if let Err(e) = self.sync.sync_org_now(&p.org, &request).await {
+            let _ = self.store.withdraw_sync_request(&p.org, &request).await;
+            return Err(e);
+        }
+        tracing::info!(org = %p.org, request, "sync requested");
+        Ok(request)
     }
 
     /// Recent mailbox runs of the org, newest first (admins).
