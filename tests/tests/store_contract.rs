@@ -2108,6 +2108,81 @@ async fn a_sync_now_within_the_window_joins_the_open_request(store: &DynamoStore
     );
 }
 
+/// The org keeps how many of its users have sync on, so its status view reads one number:
+/// switches and removals adjust it; the fan-out's recount repairs an adjustment a crash lost.
+async fn the_org_keeps_its_count_of_syncing_users(store: &DynamoStore) {
+    let o = org_with_admin(store, "acme").await;
+    assert_eq!(store.sync_counts(&o).await.unwrap().syncing, 0);
+    let people = ["a@contoso.com", "b@contoso.com", "c@contoso.com"];
+    for p in people {
+        store
+            .add_user(
+                &o,
+                &new_user(p, Role::Member),
+                audit(&o, AuditAction::UserAdded, p),
+            )
+            .await
+            .unwrap();
+    }
+    let switch = |changes: Vec<(&'static str, bool)>| {
+        let o = o.clone();
+        async move {
+            let changes: Vec<(Email, bool)> =
+                changes.into_iter().map(|(e, on)| (email(e), on)).collect();
+            store
+                .set_sync_enabled(&o, &changes, audit(&o, AuditAction::SyncToggled, "users"))
+                .await
+                .unwrap();
+            store.sync_counts(&o).await.unwrap().syncing
+        }
+    };
+    assert_eq!(switch(people.iter().map(|p| (*p, true)).collect()).await, 3);
+    // Switching on a user already on changes nothing.
+    assert_eq!(
+        switch(vec![("a@contoso.com", false), ("b@contoso.com", true)]).await,
+        2
+    );
+    let b = store.user(&o, &email("b@contoso.com")).await.unwrap();
+    store
+        .remove_user(
+            &o,
+            &b.email,
+            b.version,
+            audit(&o, AuditAction::UserRemoved, "b"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.sync_counts(&o).await.unwrap().syncing, 1);
+    // An adjustment lost to a crash leaves the kept count wrong until the fan-out recounts.
+    store
+        .client()
+        .update_item()
+        .table_name(&store.tables().state)
+        .key(
+            "pk",
+            aws_sdk_dynamodb::types::AttributeValue::S(format!("ORG#{o}")),
+        )
+        .key(
+            "sk",
+            aws_sdk_dynamodb::types::AttributeValue::S("ORG".into()),
+        )
+        .update_expression("SET syncing_users = :wrong")
+        .expression_attribute_values(
+            ":wrong",
+            aws_sdk_dynamodb::types::AttributeValue::N("7".into()),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(store.sync_counts(&o).await.unwrap().syncing, 7);
+    assert_eq!(store.recount_sync(&o).await.unwrap().syncing, 1);
+    assert_eq!(store.sync_counts(&o).await.unwrap().syncing, 1);
+    assert!(matches!(
+        store.sync_counts(&org("nobody")).await,
+        Err(DomainError::NotFound(Entity::Org))
+    ));
+}
+
 async fn a_finished_job_is_never_leased_again(store: &DynamoStore) {
     let o = org_with_admin(store, "acme").await;
     let m = email("adele@contoso.com");
@@ -2230,6 +2305,7 @@ contract_suite!(
         mail_lists_newest_first_without_bodies,
         sync_runs_are_listed_newest_first_per_org,
         a_sync_now_within_the_window_joins_the_open_request,
+        the_org_keeps_its_count_of_syncing_users,
     ],
     isolated: [twenty_concurrent_set_primary_calls_leave_exactly_one_primary]
 );

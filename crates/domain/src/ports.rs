@@ -107,8 +107,12 @@ pub trait UserStore: Send + Sync {
         changes: &[(Email, bool)],
         audit: AuditEvent,
     ) -> Result<Vec<User>>;
-    /// How many users have sync on, and how many of those are in error.
+    /// How many users have sync on (the count the org keeps), and how many of those are in
+    /// error.
     async fn sync_counts(&self, org: &OrgId) -> Result<crate::user::SyncCounts>;
+    /// The same, counted again from the users; the org's kept count is made exact (the
+    /// fan-out, once a cycle, so a lost adjustment lasts at most one cycle).
+    async fn recount_sync(&self, org: &OrgId) -> Result<crate::user::SyncCounts>;
     /// Users whose sync is switched on (for the fan-out).
     async fn sync_enabled_users(&self, org: &OrgId, page: PageRequest) -> Result<Page<Email>>;
     /// Records (or clears) the directory user the email resolved to; leaves `version` alone.

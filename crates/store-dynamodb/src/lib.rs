@@ -17,6 +17,7 @@ mod people;
 mod query;
 mod runs;
 mod sdk_error;
+mod syncing_count;
 mod tables;
 mod users;
 

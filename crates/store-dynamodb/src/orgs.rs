@@ -31,6 +31,9 @@ pub(crate) struct OrgRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub primary_email: Option<String>,
     pub admin_count: u64,
+    /// Users with sync on (see `syncing_count`); kept from the org's creation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub syncing_users: Option<u64>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -154,6 +157,7 @@ impl OrgStore for DynamoStore {
             settings_version: IntegrationSettings::INITIAL.version,
             primary_email: Some(first_admin.email.key().to_owned()),
             admin_count: 1,
+            syncing_users: Some(0),
         };
         let items = vec![
             self.put_item(to_item(&record)?, Some("attribute_not_exists(pk)"), None)?,

@@ -167,28 +167,6 @@ impl DynamoStore {
     }
 
     /// How many items a query matches, counted by DynamoDB page by page (none is read out).
-    async fn count_matching(
-        &self,
-        query: aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder,
-    ) -> Result<u64> {
-        let mut total = 0;
-        let mut start = None;
-        loop {
-            let out = query
-                .clone()
-                .select(aws_sdk_dynamodb::types::Select::Count)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(unavailable)?;
-            total += out.count.max(0) as u64;
-            match out.last_evaluated_key {
-                Some(key) if !key.is_empty() => start = Some(key),
-                _ => return Ok(total),
-            }
-        }
-    }
-
     /// User records joined with their mailbox items (one batch read).
     async fn users_with_mailboxes(
         &self,
@@ -369,7 +347,11 @@ impl UserStore for DynamoStore {
             self.audit_put(&audit)?,
         ];
         match self.transact(items).await {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.adjust_syncing(org, -i64::from(current.sync_enabled))
+                    .await;
+                Ok(())
+            }
             Err(TransactionFailure::Cancelled(r)) if r.first().is_some_and(Option::is_some) => {
                 Err(DomainError::Conflict(Entity::User))
             }
@@ -479,6 +461,11 @@ impl UserStore for DynamoStore {
             return Err(DomainError::Invalid(errors));
         }
         let current = found;
+        let switched_on: i64 = changes
+            .iter()
+            .zip(current.iter().flatten())
+            .map(|((_, on), record)| i64::from(*on) - i64::from(record.sync_enabled))
+            .sum();
         let mut items = Vec::with_capacity(changes.len() + 1);
         for ((email, enabled), record) in changes.iter().zip(current.iter().flatten()) {
             let state = match (enabled, &record.state) {
@@ -525,6 +512,7 @@ impl UserStore for DynamoStore {
             }
             Err(TransactionFailure::Other(e)) => return Err(e),
         }
+        self.adjust_syncing(org, switched_on).await;
         let primary = self.org_record(org).await?.primary_email;
         let updated = self.users_by_key(org, &emails).await?;
         self.users_with_mailboxes(
@@ -536,31 +524,22 @@ impl UserStore for DynamoStore {
     }
 
     async fn sync_counts(&self, org: &OrgId) -> Result<SyncCounts> {
-        let on = AttributeValue::Bool(true);
-        let syncing = self
-            .client
-            .query()
-            .table_name(&self.tables.state)
-            .key_condition_expression("pk = :p AND begins_with(sk, :u)")
-            .filter_expression("sync_enabled = :on")
-            .expression_attribute_values(":p", s(org_pk(org)))
-            .expression_attribute_values(":u", s(USER_SK_PREFIX))
-            .expression_attribute_values(":on", on.clone());
-        let in_error = self
-            .client
-            .query()
-            .table_name(&self.tables.state)
-            .index_name(GSI1)
-            .key_condition_expression("gsi1pk = :p")
-            .filter_expression("sync_enabled = :on")
-            .expression_attribute_values(
-                ":p",
-                s(user_state_gsi_pk(org, SyncStateKind::Error.as_str())),
-            )
-            .expression_attribute_values(":on", on);
+        let kept = self.kept_syncing(org).await?;
+        let syncing = match kept.count {
+            Some(count) => count,
+            None => self.recount_syncing(org, kept).await?,
+        };
         Ok(SyncCounts {
-            syncing: self.count_matching(syncing).await?,
-            in_error: self.count_matching(in_error).await?,
+            syncing,
+            in_error: self.count_in_error(org).await?,
+        })
+    }
+
+    async fn recount_sync(&self, org: &OrgId) -> Result<SyncCounts> {
+        let kept = self.kept_syncing(org).await?;
+        Ok(SyncCounts {
+            syncing: self.recount_syncing(org, kept).await?,
+            in_error: self.count_in_error(org).await?,
         })
     }
 

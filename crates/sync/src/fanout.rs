@@ -168,9 +168,9 @@ impl SyncEngine {
                 Some(next) => after = Some(next),
             }
         }
-        // The alarm is read once the walk is whole (a continued walk reads it at its end), from
-        // the same counts the API shows.
-        let counts = self.stores.users.sync_counts(org).await?;
+        // The alarm is read once the walk is whole (a continued walk reads it at its end),
+        // counted from the users: this is also what keeps the org's count (the API's) exact.
+        let counts = self.stores.users.recount_sync(org).await?;
         report.users_in_error = counts.in_error;
         report.alarm = counts.alarm();
         if report.alarm {

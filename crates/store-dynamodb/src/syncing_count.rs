@@ -1,0 +1,166 @@
+//! How many of an org's users have sync on, kept on the org item (`syncing_users`) so the
+//! Connection Settings view reads one number instead of counting every user of a 10,000-user
+//! org. Every switch and removal adjusts it after its transaction (a bulk switch already fills
+//! a transaction's 100 items); the fan-out recounts every cycle and repairs an adjustment a
+//! crash lost. `count_changes` counts adjustments, so a recount that raced one never writes
+//! over it.
+
+use aws_sdk_dynamodb::types::{AttributeValue, Select};
+
+use o365_domain::ids::OrgId;
+use o365_domain::user::SyncStateKind;
+use o365_domain::{DomainError, Entity, Result};
+
+use crate::keys::{self, ORG_SK, USER_SK_PREFIX, org_pk, user_state_gsi_pk};
+use crate::sdk_error::unavailable;
+use crate::tables::GSI1;
+use crate::{DynamoStore, Item, n, s};
+
+const SYNCING: &str = "syncing_users";
+const CHANGES: &str = "count_changes";
+
+/// The kept count as read, with the adjustments made so far.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct KeptCount {
+    pub count: Option<u64>,
+    changes: Option<u64>,
+}
+
+fn number(item: &Item, name: &str) -> Option<u64> {
+    item.get(name)?.as_n().ok()?.parse().ok()
+}
+
+impl DynamoStore {
+    pub(crate) async fn kept_syncing(&self, org: &OrgId) -> Result<KeptCount> {
+        let item = self
+            .client
+            .get_item()
+            .table_name(&self.tables.state)
+            .set_key(Some(keys::key(org_pk(org), ORG_SK)))
+            .consistent_read(true)
+            .projection_expression(format!("pk, {SYNCING}, {CHANGES}"))
+            .send()
+            .await
+            .map_err(unavailable)?
+            .item
+            .ok_or(DomainError::NotFound(Entity::Org))?;
+        Ok(KeptCount {
+            count: number(&item, SYNCING),
+            changes: number(&item, CHANGES),
+        })
+    }
+
+    /// Adds `delta` to the kept count (best effort: a lost adjustment is repaired by the next
+    /// recount, and counted in `count_changes` either way).
+    pub(crate) async fn adjust_syncing(&self, org: &OrgId, delta: i64) {
+        if delta == 0 {
+            return;
+        }
+        let update = |expression: &str, condition: &str| {
+            self.client
+                .update_item()
+                .table_name(&self.tables.state)
+                .set_key(Some(keys::key(org_pk(org), ORG_SK)))
+                .update_expression(expression)
+                .condition_expression(condition)
+                .expression_attribute_values(":one", n(1))
+        };
+        let adjusted = Self::send_conditional(
+            update(
+                &format!("ADD {SYNCING} :delta, {CHANGES} :one"),
+                &format!("attribute_exists({SYNCING})"),
+            )
+            .expression_attribute_values(":delta", n(delta)),
+        )
+        .await;
+        // No count kept yet: the first read counts; this change is still recorded.
+        let result = match adjusted {
+            Ok(false) => Self::send_conditional(update(
+                &format!("ADD {CHANGES} :one"),
+                "attribute_exists(pk)",
+            ))
+            .await
+            .map(|_| true),
+            other => other,
+        };
+        if let Err(e) = result {
+            tracing::warn!(org = %org, error = %e, "the org's count of syncing users is off until the next recount");
+        }
+    }
+
+    /// Counts the users with sync on (reading them all) and keeps the count, unless an
+    /// adjustment came in since `kept` was read. Writes nothing when the kept count is right.
+    pub(crate) async fn recount_syncing(&self, org: &OrgId, kept: KeptCount) -> Result<u64> {
+        let query = self
+            .client
+            .query()
+            .table_name(&self.tables.state)
+            .consistent_read(true)
+            .key_condition_expression("pk = :p AND begins_with(sk, :u)")
+            .filter_expression("sync_enabled = :on")
+            .expression_attribute_values(":p", s(org_pk(org)))
+            .expression_attribute_values(":u", s(USER_SK_PREFIX))
+            .expression_attribute_values(":on", AttributeValue::Bool(true));
+        let count = self.count_matching(query).await?;
+        if kept.count != Some(count) {
+            let unchanged = match kept.changes {
+                Some(_) => format!("{CHANGES} = :seen"),
+                None => format!("attribute_not_exists({CHANGES})"),
+            };
+            let mut update = self
+                .client
+                .update_item()
+                .table_name(&self.tables.state)
+                .set_key(Some(keys::key(org_pk(org), ORG_SK)))
+                .update_expression(format!("SET {SYNCING} = :count"))
+                .condition_expression(format!("attribute_exists(pk) AND {unchanged}"))
+                .expression_attribute_values(":count", n(count));
+            if let Some(seen) = kept.changes {
+                update = update.expression_attribute_values(":seen", n(seen));
+            }
+            // Refused: a switch came in meanwhile; its adjustment (or the next recount) stands.
+            Self::send_conditional(update).await?;
+        }
+        Ok(count)
+    }
+
+    /// Users with sync on and in error (the state index holds only them: small unless the org
+    /// is in trouble).
+    pub(crate) async fn count_in_error(&self, org: &OrgId) -> Result<u64> {
+        let query = self
+            .client
+            .query()
+            .table_name(&self.tables.state)
+            .index_name(GSI1)
+            .key_condition_expression("gsi1pk = :p")
+            .filter_expression("sync_enabled = :on")
+            .expression_attribute_values(
+                ":p",
+                s(user_state_gsi_pk(org, SyncStateKind::Error.as_str())),
+            )
+            .expression_attribute_values(":on", AttributeValue::Bool(true));
+        self.count_matching(query).await
+    }
+
+    pub(crate) async fn count_matching(
+        &self,
+        query: aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder,
+    ) -> Result<u64> {
+        let mut total = 0;
+        let mut start = None;
+        loop {
+            let out = query
+                .clone()
+                .select(Select::Count)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(unavailable)?;
+            total += out.count.max(0) as u64;
+            match out.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => return Ok(total),
+            }
+        }
+    }
+}
