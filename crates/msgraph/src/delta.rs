@@ -7,16 +7,18 @@ use o365_domain::message::{
 };
 use o365_domain::microsoft::DeltaPage;
 use serde::Deserialize;
+
+use crate::body_reader::BodyReader;
+use crate::page_splitter::PageSplitter;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 /// Fields we store; `body` is added only when the app may read bodies.
 pub(crate) const SELECT: &str = "id,internetMessageId,conversationId,subject,from,sender,toRecipients,ccRecipients,bccRecipients,replyTo,receivedDateTime,sentDateTime,lastModifiedDateTime,changeKey,bodyPreview,hasAttachments,categories,webLink,parentFolderId,isRead,isDraft,importance,flag";
 
+/// What is left of a page once its elements are taken out (`value` is then empty).
 #[derive(Deserialize)]
-pub(crate) struct RawPage {
-    #[serde(default)]
-    value: Vec<RawItem>,
+struct RawPage {
     #[serde(rename = "@odata.nextLink")]
     next_link: Option<String>,
     #[serde(rename = "@odata.deltaLink")]
@@ -108,90 +110,136 @@ fn instant(s: Option<String>) -> Option<OffsetDateTime> {
     s.and_then(|s| OffsetDateTime::parse(&s, &Rfc3339).ok())
 }
 
-/// Why a 200 could not be used as a page.
-#[derive(Debug)]
-pub(crate) struct BadPage(pub String);
-
-pub(crate) fn parse_page(
-    body: &[u8],
+/// Reads a delta page as it arrives: each element of `value` is parsed and mapped on its own
+/// (see `page_splitter`), the links from what is left.
+pub(crate) struct DeltaPageReader {
     folder: MailFolder,
     include_body: bool,
-) -> Result<DeltaPage, BadPage> {
-    let raw: RawPage =
-        serde_json::from_slice(body).map_err(|e| BadPage(format!("invalid delta JSON: {e}")))?;
-    let next = match (raw.next_link, raw.delta_link) {
-        (Some(n), _) => SyncLink::Next(n),
-        (None, Some(d)) => SyncLink::Delta(d),
-        (None, None) => return Err(BadPage("a delta page without nextLink or deltaLink".into())),
-    };
-    let mut messages = Vec::with_capacity(raw.value.len());
-    let mut removals = Vec::new();
-    for item in raw.value {
-        if let Some(r) = item.removed {
-            removals.push(MessageRemoval {
-                id: item.id,
-                folder,
-                reason: if r.reason == "deleted" {
-                    RemovalReason::Deleted
-                } else {
-                    RemovalReason::Changed
-                },
-            });
-            continue;
+    splitter: PageSplitter,
+    messages: Vec<CapturedMessage>,
+    removals: Vec<MessageRemoval>,
+}
+
+impl DeltaPageReader {
+    pub(crate) fn new(folder: MailFolder, include_body: bool) -> Self {
+        Self {
+            folder,
+            include_body,
+            splitter: PageSplitter::default(),
+            messages: Vec::new(),
+            removals: Vec::new(),
         }
-        let body = if include_body {
-            item.body.and_then(|b| {
-                Some(MessageBody {
-                    content_type: match b.content_type.as_deref() {
-                        Some(t) if t.eq_ignore_ascii_case("text") => BodyType::Text,
-                        _ => BodyType::Html,
-                    },
-                    content: b.content?,
-                })
-            })
-        } else {
-            None
+    }
+}
+
+impl BodyReader<DeltaPage> for DeltaPageReader {
+    fn feed(&mut self, chunk: &[u8]) -> Result<(), String> {
+        let (folder, include_body) = (self.folder, self.include_body);
+        let (messages, removals) = (&mut self.messages, &mut self.removals);
+        self.splitter.feed(chunk, &mut |element| {
+            let item: RawItem =
+                serde_json::from_slice(element).map_err(|e| format!("invalid delta JSON: {e}"))?;
+            map_item(item, folder, include_body, messages, removals);
+            Ok(())
+        })
+    }
+
+    fn finish(self) -> Result<DeltaPage, String> {
+        let rest = self.splitter.finish()?;
+        let links: RawPage =
+            serde_json::from_slice(&rest).map_err(|e| format!("invalid delta JSON: {e}"))?;
+        let next = match (links.next_link, links.delta_link) {
+            (Some(n), _) => SyncLink::Next(n),
+            (None, Some(d)) => SyncLink::Delta(d),
+            (None, None) => return Err("a delta page without nextLink or deltaLink".into()),
         };
-        messages.push(CapturedMessage {
+        Ok(DeltaPage {
+            messages: self.messages,
+            removals: self.removals,
+            next,
+        })
+    }
+}
+
+fn map_item(
+    item: RawItem,
+    folder: MailFolder,
+    include_body: bool,
+    messages: &mut Vec<CapturedMessage>,
+    removals: &mut Vec<MessageRemoval>,
+) {
+    if let Some(r) = item.removed {
+        removals.push(MessageRemoval {
             id: item.id,
             folder,
-            internet_message_id: item.internet_message_id,
-            conversation_id: item.conversation_id,
-            subject: item.subject,
-            from: item.from.and_then(recipient),
-            to: recipients(item.to_recipients),
-            cc: recipients(item.cc_recipients),
-            bcc: recipients(item.bcc_recipients),
-            received_at: instant(item.received_date_time),
-            sent_at: instant(item.sent_date_time),
-            last_modified_at: instant(item.last_modified_date_time),
-            change_key: item.change_key,
-            preview: item.body_preview,
-            has_attachments: item.has_attachments.unwrap_or(false),
-            categories: item.categories.unwrap_or_default(),
-            web_link: item.web_link,
-            details: MessageDetails {
-                sender: item.sender.and_then(recipient),
-                reply_to: recipients(item.reply_to),
-                is_read: item.is_read,
-                is_draft: item.is_draft,
-                importance: item.importance,
-                flag_status: item.flag.and_then(|f| f.flag_status),
-                parent_folder_id: item.parent_folder_id,
+            reason: if r.reason == "deleted" {
+                RemovalReason::Deleted
+            } else {
+                RemovalReason::Changed
             },
-            body,
         });
+        return;
     }
-    Ok(DeltaPage {
-        messages,
-        removals,
-        next,
-    })
+    let body = if include_body {
+        item.body.and_then(|b| {
+            Some(MessageBody {
+                content_type: match b.content_type.as_deref() {
+                    Some(t) if t.eq_ignore_ascii_case("text") => BodyType::Text,
+                    _ => BodyType::Html,
+                },
+                content: b.content?,
+            })
+        })
+    } else {
+        None
+    };
+    messages.push(CapturedMessage {
+        id: item.id,
+        folder,
+        internet_message_id: item.internet_message_id,
+        conversation_id: item.conversation_id,
+        subject: item.subject,
+        from: item.from.and_then(recipient),
+        to: recipients(item.to_recipients),
+        cc: recipients(item.cc_recipients),
+        bcc: recipients(item.bcc_recipients),
+        received_at: instant(item.received_date_time),
+        sent_at: instant(item.sent_date_time),
+        last_modified_at: instant(item.last_modified_date_time),
+        change_key: item.change_key,
+        preview: item.body_preview,
+        has_attachments: item.has_attachments.unwrap_or(false),
+        categories: item.categories.unwrap_or_default(),
+        web_link: item.web_link,
+        details: MessageDetails {
+            sender: item.sender.and_then(recipient),
+            reply_to: recipients(item.reply_to),
+            is_read: item.is_read,
+            is_draft: item.is_draft,
+            importance: item.importance,
+            flag_status: item.flag.and_then(|f| f.flag_status),
+            parent_folder_id: item.parent_folder_id,
+        },
+        body,
+    });
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The page as the reader takes it from the wire, in small chunks.
+    fn parse_page(
+        body: &[u8],
+        folder: MailFolder,
+        include_body: bool,
+    ) -> Result<DeltaPage, String> {
+        let mut reader = DeltaPageReader::new(folder, include_body);
+        for chunk in body.chunks(5) {
+            reader.feed(chunk)?;
+        }
+        reader.finish()
+    }
 
     #[test]
     fn items_and_removals_are_mapped() {

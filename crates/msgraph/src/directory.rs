@@ -12,6 +12,7 @@ use o365_domain::ids::{Email, TenantId};
 use o365_domain::microsoft::{Directory, DirectoryUser, MicrosoftError};
 use serde::Deserialize;
 
+use crate::body_reader::Whole;
 use crate::errors::CallKind;
 use crate::{GraphClient, LogCtx, encode};
 
@@ -94,7 +95,7 @@ impl GraphClient {
             CallKind::Directory,
             deadline,
             log,
-            parse,
+            |announced| Whole::new(announced, &parse),
         )
         .await
     }

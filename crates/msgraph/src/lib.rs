@@ -12,10 +12,12 @@
 //! - Logs carry mailbox, folder, status and Graph's request id only: never a token, a
 //!   credential or mail content.
 
+mod body_reader;
 mod delta;
 mod directory;
 mod errors;
 mod oidc;
+mod page_splitter;
 mod signin;
 mod token;
 
@@ -34,6 +36,7 @@ use o365_domain::ports::SecretStore;
 use time::format_description::well_known::Rfc3339;
 use tokio::sync::Semaphore;
 
+use body_reader::BodyReader;
 use errors::{CallKind, GraphRefusal, classify_graph_error};
 
 pub const DEFAULT_AUTHORITY_URL: &str = "https://login.microsoftonline.com";
@@ -225,10 +228,11 @@ impl GraphClient {
             })
     }
 
-    /// One Graph GET with the whole resilience policy; `parse` turns a 200 body into `T` (a
-    /// body it cannot read counts as a transient failure).
+    /// One Graph GET with the whole resilience policy; a reader from `reader` (given the
+    /// announced length) turns a 2xx body into `T` as it arrives (a body it cannot read counts
+    /// as a transient failure).
     #[allow(clippy::too_many_arguments)]
-    async fn get<T>(
+    async fn get<T, R: BodyReader<T>>(
         &self,
         url: &str,
         tenant: &TenantId,
@@ -237,7 +241,7 @@ impl GraphClient {
         kind: CallKind,
         deadline: Instant,
         log: LogCtx<'_>,
-        parse: impl Fn(&[u8]) -> Result<T, String>,
+        reader: impl Fn(Option<u64>) -> R,
     ) -> Result<T, MicrosoftError> {
         let gate = self.gate(tenant, log.mailbox);
         let mut transient = 0u32;
@@ -264,7 +268,7 @@ impl GraphClient {
                 continue;
             }
             let attempt = self
-                .send_once(url, token.expose(), prefer, kind, log, &parse)
+                .send_once(url, token.expose(), prefer, kind, log, &reader)
                 .await;
             if let Attempt::Throttled(ra) = &attempt {
                 // Record the wait before the permit goes, so no queued request slips in early.
@@ -310,14 +314,14 @@ impl GraphClient {
         }
     }
 
-    async fn send_once<T>(
+    async fn send_once<T, R: BodyReader<T>>(
         &self,
         url: &str,
         token: &str,
         prefer: &[String],
         kind: CallKind,
         log: LogCtx<'_>,
-        parse: &impl Fn(&[u8]) -> Result<T, String>,
+        reader: &impl Fn(Option<u64>) -> R,
     ) -> Attempt<T> {
         self.inner
             .stats
@@ -349,6 +353,10 @@ impl GraphClient {
             .get("retry-after")
             .and_then(|v| v.to_str().ok())
             .and_then(parse_retry_after);
+        if (200..=299).contains(&status) {
+            let reader = reader(resp.content_length());
+            return read_success(resp, reader, log, status, &request_id).await;
+        }
         let body = match read_body(resp).await {
             Ok(b) => b,
             Err(e) => {
@@ -367,19 +375,6 @@ impl GraphClient {
             "Graph answered"
         );
         match status {
-            200..=299 => match parse(&body) {
-                Ok(v) => Attempt::Done(v),
-                Err(why) => {
-                    tracing::warn!(
-                        mailbox = log.mailbox,
-                        folder = log.folder,
-                        status,
-                        request_id,
-                        "Graph body unreadable"
-                    );
-                    Attempt::Transient(None, why)
-                }
-            },
             429 => {
                 tracing::info!(
                     mailbox = log.mailbox,
@@ -425,14 +420,52 @@ impl GraphClient {
     }
 }
 
-/// The whole body in one buffer of the announced size, each chunk copied in and dropped as it
-/// arrives. (`Response::bytes` keeps every chunk until the end and then copies them into one
-/// buffer: twice a page at once; at page size 1000 that was the worker's peak memory.)
+/// A 2xx body, each chunk handed to the reader and dropped as it arrives (`Response::bytes`
+/// keeps every chunk until the end and then copies them into one buffer: at page size 1000
+/// that was the worker's peak memory).
+async fn read_success<T>(
+    mut resp: reqwest::Response,
+    mut reader: impl BodyReader<T>,
+    log: LogCtx<'_>,
+    status: u16,
+    request_id: &str,
+) -> Attempt<T> {
+    let unreadable = |why: String| {
+        tracing::warn!(
+            mailbox = log.mailbox,
+            folder = log.folder,
+            status,
+            request_id,
+            "Graph body unreadable"
+        );
+        Attempt::Transient(None, why)
+    };
+    loop {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => {
+                if let Err(why) = reader.feed(&chunk) {
+                    return unreadable(why);
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                tracing::warn!(mailbox = log.mailbox, folder = log.folder, status, request_id, error = %without_url(&e), "Graph answer cut short");
+                return Attempt::Transient(
+                    None,
+                    format!("Graph answer cut short: {}", without_url(&e)),
+                );
+            }
+        }
+    }
+    match reader.finish() {
+        Ok(v) => Attempt::Done(v),
+        Err(why) => unreadable(why),
+    }
+}
+
+/// An error answer's body (small), whole.
 async fn read_body(mut resp: reqwest::Response) -> Result<Vec<u8>, reqwest::Error> {
-    // A lying length only costs a reallocation; a huge one is not trusted beyond this.
-    const MAX_PRESIZE: u64 = 64 << 20;
-    let announced = resp.content_length().unwrap_or(0).min(MAX_PRESIZE);
-    let mut body = Vec::with_capacity(announced as usize);
+    let mut body = Vec::new();
     while let Some(chunk) = resp.chunk().await? {
         body.extend_from_slice(&chunk);
     }
@@ -523,7 +556,7 @@ impl MailSource for GraphClient {
             CallKind::Mailbox,
             request.deadline,
             log,
-            |b| delta::parse_page(b, folder, include_body).map_err(|e| e.0),
+            |_| delta::DeltaPageReader::new(folder, include_body),
         )
         .await
     }

@@ -260,6 +260,9 @@ fn messages_page(raw: Page<Item>) -> Result<Page<StoredMessage>> {
     })
 }
 
+/// How many of a page's messages are built and written together (four full batches).
+const WRITE_SLICE: usize = 100;
+
 impl DynamoStore {
     /// BatchWriteItem on the messages table (see [`Self::batch_write`]).
     async fn batch_put(&self, requests: Vec<WriteRequest>) -> Result<()> {
@@ -295,6 +298,49 @@ impl DynamoStore {
             }
         }
         Ok(())
+    }
+
+    /// A slice of a page: its index entries, then its messages.
+    async fn write_slice(
+        &self,
+        org: &OrgId,
+        mailbox: &Email,
+        slice: &[&CapturedMessage],
+        stamp: &WriteStamp,
+        summary: &mut PageWriteSummary,
+    ) -> Result<()> {
+        let mut requests = Vec::with_capacity(slice.len());
+        let mut index = Vec::new();
+        for m in slice {
+            let (people, entries) = people::entries(org, mailbox, m, stamp)?;
+            let (mut item, truncated) =
+                message_item(org, mailbox, m, stamp.at, stamp.mark_for(&m.id), people)?;
+            // The org's retention, as DynamoDB TTL: expired items are deleted by DynamoDB.
+            if let Some(expires) = stamp.expires_at(m) {
+                item.insert(
+                    TTL_ATTRIBUTE.into(),
+                    n(expires.unix_timestamp().max(0) as u64),
+                );
+            }
+            summary.bodies_truncated += u64::from(truncated);
+            index.extend(entries);
+            requests.push(
+                WriteRequest::builder()
+                    .put_request(
+                        PutRequest::builder()
+                            .set_item(Some(item))
+                            .build()
+                            .map_err(unavailable)?,
+                    )
+                    .build(),
+            );
+        }
+        summary.written += requests.len() as u64;
+        // Index entries first: a crash between batches leaves entries without their message
+        // (harmless, rewritten by the page's replay), never an archived message erasure cannot
+        // find.
+        index.extend(requests);
+        self.batch_put(index).await
     }
 
     async fn apply_removal(
@@ -352,38 +398,13 @@ impl MessageArchive for DynamoStore {
                 latest.push(m);
             }
         }
-        let mut requests = Vec::with_capacity(latest.len());
-        let mut index = Vec::new();
-        for m in latest.into_iter().rev() {
-            let (people, entries) = people::entries(org, mailbox, m, &stamp)?;
-            let (mut item, truncated) =
-                message_item(org, mailbox, m, at, stamp.mark_for(&m.id), people)?;
-            // The org's retention, as DynamoDB TTL: expired items are deleted by DynamoDB.
-            if let Some(expires) = stamp.expires_at(m) {
-                item.insert(
-                    TTL_ATTRIBUTE.into(),
-                    n(expires.unix_timestamp().max(0) as u64),
-                );
-            }
-            summary.bodies_truncated += u64::from(truncated);
-            index.extend(entries);
-            requests.push(
-                WriteRequest::builder()
-                    .put_request(
-                        PutRequest::builder()
-                            .set_item(Some(item))
-                            .build()
-                            .map_err(unavailable)?,
-                    )
-                    .build(),
-            );
+        latest.reverse();
+        // Built and written a slice of the page at a time: at page size 1000 the page's items
+        // all at once (compressed bodies, index entries) were megabytes of the worker's peak.
+        for slice in latest.chunks(WRITE_SLICE) {
+            self.write_slice(org, mailbox, slice, &stamp, &mut summary)
+                .await?;
         }
-        summary.written = requests.len() as u64;
-        // Index entries first: a crash between batches leaves entries without their message
-        // (harmless, rewritten by the page's replay), never an archived message erasure cannot
-        // find.
-        index.extend(requests);
-        self.batch_put(index).await?;
         for removal in removals {
             summary.removed += u64::from(self.apply_removal(org, mailbox, removal, at).await?);
         }
