@@ -300,49 +300,6 @@ impl DynamoStore {
         Ok(())
     }
 
-    /// A slice of a page: its index entries, then its messages.
-    async fn write_slice(
-        &self,
-        org: &OrgId,
-        mailbox: &Email,
-        slice: &[&CapturedMessage],
-        stamp: &WriteStamp,
-        summary: &mut PageWriteSummary,
-    ) -> Result<()> {
-        let mut requests = Vec::with_capacity(slice.len());
-        let mut index = Vec::new();
-        for m in slice {
-            let (people, entries) = people::entries(org, mailbox, m, stamp)?;
-            let (mut item, truncated) =
-                message_item(org, mailbox, m, stamp.at, stamp.mark_for(&m.id), people)?;
-            // The org's retention, as DynamoDB TTL: expired items are deleted by DynamoDB.
-            if let Some(expires) = stamp.expires_at(m) {
-                item.insert(
-                    TTL_ATTRIBUTE.into(),
-                    n(expires.unix_timestamp().max(0) as u64),
-                );
-            }
-            summary.bodies_truncated += u64::from(truncated);
-            index.extend(entries);
-            requests.push(
-                WriteRequest::builder()
-                    .put_request(
-                        PutRequest::builder()
-                            .set_item(Some(item))
-                            .build()
-                            .map_err(unavailable)?,
-                    )
-                    .build(),
-            );
-        }
-        summary.written += requests.len() as u64;
-        // Index entries first: a crash between batches leaves entries without their message
-        // (harmless, rewritten by the page's replay), never an archived message erasure cannot
-        // find.
-        index.extend(requests);
-        self.batch_put(index).await
-    }
-
     async fn apply_removal(
         &self,
         org: &OrgId,
@@ -378,6 +335,47 @@ impl DynamoStore {
     }
 }
 
+/// A slice of a page as write requests, appended to `out`: its index entries, then its
+/// messages (a crash between batches leaves entries without their message, harmless and
+/// rewritten by the page's replay, never an archived message erasure cannot find).
+fn slice_requests(
+    org: &OrgId,
+    mailbox: &Email,
+    slice: &[&CapturedMessage],
+    stamp: &WriteStamp,
+    summary: &mut PageWriteSummary,
+    out: &mut Vec<WriteRequest>,
+) -> Result<()> {
+    let mut messages = Vec::with_capacity(slice.len());
+    for m in slice {
+        let (people, entries) = people::entries(org, mailbox, m, stamp)?;
+        let (mut item, truncated) =
+            message_item(org, mailbox, m, stamp.at, stamp.mark_for(&m.id), people)?;
+        // The org's retention, as DynamoDB TTL: expired items are deleted by DynamoDB.
+        if let Some(expires) = stamp.expires_at(m) {
+            item.insert(
+                TTL_ATTRIBUTE.into(),
+                n(expires.unix_timestamp().max(0) as u64),
+            );
+        }
+        summary.bodies_truncated += u64::from(truncated);
+        out.extend(entries);
+        messages.push(
+            WriteRequest::builder()
+                .put_request(
+                    PutRequest::builder()
+                        .set_item(Some(item))
+                        .build()
+                        .map_err(unavailable)?,
+                )
+                .build(),
+        );
+    }
+    summary.written += messages.len() as u64;
+    out.extend(messages);
+    Ok(())
+}
+
 #[async_trait]
 impl MessageArchive for DynamoStore {
     async fn write_page(
@@ -399,12 +397,19 @@ impl MessageArchive for DynamoStore {
             }
         }
         latest.reverse();
-        // Built and written a slice of the page at a time: at page size 1000 the page's items
-        // all at once (compressed bodies, index entries) were megabytes of the worker's peak.
+        // Built a slice of the page at a time and written as full batches fill: at page size
+        // 1000 the page's items all at once (compressed bodies, index entries) were megabytes
+        // of the worker's peak. A slice's last, partial batch waits for the next slice's
+        // requests, so the page costs as many batches as it did whole.
+        let mut pending = Vec::new();
         for slice in latest.chunks(WRITE_SLICE) {
-            self.write_slice(org, mailbox, slice, &stamp, &mut summary)
-                .await?;
+            slice_requests(org, mailbox, slice, &stamp, &mut summary, &mut pending)?;
+            let full = pending.len() - pending.len() % BATCH_WRITE_LIMIT;
+            if full > 0 {
+                self.batch_put(pending.drain(..full).collect()).await?;
+            }
         }
+        self.batch_put(pending).await?;
         for removal in removals {
             summary.removed += u64::from(self.apply_removal(org, mailbox, removal, at).await?);
         }
