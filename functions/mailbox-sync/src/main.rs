@@ -87,7 +87,9 @@ async fn handle(
     Ok(answer)
 }
 
-#[tokio::main]
+// One invocation at a time, waiting on the network: a thread is all it needs (worker threads
+// were a tenth of its start).
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     o365_runtime::init_tracing(true);
     let FanOut { grants, engine } = o365_runtime::functions::mailbox_sync(&Env::process()).await?;
