@@ -1968,6 +1968,15 @@ async fn one_run_at_a_time_writes_a_mailbox(store: &DynamoStore) {
             .await
             .unwrap()
     );
+    assert_eq!(
+        store
+            .mailbox(&o, &m)
+            .await
+            .unwrap()
+            .claim_until
+            .map(|t| t.unix_timestamp()),
+        Some(until.unix_timestamp())
+    );
     assert!(
         !store
             .claim_run(&o, &m, &claim("r2", None), until, now())
@@ -2064,6 +2073,25 @@ async fn one_run_at_a_time_writes_a_mailbox(store: &DynamoStore) {
         .unwrap();
     let state = store.mailbox(&o, &m).await.unwrap();
     assert_eq!(state.last_mark, Some(mark("r4", 1)));
+    assert_eq!(
+        state.claim_until, None,
+        "the finishing write ended the claim"
+    );
+    // The same commit again (the SDK retrying a request whose answer was lost): it landed.
+    store
+        .finish_run(
+            &o,
+            &m,
+            "job-1",
+            &Checkpoint {
+                mark: Some(mark("r4", 1)),
+                follows: Some(mark("r1", 1)),
+                ..counted.clone()
+            },
+            now(),
+        )
+        .await
+        .unwrap();
     // The finishing write ended the claim: the next run claims at once.
     assert!(
         store

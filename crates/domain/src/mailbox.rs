@@ -153,6 +153,8 @@ pub struct MailboxState {
     pub lease: Option<Lease>,
     pub cursors: Vec<MailboxCursor>,
     pub last_mark: Option<WriteMark>,
+    /// Until when a run's claim holds the mailbox (see `RunClaim`), if one does.
+    pub claim_until: Option<OffsetDateTime>,
 }
 
 impl MailboxState {

@@ -182,7 +182,8 @@ pub trait MailboxStateStore: Send + Sync {
     /// both deliveries hold its lease). Taken while `claim.holder` holds the lease, the
     /// mailbox's last commit is `claim.follows` and no other run's claim is running; `false`
     /// otherwise. Ended by [`Self::finish_run`] or [`Self::end_claim`]; a crashed run's claim
-    /// ends at `until` (its invocation's deadline, before the queue can deliver the job again).
+    /// ends at `until` (past its invocation's end, long before the queue delivers the job
+    /// again). [`Self::mailbox`] shows a running claim.
     /// A run that finds nothing to archive never claims: an unchanged mailbox's cycle stays at
     /// two writes.
     async fn claim_run(
@@ -198,7 +199,7 @@ pub trait MailboxStateStore: Send + Sync {
     /// Commits positions and their counts in one write while `holder` holds the lease, the
     /// mailbox's last commit is `progress.follows` and no other run's claim is running;
     /// `DomainError::Conflict` otherwise (another job, or another delivery of this one, has
-    /// moved the mailbox on).
+    /// moved the mailbox on). A commit that already landed (a retried request) is a success.
     async fn checkpoint(
         &self,
         org: &OrgId,

@@ -114,6 +114,21 @@ impl DynamoStore {
         Ok(out.item)
     }
 
+    /// The named attributes of one state-table item, read consistently.
+    async fn get_state_projected(&self, key: Item, projection: &str) -> Result<Option<Item>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.tables.state)
+            .set_key(Some(key))
+            .consistent_read(true)
+            .projection_expression(projection)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(out.item)
+    }
+
     /// An unconditional put into the state table (records that are only ever replaced).
     async fn put_state<T: serde::Serialize>(&self, record: &T) -> Result<()> {
         self.client

@@ -204,6 +204,30 @@ impl DynamoStore {
         }
     }
 
+    /// Sends a run's commit. Refused, it may still have landed: the SDK retries a request
+    /// whose answer was lost, and the retry then fails the condition its first attempt met. A
+    /// mailbox whose last commit is this one's own mark took it.
+    async fn committed_or_conflict(
+        &self,
+        org: &OrgId,
+        mailbox: &Email,
+        progress: &Checkpoint,
+        update: UpdateItemFluentBuilder,
+    ) -> Result<()> {
+        if Self::send_conditional(update).await? {
+            return Ok(());
+        }
+        let own = progress.mark.as_ref().map(WriteMark::encode);
+        let last = self
+            .get_state_projected(keys::key(mailbox_pk(org, mailbox), MAILBOX_SK), LAST_MARK)
+            .await?
+            .and_then(|item| item.get(LAST_MARK)?.as_s().ok().cloned());
+        match (own, last) {
+            (Some(own), Some(last)) if own == last => Ok(()),
+            _ => Err(DomainError::Conflict(Entity::Lease)),
+        }
+    }
+
     /// Takes the lease for `holder` until `until` when `condition` (over `:now`, `:holder`) holds.
     async fn take_lease(
         &self,
@@ -281,6 +305,7 @@ impl MailboxStateStore for DynamoStore {
             lease,
             cursors,
             last_mark,
+            claim_until: number(&item, CLAIM_UNTIL).and_then(from_millis),
         })
     }
 
@@ -300,10 +325,8 @@ impl MailboxStateStore for DynamoStore {
         let update = expression
             .apply(self.mailbox_update(org, mailbox))
             .condition_expression(condition);
-        match Self::send_conditional(update).await? {
-            true => Ok(()),
-            false => Err(DomainError::Conflict(Entity::Lease)),
-        }
+        self.committed_or_conflict(org, mailbox, progress, update)
+            .await
     }
 
     async fn finish_run(
@@ -322,10 +345,8 @@ impl MailboxStateStore for DynamoStore {
         let update = released
             .apply(self.mailbox_update(org, mailbox))
             .condition_expression(condition);
-        match Self::send_conditional(update).await? {
-            true => Ok(()),
-            false => Err(DomainError::Conflict(Entity::Lease)),
-        }
+        self.committed_or_conflict(org, mailbox, progress, update)
+            .await
     }
 
     async fn claim_run(
@@ -407,18 +428,13 @@ impl MailboxStateStore for DynamoStore {
         now: OffsetDateTime,
     ) -> Result<Option<Lease>> {
         // The fan-out asks this of every mailbox each cycle: the lease alone, not the positions.
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.tables.state)
-            .set_key(Some(keys::key(mailbox_pk(org, mailbox), MAILBOX_SK)))
-            .consistent_read(true)
-            .projection_expression("lease_holder, lease_until_ms")
-            .send()
-            .await
-            .map_err(unavailable)?;
-        Ok(out
-            .item
+        let item = self
+            .get_state_projected(
+                keys::key(mailbox_pk(org, mailbox), MAILBOX_SK),
+                "lease_holder, lease_until_ms",
+            )
+            .await?;
+        Ok(item
             .as_ref()
             .and_then(lease_of)
             .filter(|lease| lease.until >= now))

@@ -31,9 +31,6 @@ pub(crate) struct OrgRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub primary_email: Option<String>,
     pub admin_count: u64,
-    /// Users with sync on (see `syncing_count`); kept from the org's creation.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub syncing_users: Option<u64>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -157,10 +154,13 @@ impl OrgStore for DynamoStore {
             settings_version: IntegrationSettings::INITIAL.version,
             primary_email: Some(first_admin.email.key().to_owned()),
             admin_count: 1,
-            syncing_users: Some(0),
         };
         let items = vec![
-            self.put_item(to_item(&record)?, Some("attribute_not_exists(pk)"), None)?,
+            self.put_item(
+                crate::syncing_count::with_no_syncing_users(to_item(&record)?),
+                Some("attribute_not_exists(pk)"),
+                None,
+            )?,
             self.user_put(org, first_admin)?,
             self.audit_put(&audit)?,
         ];

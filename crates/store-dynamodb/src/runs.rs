@@ -11,7 +11,6 @@ use o365_domain::{DomainError, Entity, Result};
 use time::OffsetDateTime;
 
 use crate::keys::{self, ORG_SK, org_pk};
-use crate::sdk_error::unavailable;
 use crate::{DynamoStore, n, s};
 
 fn millis(t: OffsetDateTime) -> i128 {
@@ -77,16 +76,8 @@ impl SyncRunLog for DynamoStore {
         }
         // A request still open, or no org: only now is the item read.
         let item = self
-            .client
-            .get_item()
-            .table_name(&self.tables.state)
-            .set_key(Some(keys::key(org_pk(org), ORG_SK)))
-            .consistent_read(true)
-            .projection_expression("sync_request")
-            .send()
-            .await
-            .map_err(unavailable)?
-            .item
+            .get_state_projected(keys::key(org_pk(org), ORG_SK), "pk, sync_request")
+            .await?
             .ok_or(DomainError::NotFound(Entity::Org))?;
         item.get("sync_request")
             .and_then(|v| v.as_s().ok())

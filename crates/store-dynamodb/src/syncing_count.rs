@@ -1,9 +1,9 @@
 //! How many of an org's users have sync on, kept on the org item (`syncing_users`) so the
 //! Connection Settings view reads one number instead of counting every user of a 10,000-user
-//! org. Every switch and removal adjusts it after its transaction (a bulk switch already fills
-//! a transaction's 100 items); the fan-out recounts every cycle and repairs an adjustment a
-//! crash lost. `count_changes` counts adjustments, so a recount that raced one never writes
-//! over it.
+//! org. The number is only ever a count of the users, never adjusted by a delta: every switch
+//! and removal counts again after its transaction, and so does the fan-out every cycle (which
+//! repairs a recount a crash lost). `count_changes` is bumped by each switch before it counts,
+//! so a recount that started before a switch never writes over the count that includes it.
 
 use aws_sdk_dynamodb::types::{AttributeValue, Select};
 
@@ -19,6 +19,12 @@ use crate::{DynamoStore, Item, n, s};
 const SYNCING: &str = "syncing_users";
 const CHANGES: &str = "count_changes";
 
+/// A new org's item: nobody syncs yet.
+pub(crate) fn with_no_syncing_users(mut org_item: Item) -> Item {
+    org_item.insert(SYNCING.into(), n(0));
+    org_item
+}
+
 /// The kept count as read, with the adjustments made so far.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct KeptCount {
@@ -33,16 +39,11 @@ fn number(item: &Item, name: &str) -> Option<u64> {
 impl DynamoStore {
     pub(crate) async fn kept_syncing(&self, org: &OrgId) -> Result<KeptCount> {
         let item = self
-            .client
-            .get_item()
-            .table_name(&self.tables.state)
-            .set_key(Some(keys::key(org_pk(org), ORG_SK)))
-            .consistent_read(true)
-            .projection_expression(format!("pk, {SYNCING}, {CHANGES}"))
-            .send()
-            .await
-            .map_err(unavailable)?
-            .item
+            .get_state_projected(
+                keys::key(org_pk(org), ORG_SK),
+                &format!("pk, {SYNCING}, {CHANGES}"),
+            )
+            .await?
             .ok_or(DomainError::NotFound(Entity::Org))?;
         Ok(KeptCount {
             count: number(&item, SYNCING),
@@ -50,41 +51,27 @@ impl DynamoStore {
         })
     }
 
-    /// Adds `delta` to the kept count (best effort: a lost adjustment is repaired by the next
-    /// recount, and counted in `count_changes` either way).
-    pub(crate) async fn adjust_syncing(&self, org: &OrgId, delta: i64) {
-        if delta == 0 {
-            return;
-        }
-        let update = |expression: &str, condition: &str| {
-            self.client
-                .update_item()
-                .table_name(&self.tables.state)
-                .set_key(Some(keys::key(org_pk(org), ORG_SK)))
-                .update_expression(expression)
-                .condition_expression(condition)
-                .expression_attribute_values(":one", n(1))
-        };
-        let adjusted = Self::send_conditional(
-            update(
-                &format!("ADD {SYNCING} :delta, {CHANGES} :one"),
-                &format!("attribute_exists({SYNCING})"),
-            )
-            .expression_attribute_values(":delta", n(delta)),
-        )
-        .await;
-        // No count kept yet: the first read counts; this change is still recorded.
-        let result = match adjusted {
-            Ok(false) => Self::send_conditional(update(
-                &format!("ADD {CHANGES} :one"),
-                "attribute_exists(pk)",
-            ))
-            .await
-            .map(|_| true),
-            other => other,
+    /// After a switch or a removal (its transaction committed): the change is recorded, then
+    /// the users are counted again. Best effort: the switch stands whatever happens here, and
+    /// the next recount repairs the count.
+    pub(crate) async fn recount_after_switch(&self, org: &OrgId) {
+        let bumped = self
+            .client
+            .update_item()
+            .table_name(&self.tables.state)
+            .set_key(Some(keys::key(org_pk(org), ORG_SK)))
+            .update_expression(format!("ADD {CHANGES} :one"))
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":one", n(1));
+        let result = match Self::send_conditional(bumped).await {
+            Ok(_) => match self.kept_syncing(org).await {
+                Ok(kept) => self.recount_syncing(org, kept).await.map(|_| ()),
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
         };
         if let Err(e) = result {
-            tracing::warn!(org = %org, error = %e, "the org's count of syncing users is off until the next recount");
+            tracing::warn!(org = %org, error = %e, "the org's count of syncing users waits for the next recount");
         }
     }
 

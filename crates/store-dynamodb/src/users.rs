@@ -348,8 +348,9 @@ impl UserStore for DynamoStore {
         ];
         match self.transact(items).await {
             Ok(()) => {
-                self.adjust_syncing(org, -i64::from(current.sync_enabled))
-                    .await;
+                if current.sync_enabled {
+                    self.recount_after_switch(org).await;
+                }
                 Ok(())
             }
             Err(TransactionFailure::Cancelled(r)) if r.first().is_some_and(Option::is_some) => {
@@ -461,11 +462,10 @@ impl UserStore for DynamoStore {
             return Err(DomainError::Invalid(errors));
         }
         let current = found;
-        let switched_on: i64 = changes
+        let switched = changes
             .iter()
             .zip(current.iter().flatten())
-            .map(|((_, on), record)| i64::from(*on) - i64::from(record.sync_enabled))
-            .sum();
+            .any(|((_, on), record)| *on != record.sync_enabled);
         let mut items = Vec::with_capacity(changes.len() + 1);
         for ((email, enabled), record) in changes.iter().zip(current.iter().flatten()) {
             let state = match (enabled, &record.state) {
@@ -512,7 +512,9 @@ impl UserStore for DynamoStore {
             }
             Err(TransactionFailure::Other(e)) => return Err(e),
         }
-        self.adjust_syncing(org, switched_on).await;
+        if switched {
+            self.recount_after_switch(org).await;
+        }
         let primary = self.org_record(org).await?.primary_email;
         let updated = self.users_by_key(org, &emails).await?;
         self.users_with_mailboxes(

@@ -24,6 +24,7 @@ impl SyncEngine {
     ) -> JobOutcome {
         match stop {
             Stop::Store(e) => store_stop(e),
+            Stop::Busy(wait) => JobOutcome::RetryAfter(wait),
             // Handled where the run knows its user (`run_job_inner`); here only for completeness.
             Stop::OutOfTime => JobOutcome::Continued,
             Stop::Microsoft(e) => self.microsoft_stop(run, connection, e).await,

@@ -233,6 +233,8 @@ enum Stop {
     Store(DomainError),
     /// The invocation's deadline came before the next page.
     OutOfTime,
+    /// Another run's claim holds the mailbox for this long: the job comes back after it.
+    Busy(Duration),
 }
 
 impl From<DomainError> for Stop {

@@ -6,6 +6,10 @@ use o365_domain::connection::AppRegistration;
 use o365_domain::ids::TenantId;
 use o365_domain::mailbox::{Checkpoint, RunClaim, WriteMark};
 
+/// How long a run's claim lasts beyond its deadline: the invocation's margin after it, and
+/// clock skew between hosts.
+const CLAIM_BEYOND_DEADLINE: Duration = Duration::from_secs(60);
+
 pub(crate) struct Run<'a> {
     pub job: &'a SyncJob,
     pub deadline: Instant,
@@ -103,9 +107,10 @@ impl SyncEngine {
     }
 
     /// Claims the mailbox before the run's first archive write: a run that stores nothing
-    /// never claims. Refused (`Conflict`) when another run, or another delivery of this job,
-    /// has it.
-    pub(crate) async fn claim(&self, run: &mut Run<'_>) -> o365_domain::Result<()> {
+    /// never claims. Refused while another run's claim holds the mailbox (`Busy`: the job
+    /// comes back when that claim ends), or when another run, or another delivery of this job,
+    /// has moved the mailbox on (`Conflict`: that run carries on).
+    pub(crate) async fn claim(&self, run: &mut Run<'_>) -> Result<(), Stop> {
         if run.claimed {
             return Ok(());
         }
@@ -116,21 +121,30 @@ impl SyncEngine {
             follows: run.last_committed.clone(),
         };
         let t = now();
-        // The claim lasts as long as the invocation can: a crashed run's claim is over before
-        // the queue delivers its job again.
-        let until = plus(t, run.deadline.saturating_duration_since(Instant::now()));
-        if !self
-            .stores
-            .state
-            .claim_run(&job.org, &job.mailbox, &claim, until, t)
+        // The claim outlasts every write the run can still make after its deadline (the
+        // invocation keeps a margin beyond it) and the hosts' clock skew; a crashed run's
+        // claim still ends long before the queue delivers its job again.
+        let until = plus(
+            t,
+            run.deadline.saturating_duration_since(Instant::now()) + CLAIM_BEYOND_DEADLINE,
+        );
+        let s = &self.stores.state;
+        if s.claim_run(&job.org, &job.mailbox, &claim, until, t)
             .await?
         {
-            return Err(o365_domain::DomainError::Conflict(
-                o365_domain::Entity::Lease,
-            ));
+            run.claimed = true;
+            return Ok(());
         }
-        run.claimed = true;
-        Ok(())
+        let found = s.mailbox(&job.org, &job.mailbox).await?;
+        let t = now();
+        match found.claim_until {
+            Some(until) if until > t && found.last_mark == run.last_committed => {
+                Err(Stop::Busy((until - t).unsigned_abs()))
+            }
+            _ => Err(Stop::Store(o365_domain::DomainError::Conflict(
+                o365_domain::Entity::Lease,
+            ))),
+        }
     }
 
     /// Ends the claim of a run that stopped before its finishing write (best effort: a claim
