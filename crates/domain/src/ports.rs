@@ -111,7 +111,7 @@ pub trait UserStore: Send + Sync {
     /// error.
     async fn sync_counts(&self, org: &OrgId) -> Result<crate::user::SyncCounts>;
     /// The same, counted again from the users; the org's kept count is made exact (the
-    /// fan-out, once a cycle, so a lost adjustment lasts at most one cycle).
+    /// fan-out, once a cycle, so a count a crash left stale lasts at most one cycle).
     async fn recount_sync(&self, org: &OrgId) -> Result<crate::user::SyncCounts>;
     /// Users whose sync is switched on (for the fan-out).
     async fn sync_enabled_users(&self, org: &OrgId, page: PageRequest) -> Result<Page<Email>>;

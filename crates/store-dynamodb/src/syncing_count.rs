@@ -11,7 +11,7 @@ use o365_domain::ids::OrgId;
 use o365_domain::user::SyncStateKind;
 use o365_domain::{DomainError, Entity, Result};
 
-use crate::keys::{self, ORG_SK, USER_SK_PREFIX, org_pk, user_state_gsi_pk};
+use crate::keys::{self, ORG_SK, org_pk, user_state_gsi_pk};
 use crate::sdk_error::unavailable;
 use crate::tables::GSI1;
 use crate::{DynamoStore, Item, n, s};
@@ -25,7 +25,7 @@ pub(crate) fn with_no_syncing_users(mut org_item: Item) -> Item {
     org_item
 }
 
-/// The kept count as read, with the adjustments made so far.
+/// The kept count as read, with the number of switches recorded so far.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct KeptCount {
     pub count: Option<u64>,
@@ -75,20 +75,12 @@ impl DynamoStore {
         }
     }
 
-    /// Counts the users with sync on (reading them all) and keeps the count, unless an
-    /// adjustment came in since `kept` was read. Writes nothing when the kept count is right.
+    /// Counts the users with sync on (reading them all) and keeps the count, unless a switch
+    /// came in since `kept` was read. Writes nothing when the kept count is right.
     pub(crate) async fn recount_syncing(&self, org: &OrgId, kept: KeptCount) -> Result<u64> {
-        let query = self
-            .client
-            .query()
-            .table_name(&self.tables.state)
-            .consistent_read(true)
-            .key_condition_expression("pk = :p AND begins_with(sk, :u)")
-            .filter_expression("sync_enabled = :on")
-            .expression_attribute_values(":p", s(org_pk(org)))
-            .expression_attribute_values(":u", s(USER_SK_PREFIX))
-            .expression_attribute_values(":on", AttributeValue::Bool(true));
-        let count = self.count_matching(query).await?;
+        let count = self
+            .count_matching(self.sync_enabled_query(org).consistent_read(true))
+            .await?;
         if kept.count != Some(count) {
             let unchanged = match kept.changes {
                 Some(_) => format!("{CHANGES} = :seen"),
@@ -105,7 +97,7 @@ impl DynamoStore {
             if let Some(seen) = kept.changes {
                 update = update.expression_attribute_values(":seen", n(seen));
             }
-            // Refused: a switch came in meanwhile; its adjustment (or the next recount) stands.
+            // Refused: a switch came in meanwhile; its own recount (or the next one) stands.
             Self::send_conditional(update).await?;
         }
         Ok(count)

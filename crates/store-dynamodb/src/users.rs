@@ -167,6 +167,21 @@ impl DynamoStore {
     }
 
     /// How many items a query matches, counted by DynamoDB page by page (none is read out).
+    /// The org's users whose sync is on (the walk's and the count's one definition).
+    pub(crate) fn sync_enabled_query(
+        &self,
+        org: &OrgId,
+    ) -> aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder {
+        self.client
+            .query()
+            .table_name(&self.tables.state)
+            .key_condition_expression("pk = :p AND begins_with(sk, :u)")
+            .filter_expression("sync_enabled = :on")
+            .expression_attribute_values(":p", s(org_pk(org)))
+            .expression_attribute_values(":u", s(USER_SK_PREFIX))
+            .expression_attribute_values(":on", AttributeValue::Bool(true))
+    }
+
     /// User records joined with their mailbox items (one batch read).
     async fn users_with_mailboxes(
         &self,
@@ -548,15 +563,8 @@ impl UserStore for DynamoStore {
     async fn sync_enabled_users(&self, org: &OrgId, page: PageRequest) -> Result<Page<Email>> {
         let partition = org_pk(org);
         let query = self
-            .client
-            .query()
-            .table_name(&self.tables.state)
-            .key_condition_expression("pk = :p AND begins_with(sk, :u)")
-            .filter_expression("sync_enabled = :on")
-            .projection_expression("pk, sk, email")
-            .expression_attribute_values(":p", s(&partition))
-            .expression_attribute_values(":u", s(USER_SK_PREFIX))
-            .expression_attribute_values(":on", AttributeValue::Bool(true));
+            .sync_enabled_query(org)
+            .projection_expression("pk, sk, email");
         let raw = self.query_page(query, PK, &partition, &page).await?;
         let items = raw
             .items
