@@ -2057,20 +2057,12 @@ async fn one_run_at_a_time_writes_a_mailbox(store: &DynamoStore) {
             .await
             .unwrap()
     );
-    store
-        .finish_run(
-            &o,
-            &m,
-            "job-1",
-            &Checkpoint {
-                mark: Some(mark("r4", 1)),
-                follows: Some(mark("r1", 1)),
-                ..counted.clone()
-            },
-            now(),
-        )
-        .await
-        .unwrap();
+    let r4 = Checkpoint {
+        mark: Some(mark("r4", 1)),
+        follows: Some(mark("r1", 1)),
+        ..counted.clone()
+    };
+    store.finish_run(&o, &m, "job-1", &r4, now()).await.unwrap();
     let state = store.mailbox(&o, &m).await.unwrap();
     assert_eq!(state.last_mark, Some(mark("r4", 1)));
     assert_eq!(
@@ -2078,20 +2070,7 @@ async fn one_run_at_a_time_writes_a_mailbox(store: &DynamoStore) {
         "the finishing write ended the claim"
     );
     // The same commit again (the SDK retrying a request whose answer was lost): it landed.
-    store
-        .finish_run(
-            &o,
-            &m,
-            "job-1",
-            &Checkpoint {
-                mark: Some(mark("r4", 1)),
-                follows: Some(mark("r1", 1)),
-                ..counted.clone()
-            },
-            now(),
-        )
-        .await
-        .unwrap();
+    store.finish_run(&o, &m, "job-1", &r4, now()).await.unwrap();
     // The finishing write ended the claim: the next run claims at once.
     assert!(
         store
