@@ -2250,6 +2250,131 @@ async fn a_finished_job_is_never_leased_again(store: &DynamoStore) {
     );
 }
 
+async fn a_run_starts_the_folders_over_only_under_its_claim(store: &DynamoStore) {
+    use o365_domain::mailbox::{RunClaim, WriteMark};
+    let o = org_with_admin(store, "acme").await;
+    let m = email("adele@contoso.com");
+    let t = now();
+    assert!(
+        store
+            .acquire_lease(&o, &m, "job-1", t + Duration::minutes(30), t)
+            .await
+            .unwrap()
+    );
+    let position = |folder, link: &str| MailboxCursor {
+        org: o.clone(),
+        mailbox: m.clone(),
+        folder,
+        link: SyncLink::Delta(link.into()),
+        saved_at: time::macros::datetime!(2026-11-26 05:00 UTC),
+        resync_started_at: None,
+    };
+    for folder in MailFolder::ALL {
+        store
+            .save_cursor(&position(folder, "https://graph.example/delta?old"))
+            .await
+            .unwrap();
+    }
+    let claim = RunClaim {
+        holder: "job-1".into(),
+        run: "r1".into(),
+        follows: None,
+    };
+    assert!(
+        store
+            .claim_run(&o, &m, &claim, t + Duration::minutes(5), now())
+            .await
+            .unwrap()
+    );
+    let mark = |run: &str| WriteMark {
+        run: run.into(),
+        write: 1,
+    };
+    // The other delivery of the job, which looked the user up again too, is refused: the
+    // positions the claiming run reads from stay.
+    let other = Checkpoint {
+        restart: true,
+        mark: Some(mark("r2")),
+        ..Default::default()
+    };
+    assert!(matches!(
+        store.checkpoint(&o, &m, "job-1", &other).await,
+        Err(DomainError::Conflict(Entity::Lease))
+    ));
+    assert_eq!(store.mailbox(&o, &m).await.unwrap().cursors.len(), 2);
+    // The claiming run starts over: the old positions go, a new one set in the same write stays.
+    let fresh = position(MailFolder::Inbox, "https://graph.example/delta?new");
+    let restart = Checkpoint {
+        restart: true,
+        cursors: vec![fresh.clone()],
+        mark: Some(mark("r1")),
+        ..Default::default()
+    };
+    store.checkpoint(&o, &m, "job-1", &restart).await.unwrap();
+    assert_eq!(store.mailbox(&o, &m).await.unwrap().cursors, vec![fresh]);
+}
+
+async fn an_unreadable_last_mark_does_not_stop_the_mailbox(store: &DynamoStore) {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use o365_domain::mailbox::{RunClaim, WriteMark};
+    let o = org_with_admin(store, "acme").await;
+    let m = email("adele@contoso.com");
+    let t = now();
+    assert!(
+        store
+            .acquire_lease(&o, &m, "job-1", t + Duration::minutes(30), t)
+            .await
+            .unwrap()
+    );
+    store
+        .client()
+        .update_item()
+        .table_name(&store.tables().state)
+        .key("pk", AttributeValue::S(format!("MBX#{o}#{}", m.key())))
+        .key("sk", AttributeValue::S("MAILBOX".into()))
+        .update_expression("SET last_mark = :garbage")
+        .expression_attribute_values(":garbage", AttributeValue::S("not a mark".into()))
+        .send()
+        .await
+        .unwrap();
+    let found = store.mailbox(&o, &m).await.unwrap().last_mark;
+    let earlier = WriteMark {
+        run: WriteMark::run_id(t - Duration::hours(1)),
+        write: 7,
+    };
+    assert!(
+        earlier.counted(found.as_ref()),
+        "what was written before the damage counts as counted"
+    );
+    // A run that follows what it found claims and commits.
+    let run = WriteMark::run_id_after(found.as_ref(), now());
+    let claim = RunClaim {
+        holder: "job-1".into(),
+        run: run.clone(),
+        follows: found.clone(),
+    };
+    assert!(
+        store
+            .claim_run(&o, &m, &claim, t + Duration::minutes(5), now())
+            .await
+            .unwrap()
+    );
+    let commit = Checkpoint {
+        added: MessageCounters {
+            captured: 3,
+            ..Default::default()
+        },
+        mark: Some(WriteMark { run, write: 1 }),
+        follows: found,
+        ..Default::default()
+    };
+    store
+        .finish_run(&o, &m, "job-1", &commit, now())
+        .await
+        .unwrap();
+    assert_eq!(store.mailbox(&o, &m).await.unwrap().last_mark, commit.mark);
+}
+
 macro_rules! contract_suite {
     (all: [$($check:ident),* $(,)?], isolated: [$($concurrent:ident),* $(,)?]) => {
         mod on_dynoxide {
@@ -2309,6 +2434,8 @@ contract_suite!(
         held_tells_archived_ids_from_new_ones_without_reading_bodies,
         a_finished_job_is_never_leased_again,
         one_run_at_a_time_writes_a_mailbox,
+        a_run_starts_the_folders_over_only_under_its_claim,
+        an_unreadable_last_mark_does_not_stop_the_mailbox,
         mail_lists_newest_first_without_bodies,
         sync_runs_are_listed_newest_first_per_org,
         a_sync_now_within_the_window_joins_the_open_request,

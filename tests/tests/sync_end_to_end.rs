@@ -250,7 +250,9 @@ impl World {
                 for (id, outcome) in report.outcomes {
                     let job = chunk.iter().find(|j| j.job_id == id).unwrap().clone();
                     match outcome {
-                        JobOutcome::Failed(_) | JobOutcome::RetryAfter(_) => again.push(job),
+                        JobOutcome::Failed(_) | JobOutcome::RetryAfter(_) | JobOutcome::Busy(_) => {
+                            again.push(job)
+                        }
                         o => done.push((job.mailbox.key().to_owned(), o)),
                     }
                 }
@@ -1821,7 +1823,7 @@ async fn one_job_delivered_twice_at_once_counts_each_message_once() {
         assert!(
             outcomes.iter().all(|o| matches!(
                 o,
-                JobOutcome::Synced | JobOutcome::Skipped(_) | JobOutcome::RetryAfter(_)
+                JobOutcome::Synced | JobOutcome::Skipped(_) | JobOutcome::Busy(_)
             )),
             "{outcomes:?}"
         );

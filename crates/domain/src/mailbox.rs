@@ -183,6 +183,9 @@ pub struct Checkpoint {
     /// still is the last. Two deliveries of one job running at once hold the same lease; this
     /// is what lets only one of them commit (each commit would count the same messages).
     pub follows: Option<WriteMark>,
+    /// The folders start over: positions this write does not set are forgotten (the user was
+    /// looked up again and the old links name another directory object).
+    pub restart: bool,
 }
 
 impl Checkpoint {
@@ -197,7 +200,9 @@ impl Checkpoint {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.cursors.is_empty() && self.added == crate::user::MessageCounters::default()
+        self.cursors.is_empty()
+            && self.added == crate::user::MessageCounters::default()
+            && !self.restart
     }
 }
 

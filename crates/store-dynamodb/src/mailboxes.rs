@@ -119,6 +119,14 @@ impl Expression {
         if let Some(mark) = &progress.mark {
             self.set(LAST_MARK, s(mark.encode()));
         }
+        if progress.restart {
+            self.remove.extend(
+                MailFolder::ALL
+                    .into_iter()
+                    .filter(|f| !progress.cursors.iter().any(|c| c.folder == *f))
+                    .map(cursor_attribute),
+            );
+        }
         let c = progress.added;
         for (name, value) in COUNTERS
             .iter()
@@ -228,6 +236,39 @@ impl DynamoStore {
         }
     }
 
+    /// A last mark that does not decode (only damaged data has one) would refuse every commit
+    /// that follows it: it is replaced, if still there, by a mark that says everything written
+    /// before now was counted. A message archived but not yet counted by a crashed run just
+    /// before then is counted as updated instead of new; the mailbox syncs on.
+    async fn replace_unreadable_mark(
+        &self,
+        org: &OrgId,
+        mailbox: &Email,
+        stored: &AttributeValue,
+    ) -> Result<WriteMark> {
+        tracing::error!(
+            mailbox = mailbox.key(),
+            "the mailbox's last mark does not decode; replaced"
+        );
+        let fresh = WriteMark {
+            run: WriteMark::run_id(OffsetDateTime::now_utc()),
+            write: 0,
+        };
+        let update = self
+            .mailbox_update(org, mailbox)
+            .update_expression(format!("SET {LAST_MARK} = :fresh"))
+            .condition_expression(format!("{LAST_MARK} = :stored"))
+            .expression_attribute_values(":fresh", s(fresh.encode()))
+            .expression_attribute_values(":stored", stored.clone());
+        if Self::send_conditional(update).await? {
+            Ok(fresh)
+        } else {
+            Err(DomainError::Unavailable(
+                "the mailbox changed while it was read; its run is tried again".into(),
+            ))
+        }
+    }
+
     /// Takes the lease for `holder` until `until` when `condition` (over `:now`, `:holder`) holds.
     async fn take_lease(
         &self,
@@ -297,10 +338,13 @@ impl MailboxStateStore for DynamoStore {
                     .push(serde_dynamo::from_attribute_value(value.clone()).map_err(unavailable)?);
             }
         }
-        let last_mark = item
-            .get(LAST_MARK)
-            .and_then(|v| v.as_s().ok())
-            .and_then(|m| WriteMark::decode(m));
+        let last_mark = match item.get(LAST_MARK) {
+            None => None,
+            Some(stored) => match stored.as_s().ok().and_then(|m| WriteMark::decode(m)) {
+                Some(mark) => Some(mark),
+                None => Some(self.replace_unreadable_mark(org, mailbox, stored).await?),
+            },
+        };
         Ok(MailboxState {
             lease,
             cursors,

@@ -24,7 +24,7 @@ impl SyncEngine {
     ) -> JobOutcome {
         match stop {
             Stop::Store(e) => store_stop(e),
-            Stop::Busy(wait) => JobOutcome::RetryAfter(wait),
+            Stop::Busy(wait) => JobOutcome::Busy(wait),
             // Handled where the run knows its user (`run_job_inner`); here only for completeness.
             Stop::OutOfTime => JobOutcome::Continued,
             Stop::Microsoft(e) => self.microsoft_stop(run, connection, e).await,

@@ -169,6 +169,9 @@ pub enum JobOutcome {
     Skipped(&'static str),
     /// Throttled beyond the time left: back to the queue for this long.
     RetryAfter(Duration),
+    /// Another delivery of this job is running the mailbox: back to the queue until that
+    /// run's claim ends (SQS delivers at least once; this is not throttling).
+    Busy(Duration),
     /// Transient trouble (store or Microsoft): the queue redelivers it.
     Failed(String),
     /// Out of the invocation's time between two pages: every stored page's position is saved;
@@ -198,6 +201,8 @@ pub struct BatchReport {
     pub mailboxes: u64,
     pub totals: MailboxReport,
     pub throttled: u64,
+    /// Jobs handed back because another delivery of the same job was running the mailbox.
+    pub busy: u64,
     /// Jobs handed back with their position saved (continuations queued).
     pub continued: u64,
     pub errors_by_code: BTreeMap<String, u64>,

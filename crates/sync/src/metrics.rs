@@ -60,6 +60,7 @@ pub fn worker_lines(
             ("GraphRequests", "Count", graph_requests as f64),
             ("GraphThrottles", "Count", throttles as f64),
             ("JobsDelayed", "Count", report.throttled as f64),
+            ("JobsHeldByAnotherRun", "Count", report.busy as f64),
             ("JobsContinued", "Count", report.continued as f64),
             ("JobsFailed", "Count", report.failed.len() as f64),
             ("Errors", "Count", errors as f64),

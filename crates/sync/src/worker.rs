@@ -50,8 +50,12 @@ impl SyncEngine {
             report.totals.counters.deleted += r.counters.deleted;
             report.totals.counters.skipped += r.counters.skipped;
             match &outcome {
-                JobOutcome::RetryAfter(d) => {
-                    report.throttled += 1;
+                JobOutcome::RetryAfter(d) | JobOutcome::Busy(d) => {
+                    if matches!(outcome, JobOutcome::Busy(_)) {
+                        report.busy += 1;
+                    } else {
+                        report.throttled += 1;
+                    }
                     if let Err(e) = self.queue.retry_later(&record.receipt_handle, *d).await {
                         tracing::warn!(message_id = record.message_id, error = %e, "cannot delay the job; default visibility applies");
                     }
@@ -94,6 +98,7 @@ impl SyncEngine {
             JobOutcome::OrgError(c) => ("org_error", Some(code_name(*c))),
             JobOutcome::Skipped(_) => ("skipped", None),
             JobOutcome::RetryAfter(_) => ("retry_later", None),
+            JobOutcome::Busy(_) => ("busy", None),
             JobOutcome::Failed(_) => ("failed", None),
             JobOutcome::Continued => ("continued", None),
         };
@@ -105,7 +110,7 @@ impl SyncEngine {
             outcome = kind,
             error_code = code.as_deref(),
             reason = match &outcome { JobOutcome::Skipped(r) => Some(*r), _ => None },
-            retry_after_ms = match &outcome { JobOutcome::RetryAfter(d) => Some(d.as_millis() as u64), _ => None },
+            retry_after_ms = match &outcome { JobOutcome::RetryAfter(d) | JobOutcome::Busy(d) => Some(d.as_millis() as u64), _ => None },
             captured = report.counters.captured,
             updated = report.counters.updated,
             deleted = report.counters.deleted,
@@ -138,7 +143,8 @@ impl SyncEngine {
             return;
         }
         let outcome = match outcome {
-            JobOutcome::Skipped(_) => return,
+            // The delivery that holds the mailbox records the run.
+            JobOutcome::Skipped(_) | JobOutcome::Busy(_) => return,
             JobOutcome::Synced => RunOutcome::Synced,
             JobOutcome::UserError(_) => RunOutcome::UserError,
             JobOutcome::OrgError(_) => RunOutcome::OrgError,
@@ -261,11 +267,17 @@ impl SyncEngine {
                         Err(stop) => return self.stop(run, &connection, stop).await,
                     };
                     tracing::info!(org = %job.org, mailbox = job.mailbox.key(), "mailbox looked up again; its folders start over");
-                    if let Err(e) = s.state.clear_cursors(org, mailbox).await {
-                        return JobOutcome::Failed(e.to_string());
+                    // Forgotten under the run's claim, in a commit: another delivery of the job
+                    // cannot lose the positions it is reading from.
+                    if let Err(stop) = self.claim(run).await {
+                        return self.stop(run, &connection, stop).await;
+                    }
+                    run.pending.cursors.clear();
+                    run.pending.restart = true;
+                    if let Err(e) = self.flush(run).await {
+                        return self.stop(run, &connection, Stop::Store(e)).await;
                     }
                     positions.cursors.clear();
-                    run.pending.cursors.clear();
                     folders = MailFolder::ALL.iter();
                 }
                 Err(stop) => return self.stop(run, &connection, stop).await,
