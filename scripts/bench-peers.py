@@ -2,7 +2,8 @@
 
   msgraph  Microsoft's msgraph-sdk: fetch and parse the delta pages of one folder (no storing).
   plain    plain Python doing the worker's whole job: httpx + json for the pages, zstandard
-           level 1 for the bodies (our codec), boto3 BatchWriteItem of the items.
+           level 1 for the bodies (our codec), boto3 BatchWriteItem of the same items the
+           worker stores (every captured field, the write's stamps, the person index entries).
 
 Prints one JSON line: messages handled and the process's user+system CPU seconds."""
 
@@ -63,6 +64,8 @@ async def with_msgraph_sdk(a):
 
 
 def plain(a):
+    import datetime
+
     import boto3
     import httpx
     import zstandard
@@ -73,38 +76,95 @@ def plain(a):
                           aws_access_key_id="bench", aws_secret_access_key="bench")
     compressor = zstandard.ZstdCompressor(level=1)
     pk = f"peer#{a['user_id']}"
+    internal = "@" + a["internal_domain"]
     handled = 0
 
-    def person(r):
-        e = (r or {}).get("emailAddress") or {}
-        return {"M": {"name": {"S": e.get("name") or ""}, "address": {"S": e.get("address") or ""}}}
+    def text(v):
+        return {"S": v} if v else {"NULL": True}
 
+    def flag(v):
+        return {"BOOL": v} if isinstance(v, bool) else {"NULL": True}
+
+    def person(r):
+        if not r:
+            return {"NULL": True}
+        e = r.get("emailAddress") or {}
+        return {"M": {"name": text(e.get("name")), "address": text(e.get("address"))}}
+
+    def people(rs):
+        return {"L": [person(r) for r in rs or []]}
+
+    # The item the worker stores: every captured field, the listing key, the write's stamps,
+    # and an index entry per outside participant (erasure by address).
     with httpx.Client(timeout=60) as http:
         url = first_url(a)
         while url and handled < a["messages"]:
             page = json.loads(http.get(url, headers=headers).content)
             items = []
+            entries = []
+            now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
             for m in page.get("value", []):
                 if "@removed" in m:
                     continue
-                body = (m.get("body") or {}).get("content") or ""
+                body = m.get("body") or {}
+                everyone = [m.get("from"), m.get("sender"), *(m.get("toRecipients") or []),
+                            *(m.get("ccRecipients") or []), *(m.get("bccRecipients") or []),
+                            *(m.get("replyTo") or [])]
+                outside = []
+                for r in everyone:
+                    address = ((r or {}).get("emailAddress") or {}).get("address")
+                    if address:
+                        address = address.lower()
+                        if not address.endswith(internal) and address not in outside:
+                            outside.append(address)
+                received = m.get("receivedDateTime") or now
                 item = {
-                    "pk": {"S": pk}, "sk": {"S": m["id"]},
-                    "subject": {"S": m.get("subject") or ""},
-                    "preview": {"S": m.get("bodyPreview") or ""},
+                    "pk": {"S": pk}, "sk": {"S": m["id"]}, "id": {"S": m["id"]},
+                    "folder": {"S": "inbox"},
+                    "internet_message_id": text(m.get("internetMessageId")),
+                    "conversation_id": text(m.get("conversationId")),
+                    "subject": text(m.get("subject")),
                     "from": person(m.get("from")),
-                    "to": {"L": [person(r) for r in m.get("toRecipients") or []]},
-                    "cc": {"L": [person(r) for r in m.get("ccRecipients") or []]},
-                    "received": {"S": m.get("receivedDateTime") or ""},
-                    "change_key": {"S": m.get("changeKey") or ""},
-                    "body_zst": {"B": compressor.compress(body.encode())},
+                    "to": people(m.get("toRecipients")),
+                    "cc": people(m.get("ccRecipients")),
+                    "bcc": people(m.get("bccRecipients")),
+                    "received_at": text(m.get("receivedDateTime")),
+                    "sent_at": text(m.get("sentDateTime")),
+                    "last_modified_at": text(m.get("lastModifiedDateTime")),
+                    "change_key": text(m.get("changeKey")),
+                    "preview": text(m.get("bodyPreview")),
+                    "has_attachments": {"BOOL": bool(m.get("hasAttachments"))},
+                    "categories": {"L": [{"S": c} for c in m.get("categories") or []]},
+                    "web_link": text(m.get("webLink")),
+                    "sender": person(m.get("sender")),
+                    "reply_to": people(m.get("replyTo")),
+                    "is_read": flag(m.get("isRead")),
+                    "is_draft": flag(m.get("isDraft")),
+                    "importance": text(m.get("importance")),
+                    "flag_status": text((m.get("flag") or {}).get("flagStatus")),
+                    "parent_folder_id": text(m.get("parentFolderId")),
+                    "received_key": {"S": f"{received[:19]}Z#{m['id']}"},
+                    "state": {"S": "live"},
+                    "stored_at": {"S": now},
+                    "recipients_truncated": {"BOOL": False},
+                    "body_type": {"S": (body.get("contentType") or "html").lower()},
+                    "body_zst": {"B": compressor.compress((body.get("content") or "").encode())},
+                    "body_truncated": {"BOOL": False},
                 }
+                if outside:
+                    item["people"] = {"SS": outside}
+                for address in outside:
+                    entries.append({"PutRequest": {"Item": {
+                        "pk": {"S": f"~person#peer#{address}"},
+                        "sk": {"S": f"{a['user_id']}#{m['id']}"},
+                        "mailbox": {"S": a["user_id"]}, "id": {"S": m["id"]}}}})
                 items.append({"PutRequest": {"Item": item}})
-            for i in range(0, len(items), 25):
-                pending = {a["table"]: items[i:i + 25]}
+                handled += 1
+            requests = entries + items
+            for i in range(0, len(requests), 25):
+                pending = {a["table"]: requests[i:i + 25]}
                 while pending:
                     pending = dynamo.batch_write_item(RequestItems=pending).get("UnprocessedItems")
-            handled += len(items)
             url = page.get("@odata.nextLink")
     return handled
 

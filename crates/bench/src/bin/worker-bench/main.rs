@@ -379,6 +379,7 @@ async fn main() {
                 "graph_url": world.sim.graph_url(), "token": token, "user_id": user_id.to_string(),
                 "folder": "inbox", "page_size": page_size, "messages": peer_messages,
                 "dynamodb": world.dynamo.endpoint(), "table": TableNames::DEFAULT_MESSAGES,
+                "internal_domain": world::INTERNAL_DOMAIN,
             });
             let output = std::process::Command::new(&python)
                 .arg(&script)

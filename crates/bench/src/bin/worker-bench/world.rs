@@ -12,6 +12,9 @@ use o365_domain::user::NewUser;
 use o365_store_dynamodb::{DynamoStore, TableNames, ensure_tables};
 use time::OffsetDateTime;
 
+/// The org's own domain: its people are not indexed as outsiders.
+pub const INTERNAL_DOMAIN: &str = "contoso.com";
+
 pub struct World {
     pub sim: Simulator,
     pub tenant: uuid::Uuid,
@@ -36,7 +39,7 @@ impl World {
     pub async fn start() -> Self {
         let sim = Simulator::start(SimConfig::default()).await.unwrap();
         let app = sim
-            .consented_app("contoso.com", &["Mail.ReadWrite", "User.Read.All"])
+            .consented_app(INTERNAL_DOMAIN, &["Mail.ReadWrite", "User.Read.All"])
             .unwrap();
         let dynamo = o365_local_stack::EmbeddedDynamo::in_memory()
             .await
@@ -98,7 +101,7 @@ impl World {
             .unwrap();
         // The org's own domain, as an admin sets it: its people are not indexed as outsiders.
         let policy = o365_domain::capture_policy::CapturePolicy {
-            internal_domains: vec!["contoso.com".into()],
+            internal_domains: vec![INTERNAL_DOMAIN.into()],
             version: 1,
             ..Default::default()
         };
@@ -126,7 +129,7 @@ impl World {
                     },
                 )
                 .unwrap();
-            let email = Email::parse(&format!("{user}@contoso.com")).unwrap();
+            let email = Email::parse(&format!("{user}@{INTERNAL_DOMAIN}")).unwrap();
             self.store
                 .add_user(
                     &org,
