@@ -167,6 +167,8 @@ pub trait AuditLog: Send + Sync {
 #[async_trait]
 pub trait MailboxStateStore: Send + Sync {
     /// The mailbox's item in one read: lease and folder positions (empty when it has none).
+    /// A last mark that does not decode (damaged data) is replaced by one that counts every
+    /// write before it, so commits that follow it can land: the one write a read may make.
     async fn mailbox(&self, org: &OrgId, mailbox: &Email) -> Result<MailboxState>;
     /// A folder's position (a convenience over [`Self::mailbox`]).
     async fn cursor(
