@@ -1952,10 +1952,12 @@ async fn one_run_at_a_time_writes_a_mailbox(store: &DynamoStore) {
             .await
             .unwrap()
     );
-    let claim = |run: &str, follows: Option<WriteMark>| RunClaim {
+    let claim = |run: &str, follows: Option<WriteMark>, found: Option<&str>| RunClaim {
         holder: "job-1".into(),
         run: run.into(),
         follows,
+        found_claim: found.map(str::to_owned),
+        stopped_runs: Vec::new(),
     };
     let mark = |run: &str, write| WriteMark {
         run: run.into(),
@@ -1964,7 +1966,7 @@ async fn one_run_at_a_time_writes_a_mailbox(store: &DynamoStore) {
     let until = t + Duration::minutes(5);
     assert!(
         store
-            .claim_run(&o, &m, &claim("r1", None), until, now())
+            .claim_run(&o, &m, &claim("r1", None, None), until, now())
             .await
             .unwrap()
     );
@@ -1979,7 +1981,7 @@ async fn one_run_at_a_time_writes_a_mailbox(store: &DynamoStore) {
     );
     assert!(
         !store
-            .claim_run(&o, &m, &claim("r2", None), until, now())
+            .claim_run(&o, &m, &claim("r2", None, Some("r1")), until, now())
             .await
             .unwrap(),
         "the other delivery's run is refused while the first one's claim runs"
@@ -2020,11 +2022,18 @@ async fn one_run_at_a_time_writes_a_mailbox(store: &DynamoStore) {
         )
         .await
         .unwrap();
-    store.end_claim(&o, &m, "r1").await.unwrap();
+    store.end_claim(&o, &m, "r1", true).await.unwrap();
+    let ended = store.mailbox(&o, &m).await.unwrap();
+    assert_eq!(ended.claim_until, None);
+    assert_eq!(
+        ended.claimed_by.as_deref(),
+        Some("r1"),
+        "an ended claim still names its run: the next run records that it stopped"
+    );
     // Claim ended, but the chain moved on: a run that started before that commit is refused.
     assert!(
         !store
-            .claim_run(&o, &m, &claim("r2", None), until, now())
+            .claim_run(&o, &m, &claim("r2", None, Some("r1")), until, now())
             .await
             .unwrap()
     );
@@ -2043,17 +2052,34 @@ async fn one_run_at_a_time_writes_a_mailbox(store: &DynamoStore) {
             .await,
         Err(DomainError::Conflict(Entity::Lease))
     ));
-    // A run that follows it claims; its claim, left behind by a crash, ends at its deadline.
+    // A run that follows it claims only over the claim it found, and records where r1 stopped;
+    // its own claim, left behind by a crash, ends at its deadline.
     let past = now() - Duration::seconds(1);
     assert!(
-        store
-            .claim_run(&o, &m, &claim("r3", Some(mark("r1", 1))), past, now())
+        !store
+            .claim_run(&o, &m, &claim("r3", Some(mark("r1", 1)), None), past, now())
             .await
-            .unwrap()
+            .unwrap(),
+        "not over a claim it did not see"
+    );
+    let r3 = RunClaim {
+        stopped_runs: vec![mark("r1", 1)],
+        ..claim("r3", Some(mark("r1", 1)), Some("r1"))
+    };
+    assert!(store.claim_run(&o, &m, &r3, past, now()).await.unwrap());
+    assert_eq!(
+        store.mailbox(&o, &m).await.unwrap().stopped_runs,
+        vec![mark("r1", 1)]
     );
     assert!(
         store
-            .claim_run(&o, &m, &claim("r4", Some(mark("r1", 1))), until, now())
+            .claim_run(
+                &o,
+                &m,
+                &claim("r4", Some(mark("r1", 1)), Some("r3")),
+                until,
+                now()
+            )
             .await
             .unwrap()
     );
@@ -2066,18 +2092,30 @@ async fn one_run_at_a_time_writes_a_mailbox(store: &DynamoStore) {
     let state = store.mailbox(&o, &m).await.unwrap();
     assert_eq!(state.last_mark, Some(mark("r4", 1)));
     assert_eq!(
-        state.claim_until, None,
+        (state.claim_until, state.claimed_by),
+        (None, None),
         "the finishing write ended the claim"
     );
+    assert_eq!(state.stopped_runs, vec![mark("r1", 1)], "kept");
     // The same commit again (the SDK retrying a request whose answer was lost): it landed.
     store.finish_run(&o, &m, "job-1", &r4, now()).await.unwrap();
     // The finishing write ended the claim: the next run claims at once.
     assert!(
         store
-            .claim_run(&o, &m, &claim("r5", Some(mark("r4", 1))), until, now())
+            .claim_run(
+                &o,
+                &m,
+                &claim("r5", Some(mark("r4", 1)), None),
+                until,
+                now()
+            )
             .await
             .unwrap()
     );
+    // A run that stops with everything it archived committed leaves nothing to record.
+    store.end_claim(&o, &m, "r5", false).await.unwrap();
+    let state = store.mailbox(&o, &m).await.unwrap();
+    assert_eq!((state.claim_until, state.claimed_by), (None, None));
 }
 
 async fn a_sync_now_within_the_window_joins_the_open_request(store: &DynamoStore) {
@@ -2279,6 +2317,8 @@ async fn a_run_starts_the_folders_over_only_under_its_claim(store: &DynamoStore)
         holder: "job-1".into(),
         run: "r1".into(),
         follows: None,
+        found_claim: None,
+        stopped_runs: Vec::new(),
     };
     assert!(
         store
@@ -2343,7 +2383,7 @@ async fn an_unreadable_last_mark_does_not_stop_the_mailbox(store: &DynamoStore) 
         write: 7,
     };
     assert!(
-        earlier.counted(found.as_ref()),
+        earlier.counted(found.as_ref(), &[]),
         "what was written before the damage counts as counted"
     );
     // A run that follows what it found claims and commits.
@@ -2352,6 +2392,8 @@ async fn an_unreadable_last_mark_does_not_stop_the_mailbox(store: &DynamoStore) 
         holder: "job-1".into(),
         run: run.clone(),
         follows: found.clone(),
+        found_claim: None,
+        stopped_runs: Vec::new(),
     };
     assert!(
         store

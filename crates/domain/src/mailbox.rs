@@ -128,7 +128,18 @@ impl WriteMark {
     /// counts, so an older uncounted mark survives only on a message Microsoft left out of the
     /// replayed page. (A run's id sorts after the last commit it follows, whatever the hosts'
     /// clocks; and only one run writes a mailbox at a time: see `RunClaim`.)
-    pub fn counted(&self, last_committed: Option<&WriteMark>) -> bool {
+    ///
+    /// `stopped` holds the last commit of each run that stopped before its finishing write
+    /// (`MailboxState::stopped_runs`): what such a run archived after it was never counted,
+    /// even once the runs after it have committed. Microsoft may leave a message out of a
+    /// replayed page; it then comes back, later, still uncounted.
+    pub fn counted(&self, last_committed: Option<&WriteMark>, stopped: &[WriteMark]) -> bool {
+        if stopped
+            .iter()
+            .any(|s| s.run == self.run && self.write > s.write)
+        {
+            return false;
+        }
         match last_committed {
             None => false,
             Some(last) if self.run == last.run => self.write <= last.write,
@@ -137,13 +148,22 @@ impl WriteMark {
     }
 }
 
+/// How many stopped runs a mailbox remembers (see [`MailboxState::stopped_runs`]): crashes are
+/// rare, and a message a stopped run archived comes back within a few rounds or when it next
+/// changes; the oldest are forgotten, so the mailbox item stays small.
+pub const STOPPED_RUNS_KEPT: usize = 8;
+
 /// A run's claim on a mailbox (see `MailboxStateStore::claim_run`): the job holding the lease,
-/// the run, and the mailbox's last commit the run follows.
+/// the run, the mailbox's last commit the run follows, the claim the run found on the mailbox
+/// (the claim is taken only while that one is still there) and the mailbox's stopped runs as
+/// the claim leaves them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunClaim {
     pub holder: String,
     pub run: String,
     pub follows: Option<WriteMark>,
+    pub found_claim: Option<String>,
+    pub stopped_runs: Vec<WriteMark>,
 }
 
 /// The mailbox's item as a run starts: its lease (running or not), its folders' positions and
@@ -155,6 +175,12 @@ pub struct MailboxState {
     pub last_mark: Option<WriteMark>,
     /// Until when a run's claim holds the mailbox (see `RunClaim`), if one does.
     pub claim_until: Option<OffsetDateTime>,
+    /// The run whose claim the item holds: a running one, or one that stopped before its
+    /// finishing write (whose claim is left, ended, as a record that it stopped).
+    pub claimed_by: Option<String>,
+    /// The last commit of each run that stopped before finishing (write 0: it committed
+    /// nothing), oldest first; see [`WriteMark::counted`].
+    pub stopped_runs: Vec<WriteMark>,
 }
 
 impl MailboxState {
@@ -165,6 +191,28 @@ impl MailboxState {
     /// The lease, if it still runs at `now`.
     pub fn running_lease(&self, now: OffsetDateTime) -> Option<&Lease> {
         self.lease.as_ref().filter(|l| l.until >= now)
+    }
+
+    /// The stopped runs as run `run` finds them: the item's, and the run whose claim is left on
+    /// the item when that is another run (it stopped, or is still running and will refuse this
+    /// one's claim), at its last commit. The newest [`STOPPED_RUNS_KEPT`].
+    pub fn stopped_runs_seen_by(&self, run: &str) -> Vec<WriteMark> {
+        let mut stopped = self.stopped_runs.clone();
+        if let Some(other) = self.claimed_by.as_deref().filter(|c| *c != run)
+            && !stopped.iter().any(|s| s.run == other)
+        {
+            let write = match &self.last_mark {
+                Some(last) if last.run == other => last.write,
+                _ => 0,
+            };
+            stopped.push(WriteMark {
+                run: other.to_owned(),
+                write,
+            });
+        }
+        let extra = stopped.len().saturating_sub(STOPPED_RUNS_KEPT);
+        stopped.drain(..extra);
+        stopped
     }
 }
 
@@ -208,7 +256,7 @@ impl Checkpoint {
 
 #[cfg(test)]
 mod tests {
-    use super::WriteMark;
+    use super::{MailboxState, STOPPED_RUNS_KEPT, WriteMark};
     use time::OffsetDateTime;
 
     fn now() -> OffsetDateTime {
@@ -226,13 +274,17 @@ mod tests {
     fn a_mark_is_counted_once_its_write_committed() {
         let last = mark("0002", 3);
         // The last committing run: up to its last commit.
-        assert!(mark("0002", 3).counted(Some(&last)));
-        assert!(!mark("0002", 4).counted(Some(&last)));
+        assert!(mark("0002", 3).counted(Some(&last), &[]));
+        assert!(!mark("0002", 4).counted(Some(&last), &[]));
         // A later run committed nothing; an earlier one is settled.
-        assert!(!mark("0003", 1).counted(Some(&last)));
-        assert!(mark("0001", 9).counted(Some(&last)));
+        assert!(!mark("0003", 1).counted(Some(&last), &[]));
+        assert!(mark("0001", 9).counted(Some(&last), &[]));
+        // ... unless it stopped: what it wrote after its last commit never counts.
+        let stopped = [mark("0001", 5)];
+        assert!(mark("0001", 5).counted(Some(&last), &stopped));
+        assert!(!mark("0001", 6).counted(Some(&last), &stopped));
         // Nothing ever committed.
-        assert!(!mark("0001", 1).counted(None));
+        assert!(!mark("0001", 1).counted(None, &[]));
         assert_eq!(WriteMark::decode(&last.encode()), Some(last));
         let far = mark(&WriteMark::run_id(now() + time::Duration::hours(1)), 1);
         assert!(
@@ -243,5 +295,42 @@ mod tests {
         assert!(
             id < WriteMark::run_id(time::OffsetDateTime::now_utc() + time::Duration::seconds(1))
         );
+    }
+
+    #[test]
+    fn a_claim_left_by_another_run_records_where_that_run_stopped() {
+        let state = |claimed_by: &str, last: WriteMark, stopped: Vec<WriteMark>| MailboxState {
+            claimed_by: Some(claimed_by.into()),
+            last_mark: Some(last),
+            stopped_runs: stopped,
+            ..Default::default()
+        };
+        // It committed up to write 4, or nothing at all.
+        assert_eq!(
+            state("0002", mark("0002", 4), vec![]).stopped_runs_seen_by("0003"),
+            vec![mark("0002", 4)]
+        );
+        assert_eq!(
+            state("0002", mark("0001", 9), vec![]).stopped_runs_seen_by("0003"),
+            vec![mark("0002", 0)]
+        );
+        // Its own claim is no record; one already kept is kept once.
+        assert!(
+            state("0003", mark("0001", 9), vec![])
+                .stopped_runs_seen_by("0003")
+                .is_empty()
+        );
+        assert_eq!(
+            state("0002", mark("0002", 4), vec![mark("0002", 4)]).stopped_runs_seen_by("0003"),
+            vec![mark("0002", 4)]
+        );
+        // The oldest are forgotten.
+        let many: Vec<WriteMark> = (0..STOPPED_RUNS_KEPT as u64)
+            .map(|i| mark(&format!("000{i}"), 1))
+            .collect();
+        let seen = state("0100", mark("0100", 2), many.clone()).stopped_runs_seen_by("0200");
+        assert_eq!(seen.len(), STOPPED_RUNS_KEPT);
+        assert_eq!(seen[0], many[1]);
+        assert_eq!(seen.last(), Some(&mark("0100", 2)));
     }
 }

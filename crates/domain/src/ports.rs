@@ -182,10 +182,11 @@ pub trait MailboxStateStore: Send + Sync {
     /// Claims the mailbox for one run (`claim.run`) before it archives anything, so that two
     /// runs never write one mailbox at once (SQS can deliver a job twice at the same time, and
     /// both deliveries hold its lease). Taken while `claim.holder` holds the lease, the
-    /// mailbox's last commit is `claim.follows` and no other run's claim is running; `false`
-    /// otherwise. Ended by [`Self::finish_run`] or [`Self::end_claim`]; a crashed run's claim
-    /// ends at `until` (past its invocation's end, long before the queue delivers the job
-    /// again). [`Self::mailbox`] shows a running claim.
+    /// mailbox's last commit is `claim.follows`, no other run's claim is running and the claim
+    /// on the item is still `claim.found_claim`; `false` otherwise. Stores `claim.stopped_runs`
+    /// (when not empty) with it. Ended by [`Self::finish_run`] or [`Self::end_claim`]; a crashed
+    /// run's claim ends at `until` (past its invocation's end, long before the queue delivers
+    /// the job again). [`Self::mailbox`] shows the claim and the stopped runs.
     /// A run that finds nothing to archive never claims: an unchanged mailbox's cycle stays at
     /// two writes.
     async fn claim_run(
@@ -196,8 +197,16 @@ pub trait MailboxStateStore: Send + Sync {
         until: OffsetDateTime,
         now: OffsetDateTime,
     ) -> Result<bool>;
-    /// Ends the run's claim (a run stopped before its finishing write).
-    async fn end_claim(&self, org: &OrgId, mailbox: &Email, run: &str) -> Result<()>;
+    /// Ends the run's claim (a run stopped before its finishing write). When it archived
+    /// messages after its last commit, the run stays named on the item, so the next run records
+    /// where it stopped (`MailboxState::stopped_runs`).
+    async fn end_claim(
+        &self,
+        org: &OrgId,
+        mailbox: &Email,
+        run: &str,
+        archived_since_commit: bool,
+    ) -> Result<()>;
     /// Commits positions and their counts in one write while `holder` holds the lease, the
     /// mailbox's last commit is `progress.follows` and no other run's claim is running;
     /// `DomainError::Conflict` otherwise (another job, or another delivery of this one, has

@@ -30,6 +30,8 @@ const LAST_MARK: &str = "last_mark";
 /// The run claiming the mailbox (`claim_run`) and until when its claim runs.
 const CLAIM: &str = "run_claim";
 const CLAIM_UNTIL: &str = "claim_until_ms";
+/// The last commits of runs that stopped before finishing (a list of encoded marks).
+const STOPPED_RUNS: &str = "stopped_runs";
 const COUNTERS: [&str; 4] = ["captured", "updated", "deleted", "skipped"];
 
 fn cursor_attribute(folder: MailFolder) -> String {
@@ -350,6 +352,17 @@ impl MailboxStateStore for DynamoStore {
             cursors,
             last_mark,
             claim_until: number(&item, CLAIM_UNTIL).and_then(from_millis),
+            claimed_by: item.get(CLAIM).and_then(|v| v.as_s().ok()).cloned(),
+            stopped_runs: item
+                .get(STOPPED_RUNS)
+                .and_then(|v| v.as_l().ok())
+                .map(|marks| {
+                    marks
+                        .iter()
+                        .filter_map(|m| WriteMark::decode(m.as_s().ok()?))
+                        .collect()
+                })
+                .unwrap_or_default(),
         })
     }
 
@@ -404,8 +417,21 @@ impl MailboxStateStore for DynamoStore {
         let mut expression = Expression::new();
         expression.set(CLAIM, s(&claim.run));
         expression.set(CLAIM_UNTIL, n(millis(until)));
+        if !claim.stopped_runs.is_empty() {
+            let marks = claim.stopped_runs.iter().map(|m| s(m.encode())).collect();
+            expression.set(STOPPED_RUNS, AttributeValue::L(marks));
+        }
+        // Only over the claim the run found: one left by a run that stopped is recorded above.
+        let found = match &claim.found_claim {
+            Some(run) => {
+                expression.values.insert(":found".into(), s(run));
+                format!("{CLAIM} = :found")
+            }
+            None => format!("attribute_not_exists({CLAIM})"),
+        };
         let (expression, condition) =
             expression.run_condition(&claim.holder, &claim.run, claim.follows.as_ref(), now);
+        let condition = format!("{condition} AND {found}");
         Self::send_conditional(
             expression
                 .apply(self.mailbox_update(org, mailbox))
@@ -414,10 +440,22 @@ impl MailboxStateStore for DynamoStore {
         .await
     }
 
-    async fn end_claim(&self, org: &OrgId, mailbox: &Email, run: &str) -> Result<()> {
+    async fn end_claim(
+        &self,
+        org: &OrgId,
+        mailbox: &Email,
+        run: &str,
+        archived_since_commit: bool,
+    ) -> Result<()> {
+        // A run that left uncounted messages stays named: the next run records that it stopped.
+        let remove = if archived_since_commit {
+            format!("REMOVE {CLAIM_UNTIL}")
+        } else {
+            format!("REMOVE {CLAIM}, {CLAIM_UNTIL}")
+        };
         let update = self
             .mailbox_update(org, mailbox)
-            .update_expression(format!("REMOVE {CLAIM}, {CLAIM_UNTIL}"))
+            .update_expression(remove)
             .condition_expression(format!("{CLAIM} = :run"))
             .expression_attribute_values(":run", s(run));
         Self::send_conditional(update).await?;

@@ -97,9 +97,9 @@ impl SyncEngine {
                     match held.get(id) {
                         None => counted.captured += 1,
                         Some(mark) => {
-                            let counted_before = mark
-                                .as_ref()
-                                .is_none_or(|m| m.counted(run.last_committed.as_ref()));
+                            let counted_before = mark.as_ref().is_none_or(|m| {
+                                m.counted(run.last_committed.as_ref(), &run.stopped_runs)
+                            });
                             if counted_before {
                                 counted.updated += 1;
                                 if let Some(mark) = mark {
@@ -135,6 +135,7 @@ impl SyncEngine {
                     kept_marks,
                     ..WriteStamp::under(&source.policy, at)
                 };
+                run.archived_since_commit = true;
                 s.archive
                     .write_page(org, mailbox, &page.messages, &page.removals, stamp)
                     .await?;

@@ -4,7 +4,7 @@
 use super::*;
 use o365_domain::connection::AppRegistration;
 use o365_domain::ids::TenantId;
-use o365_domain::mailbox::{Checkpoint, RunClaim, WriteMark};
+use o365_domain::mailbox::{Checkpoint, MailboxState, RunClaim, WriteMark};
 
 /// How long a run's claim lasts beyond its deadline: the invocation's margin after it, and
 /// clock skew between hosts.
@@ -28,6 +28,13 @@ pub(crate) struct Run<'a> {
     pub last_committed: Option<WriteMark>,
     /// Whether the run holds its claim on the mailbox (taken before its first archive write).
     claimed: bool,
+    /// The claim the run found on the mailbox (its claim replaces only that one).
+    found_claim: Option<String>,
+    /// Runs that stopped before finishing, as this run found them (see `WriteMark::counted`).
+    pub stopped_runs: Vec<WriteMark>,
+    /// Whether the run has archived messages since its last commit (set before the write: a
+    /// write that fails may have landed in part).
+    pub archived_since_commit: bool,
 }
 
 impl<'a> Run<'a> {
@@ -43,14 +50,24 @@ impl<'a> Run<'a> {
             writes: 0,
             last_committed: None,
             claimed: false,
+            found_claim: None,
+            stopped_runs: Vec::new(),
+            archived_since_commit: false,
         }
     }
 
     /// The run follows the mailbox's last commit as it found it; its id sorts after that
     /// commit's run.
-    pub fn follow(&mut self, last: Option<WriteMark>) {
-        self.id = WriteMark::run_id_after(last.as_ref(), now());
-        self.last_committed = last;
+    pub fn follow(&mut self, found: &MailboxState) {
+        self.id = WriteMark::run_id_after(found.last_mark.as_ref(), now());
+        self.last_committed = found.last_mark.clone();
+        self.see_claim(found);
+    }
+
+    /// The claim on the mailbox as last read, and the stopped runs it tells of.
+    fn see_claim(&mut self, found: &MailboxState) {
+        self.found_claim = found.claimed_by.clone();
+        self.stopped_runs = found.stopped_runs_seen_by(&self.id);
     }
 
     /// The mark of the write not yet committed: messages a page archives for the first time
@@ -72,6 +89,7 @@ impl<'a> Run<'a> {
         self.last_committed = Some(self.pending_mark());
         self.writes += 1;
         self.pending = Checkpoint::default();
+        self.archived_since_commit = false;
     }
 
     /// Counted in the run's report and in the next write to the mailbox.
@@ -115,36 +133,44 @@ impl SyncEngine {
             return Ok(());
         }
         let job = run.job;
-        let claim = RunClaim {
-            holder: job.job_id.clone(),
-            run: run.id.clone(),
-            follows: run.last_committed.clone(),
-        };
-        let t = now();
-        // The claim outlasts every write the run can still make after its deadline (the
-        // invocation keeps a margin beyond it) and the hosts' clock skew; a crashed run's
-        // claim still ends long before the queue delivers its job again.
-        let until = plus(
-            t,
-            run.deadline.saturating_duration_since(Instant::now()) + CLAIM_BEYOND_DEADLINE,
-        );
         let s = &self.stores.state;
-        if s.claim_run(&job.org, &job.mailbox, &claim, until, t)
-            .await?
-        {
-            run.claimed = true;
-            return Ok(());
-        }
-        let found = s.mailbox(&job.org, &job.mailbox).await?;
-        let t = now();
-        match found.claim_until {
-            Some(until) if until > t && found.last_mark == run.last_committed => {
-                Err(Stop::Busy((until - t).unsigned_abs()))
+        // A second try when the claim the run found has changed meanwhile (another delivery
+        // claimed and stopped without committing): the mailbox is still the run's to take.
+        for _ in 0..2 {
+            let claim = RunClaim {
+                holder: job.job_id.clone(),
+                run: run.id.clone(),
+                follows: run.last_committed.clone(),
+                found_claim: run.found_claim.clone(),
+                stopped_runs: run.stopped_runs.clone(),
+            };
+            let t = now();
+            // The claim outlasts every write the run can still make after its deadline (the
+            // invocation keeps a margin beyond it) and the hosts' clock skew; a crashed run's
+            // claim still ends long before the queue delivers its job again.
+            let until = plus(
+                t,
+                run.deadline.saturating_duration_since(Instant::now()) + CLAIM_BEYOND_DEADLINE,
+            );
+            if s.claim_run(&job.org, &job.mailbox, &claim, until, t)
+                .await?
+            {
+                run.claimed = true;
+                return Ok(());
             }
-            _ => Err(Stop::Store(o365_domain::DomainError::Conflict(
-                o365_domain::Entity::Lease,
-            ))),
+            let found = s.mailbox(&job.org, &job.mailbox).await?;
+            let t = now();
+            if found.last_mark != run.last_committed {
+                break;
+            }
+            if let Some(until) = found.claim_until.filter(|until| *until > t) {
+                return Err(Stop::Busy((until - t).unsigned_abs()));
+            }
+            run.see_claim(&found);
         }
+        Err(Stop::Store(o365_domain::DomainError::Conflict(
+            o365_domain::Entity::Lease,
+        )))
     }
 
     /// Ends the claim of a run that stopped before its finishing write (best effort: a claim
@@ -157,7 +183,7 @@ impl SyncEngine {
         if let Err(e) = self
             .stores
             .state
-            .end_claim(&job.org, &job.mailbox, &run.id)
+            .end_claim(&job.org, &job.mailbox, &run.id, run.archived_since_commit)
             .await
         {
             tracing::warn!(org = %job.org, mailbox = job.mailbox.key(), error = %e, "cannot end the run's claim; it ends at the invocation's deadline");

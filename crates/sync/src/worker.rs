@@ -200,7 +200,7 @@ impl SyncEngine {
             Ok(p) => p,
             Err(e) => return JobOutcome::Failed(e.to_string()),
         };
-        run.follow(positions.last_mark.clone());
+        run.follow(&positions);
         let t = now();
         // The fan-out leased the mailbox to this job when it queued it: while that lease still
         // covers a whole run, the run takes it as it is (no write). Otherwise the lease is taken
