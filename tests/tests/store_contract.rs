@@ -1941,8 +1941,8 @@ async fn held_tells_archived_ids_from_new_ones_without_reading_bodies(store: &Dy
 
 /// Two deliveries of one job hold the same lease: a run's claim (taken before it archives
 /// anything) and the chain of commits let only one of them write.
-async fn one_run_at_a_time_writes_a_mailbox(store: &DynamoStore) {
-    use o365_domain::mailbox::{RunClaim, WriteMark};
+/// An org and a mailbox whose lease job-1 holds for half an hour from `t`.
+async fn leased_mailbox(store: &DynamoStore) -> (OrgId, Email, time::OffsetDateTime) {
     let o = org_with_admin(store, "acme").await;
     let m = email("adele@contoso.com");
     let t = now();
@@ -1952,6 +1952,12 @@ async fn one_run_at_a_time_writes_a_mailbox(store: &DynamoStore) {
             .await
             .unwrap()
     );
+    (o, m, t)
+}
+
+async fn one_run_at_a_time_writes_a_mailbox(store: &DynamoStore) {
+    use o365_domain::mailbox::{RunClaim, WriteMark};
+    let (o, m, t) = leased_mailbox(store).await;
     let claim = |run: &str, follows: Option<WriteMark>, found: Option<&str>| RunClaim {
         holder: "job-1".into(),
         run: run.into(),
@@ -2290,15 +2296,7 @@ async fn a_finished_job_is_never_leased_again(store: &DynamoStore) {
 
 async fn a_run_starts_the_folders_over_only_under_its_claim(store: &DynamoStore) {
     use o365_domain::mailbox::{RunClaim, WriteMark};
-    let o = org_with_admin(store, "acme").await;
-    let m = email("adele@contoso.com");
-    let t = now();
-    assert!(
-        store
-            .acquire_lease(&o, &m, "job-1", t + Duration::minutes(30), t)
-            .await
-            .unwrap()
-    );
+    let (o, m, t) = leased_mailbox(store).await;
     let position = |folder, link: &str| MailboxCursor {
         org: o.clone(),
         mailbox: m.clone(),
@@ -2357,15 +2355,7 @@ async fn a_run_starts_the_folders_over_only_under_its_claim(store: &DynamoStore)
 async fn an_unreadable_last_mark_does_not_stop_the_mailbox(store: &DynamoStore) {
     use aws_sdk_dynamodb::types::AttributeValue;
     use o365_domain::mailbox::{RunClaim, WriteMark};
-    let o = org_with_admin(store, "acme").await;
-    let m = email("adele@contoso.com");
-    let t = now();
-    assert!(
-        store
-            .acquire_lease(&o, &m, "job-1", t + Duration::minutes(30), t)
-            .await
-            .unwrap()
-    );
+    let (o, m, t) = leased_mailbox(store).await;
     store
         .client()
         .update_item()
