@@ -1955,16 +1955,25 @@ async fn leased_mailbox(store: &DynamoStore) -> (OrgId, Email, time::OffsetDateT
     (o, m, t)
 }
 
-async fn one_run_at_a_time_writes_a_mailbox(store: &DynamoStore) {
-    use o365_domain::mailbox::{RunClaim, WriteMark};
-    let (o, m, t) = leased_mailbox(store).await;
-    let claim = |run: &str, follows: Option<WriteMark>, found: Option<&str>| RunClaim {
+/// job-1's claim for `run`, following `follows`, over the claim `found` on the item.
+fn claim_by_job1(
+    run: &str,
+    follows: Option<o365_domain::mailbox::WriteMark>,
+    found: Option<&str>,
+) -> o365_domain::mailbox::RunClaim {
+    o365_domain::mailbox::RunClaim {
         holder: "job-1".into(),
         run: run.into(),
         follows,
         found_claim: found.map(str::to_owned),
         stopped_runs: Vec::new(),
-    };
+    }
+}
+
+async fn one_run_at_a_time_writes_a_mailbox(store: &DynamoStore) {
+    use o365_domain::mailbox::{RunClaim, WriteMark};
+    let (o, m, t) = leased_mailbox(store).await;
+    let claim = claim_by_job1;
     let mark = |run: &str, write| WriteMark {
         run: run.into(),
         write,
@@ -2295,7 +2304,7 @@ async fn a_finished_job_is_never_leased_again(store: &DynamoStore) {
 }
 
 async fn a_run_starts_the_folders_over_only_under_its_claim(store: &DynamoStore) {
-    use o365_domain::mailbox::{RunClaim, WriteMark};
+    use o365_domain::mailbox::WriteMark;
     let (o, m, t) = leased_mailbox(store).await;
     let position = |folder, link: &str| MailboxCursor {
         org: o.clone(),
@@ -2311,16 +2320,15 @@ async fn a_run_starts_the_folders_over_only_under_its_claim(store: &DynamoStore)
             .await
             .unwrap();
     }
-    let claim = RunClaim {
-        holder: "job-1".into(),
-        run: "r1".into(),
-        follows: None,
-        found_claim: None,
-        stopped_runs: Vec::new(),
-    };
     assert!(
         store
-            .claim_run(&o, &m, &claim, t + Duration::minutes(5), now())
+            .claim_run(
+                &o,
+                &m,
+                &claim_by_job1("r1", None, None),
+                t + Duration::minutes(5),
+                now()
+            )
             .await
             .unwrap()
     );
@@ -2354,7 +2362,7 @@ async fn a_run_starts_the_folders_over_only_under_its_claim(store: &DynamoStore)
 
 async fn an_unreadable_last_mark_does_not_stop_the_mailbox(store: &DynamoStore) {
     use aws_sdk_dynamodb::types::AttributeValue;
-    use o365_domain::mailbox::{RunClaim, WriteMark};
+    use o365_domain::mailbox::WriteMark;
     let (o, m, t) = leased_mailbox(store).await;
     store
         .client()
@@ -2378,13 +2386,7 @@ async fn an_unreadable_last_mark_does_not_stop_the_mailbox(store: &DynamoStore) 
     );
     // A run that follows what it found claims and commits.
     let run = WriteMark::run_id_after(found.as_ref(), now());
-    let claim = RunClaim {
-        holder: "job-1".into(),
-        run: run.clone(),
-        follows: found.clone(),
-        found_claim: None,
-        stopped_runs: Vec::new(),
-    };
+    let claim = claim_by_job1(&run, found.clone(), None);
     assert!(
         store
             .claim_run(&o, &m, &claim, t + Duration::minutes(5), now())
