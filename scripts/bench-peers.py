@@ -65,6 +65,8 @@ async def with_msgraph_sdk(a):
 
 def plain(a):
     import datetime
+    import time
+    import uuid
 
     import boto3
     import httpx
@@ -77,6 +79,8 @@ def plain(a):
     compressor = zstandard.ZstdCompressor(level=1)
     pk = f"peer#{a['user_id']}"
     internal = "@" + a["internal_domain"]
+    run = f"{int(time.time() * 1000):013d}-{uuid.uuid4().hex}"
+    writes = 0
     handled = 0
 
     def text(v):
@@ -102,10 +106,13 @@ def plain(a):
             page = json.loads(http.get(url, headers=headers).content)
             items = []
             entries = []
-            now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-            for m in page.get("value", []):
-                if "@removed" in m:
-                    continue
+            at = datetime.datetime.now(datetime.timezone.utc)
+            now = at.strftime("%Y-%m-%dT%H:%M:%SZ")
+            stored_at = at.isoformat().replace("+00:00", "Z")
+            writes += 1
+            # A batch may not name one key twice: the last copy of an id wins.
+            latest = {m["id"]: m for m in page.get("value", []) if "@removed" not in m}
+            for m in latest.values():
                 body = m.get("body") or {}
                 everyone = [m.get("from"), m.get("sender"), *(m.get("toRecipients") or []),
                             *(m.get("ccRecipients") or []), *(m.get("bccRecipients") or []),
@@ -117,7 +124,7 @@ def plain(a):
                         address = address.lower()
                         if not address.endswith(internal) and address not in outside:
                             outside.append(address)
-                received = m.get("receivedDateTime") or now
+                received = m.get("receivedDateTime") or m.get("sentDateTime") or now
                 item = {
                     "pk": {"S": pk}, "sk": {"S": m["id"]}, "id": {"S": m["id"]},
                     "folder": {"S": "inbox"},
@@ -145,7 +152,8 @@ def plain(a):
                     "parent_folder_id": text(m.get("parentFolderId")),
                     "received_key": {"S": f"{received[:19]}Z#{m['id']}"},
                     "state": {"S": "live"},
-                    "stored_at": {"S": now},
+                    "stored_at": {"S": stored_at},
+                    "first_mark": {"S": f"{run}:{writes}"},
                     "recipients_truncated": {"BOOL": False},
                     "body_type": {"S": (body.get("contentType") or "html").lower()},
                     "body_zst": {"B": compressor.compress((body.get("content") or "").encode())},

@@ -1985,6 +1985,13 @@ async fn one_run_at_a_time_writes_a_mailbox(store: &DynamoStore) {
             .await
             .unwrap()
     );
+    assert!(
+        store
+            .claim_run(&o, &m, &claim("r1", None, None), until, now())
+            .await
+            .unwrap(),
+        "the same claim again (the SDK retrying a request whose answer was lost) stands"
+    );
     assert_eq!(
         store
             .mailbox(&o, &m)

@@ -3,7 +3,7 @@
 
 use o365_domain::message::WriteStamp;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -481,9 +481,10 @@ struct Crashy {
     calls: AtomicU64,
     fail_at: AtomicU64,
     /// When set, the next page with messages is written whole, the run then crashes, and
-    /// Graph's pages leave three of its messages out from then on (`hidden`): Microsoft
-    /// replaying the page without them.
+    /// Graph's pages leave `hide_after_crash` of its messages out from then on (`hidden`):
+    /// Microsoft replaying the page without them.
     crash_after_archive: AtomicBool,
+    hide_after_crash: AtomicUsize,
     hidden: Mutex<Vec<String>>,
 }
 
@@ -644,7 +645,8 @@ impl MessageArchive for Crashy {
         }
         if !msgs.is_empty() && self.crash_after_archive.swap(false, Ordering::SeqCst) {
             self.store.write_page(o, m, msgs, rem, at).await?;
-            *self.hidden.lock().unwrap() = msgs.iter().take(3).map(|m| m.id.clone()).collect();
+            let hide = self.hide_after_crash.load(Ordering::SeqCst);
+            *self.hidden.lock().unwrap() = msgs.iter().take(hide).map(|m| m.id.clone()).collect();
             return Err(Self::boom());
         }
         // Half a page written, then the crash.
@@ -758,6 +760,7 @@ impl World {
             calls: AtomicU64::new(0),
             fail_at: AtomicU64::new(0),
             crash_after_archive: AtomicBool::new(false),
+            hide_after_crash: AtomicUsize::new(0),
             hidden: Mutex::default(),
         });
         let stores = Stores {
@@ -1803,51 +1806,61 @@ async fn counts_are_exact_across_crashes() {
 /// They are still new: what a stopped run archived after its last commit was never counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_a_stopped_run_archived_count_as_new_when_they_come_back_later() {
-    let w = world(1, 60, 40).await;
-    let (crashy, engine) = w.crashy_engine();
-    let mailbox = Email::parse(&w.users[0]).unwrap();
-    w.sync_all(&engine, 1).await;
-    w.sim.add_messages(&w.users[0], Folder::Inbox, 70).unwrap();
-    crashy.crash_after_archive.store(true, Ordering::SeqCst);
-    w.expire_leases().await;
-    let outcomes = w.sync_all(&engine, 4).await;
-    assert_eq!(outcomes.len(), 1, "the redelivery completed: {outcomes:?}");
-    let left_out = crashy.hidden.lock().unwrap().clone();
-    assert_eq!(left_out.len(), 3, "the crash came after an archive write");
-    let mut new_then = w.store.user(&w.org, &mailbox).await.unwrap().counters;
-    assert_eq!(
-        new_then.captured,
-        100 + 70 - 3,
-        "the crashed page was counted on replay"
-    );
-    // They changed and come back in the next round.
-    crashy.hidden.lock().unwrap().clear();
-    for id in &left_out {
-        let truth = w.sim.live_messages(&w.users[0], Folder::Inbox).unwrap();
-        let immutable = &truth
-            .iter()
-            .find(|t| t.id == *id || t.immutable_id == *id)
-            .unwrap()
-            .immutable_id;
+    // Some of the page left out; and the whole of it, so that the rerun archives nothing and
+    // never needed a claim for its own writes.
+    for (added, left_out) in [(70, 3), (5, 5)] {
+        let w = world(1, 60, 40).await;
+        let (crashy, engine) = w.crashy_engine();
+        let mailbox = Email::parse(&w.users[0]).unwrap();
+        w.sync_all(&engine, 1).await;
         w.sim
-            .update_message(
-                immutable,
-                MessagePatch {
-                    subject: Some("changed before it was counted".into()),
-                    ..Default::default()
-                },
-            )
+            .add_messages(&w.users[0], Folder::Inbox, added)
             .unwrap();
+        crashy.hide_after_crash.store(left_out, Ordering::SeqCst);
+        crashy.crash_after_archive.store(true, Ordering::SeqCst);
+        w.expire_leases().await;
+        let outcomes = w.sync_all(&engine, 4).await;
+        assert_eq!(outcomes.len(), 1, "the redelivery completed: {outcomes:?}");
+        let hidden = crashy.hidden.lock().unwrap().clone();
+        assert_eq!(
+            hidden.len(),
+            left_out,
+            "the crash came after an archive write"
+        );
+        let counters = w.store.user(&w.org, &mailbox).await.unwrap().counters;
+        assert_eq!(
+            counters.captured,
+            100 + u64::from(added) - left_out as u64,
+            "the crashed page was counted on replay"
+        );
+        // They changed and come back in the next round.
+        crashy.hidden.lock().unwrap().clear();
+        let truth = w.sim.live_messages(&w.users[0], Folder::Inbox).unwrap();
+        for id in &hidden {
+            let message = truth
+                .iter()
+                .find(|t| t.id == *id || t.immutable_id == *id)
+                .unwrap();
+            w.sim
+                .update_message(
+                    &message.immutable_id,
+                    MessagePatch {
+                        subject: Some("changed before it was counted".into()),
+                        ..Default::default()
+                    },
+                )
+                .unwrap();
+        }
+        w.expire_leases().await;
+        w.sync_all(&engine, 4).await;
+        w.assert_matches_truth().await;
+        let counters = w.store.user(&w.org, &mailbox).await.unwrap().counters;
+        assert_eq!(
+            (counters.captured, counters.updated),
+            (100 + u64::from(added), 0),
+            "{left_out} of {added} left out: each message new exactly once, none updated"
+        );
     }
-    w.expire_leases().await;
-    w.sync_all(&engine, 4).await;
-    w.assert_matches_truth().await;
-    new_then = w.store.user(&w.org, &mailbox).await.unwrap().counters;
-    assert_eq!(
-        (new_then.captured, new_then.updated),
-        (100 + 70, 0),
-        "each message new exactly once, none updated"
-    );
 }
 
 /// SQS may hand one job to two workers at once (at-least-once delivery). Both deliveries carry

@@ -151,7 +151,9 @@ pub fn start(
                 let (failed, throttled) = match &delivery.work {
                     Work::Mailbox(_) => {
                         let report = engine.handle_batch(vec![record], deadline).await;
-                        (!report.failed.is_empty(), report.throttled > 0)
+                        // Busy jobs are re-queued by `retry_later` too.
+                        let requeued = report.throttled + report.busy > 0;
+                        (!report.failed.is_empty(), requeued)
                     }
                     Work::Org(_) => {
                         let (_, failed) = engine.handle_fan_out_batch(vec![record], deadline).await;

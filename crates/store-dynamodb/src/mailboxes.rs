@@ -397,7 +397,7 @@ impl MailboxStateStore for DynamoStore {
         let mut released = Expression::new().progress(progress)?;
         released.set(LAST_SYNC, s(rfc3339(at)));
         released.set(UNTIL, n(0));
-        released.remove = vec![CLAIM.into(), CLAIM_UNTIL.into()];
+        released.remove.extend([CLAIM.into(), CLAIM_UNTIL.into()]);
         let (released, condition) = released.commit_condition(holder, progress);
         let update = released
             .apply(self.mailbox_update(org, mailbox))
@@ -421,13 +421,14 @@ impl MailboxStateStore for DynamoStore {
             let marks = claim.stopped_runs.iter().map(|m| s(m.encode())).collect();
             expression.set(STOPPED_RUNS, AttributeValue::L(marks));
         }
-        // Only over the claim the run found: one left by a run that stopped is recorded above.
+        // Only over the claim the run found (one left by a run that stopped is recorded
+        // above), or its own (the SDK retrying a claim whose answer was lost).
         let found = match &claim.found_claim {
             Some(run) => {
                 expression.values.insert(":found".into(), s(run));
-                format!("{CLAIM} = :found")
+                format!("({CLAIM} = :found OR {CLAIM} = :run)")
             }
-            None => format!("attribute_not_exists({CLAIM})"),
+            None => format!("(attribute_not_exists({CLAIM}) OR {CLAIM} = :run)"),
         };
         let (expression, condition) =
             expression.run_condition(&claim.holder, &claim.run, claim.follows.as_ref(), now);

@@ -64,6 +64,12 @@ impl<'a> Run<'a> {
         self.see_claim(found);
     }
 
+    /// Whether another run's claim is left on the mailbox: the run then claims before any
+    /// write, so that its commits never drop the record of a run that stopped.
+    fn found_another_claim(&self) -> bool {
+        !self.claimed && self.found_claim.as_deref().is_some_and(|c| c != self.id)
+    }
+
     /// The claim on the mailbox as last read, and the stopped runs it tells of.
     fn see_claim(&mut self, found: &MailboxState) {
         self.found_claim = found.claimed_by.clone();
@@ -114,6 +120,7 @@ impl SyncEngine {
         if run.pending.is_empty() {
             return Ok(());
         }
+        self.claim_before_commit(run).await?;
         let job = run.job;
         run.seal_pending();
         self.stores
@@ -163,6 +170,11 @@ impl SyncEngine {
             if found.last_mark != run.last_committed {
                 break;
             }
+            // Its own claim landed (a retried request whose first answer was lost).
+            if found.claimed_by.as_deref() == Some(run.id.as_str()) {
+                run.claimed = true;
+                return Ok(());
+            }
             if let Some(until) = found.claim_until.filter(|until| *until > t) {
                 return Err(Stop::Busy((until - t).unsigned_abs()));
             }
@@ -171,6 +183,22 @@ impl SyncEngine {
         Err(Stop::Store(o365_domain::DomainError::Conflict(
             o365_domain::Entity::Lease,
         )))
+    }
+
+    /// A run that found another run's claim left on the mailbox claims before its first
+    /// commit, even one that archived nothing: the claim records the run that stopped. Refused,
+    /// the commit would be refused too.
+    async fn claim_before_commit(&self, run: &mut Run<'_>) -> o365_domain::Result<()> {
+        if !run.found_another_claim() {
+            return Ok(());
+        }
+        match self.claim(run).await {
+            Ok(()) => Ok(()),
+            Err(Stop::Store(e)) => Err(e),
+            Err(_) => Err(o365_domain::DomainError::Conflict(
+                o365_domain::Entity::Lease,
+            )),
+        }
     }
 
     /// Ends the claim of a run that stopped before its finishing write (best effort: a claim
@@ -198,6 +226,7 @@ impl SyncEngine {
         run: &mut Run<'_>,
         state: SyncState,
     ) -> o365_domain::Result<()> {
+        self.claim_before_commit(run).await?;
         let job = run.job;
         run.seal_pending();
         self.stores
