@@ -733,6 +733,26 @@ impl MessageArchive for Crashy {
 }
 
 impl World {
+    /// `added` new messages in the first user's inbox, and one of its older messages edited.
+    fn new_mail_and_one_edit(&self, added: u32) {
+        let inbox = self
+            .sim
+            .live_messages(&self.users[0], Folder::Inbox)
+            .unwrap();
+        self.sim
+            .add_messages(&self.users[0], Folder::Inbox, added)
+            .unwrap();
+        self.sim
+            .update_message(
+                &inbox[0].immutable_id,
+                MessagePatch {
+                    subject: Some("edited".into()),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+    }
+
     /// As if the run leases had timed out: a crash at a run's very end (its lease release) only
     /// keeps the mailbox out of the next fan-outs until the lease expires, which a test cannot
     /// wait for.
@@ -1776,17 +1796,7 @@ async fn counts_are_exact_across_crashes() {
         let mailbox = Email::parse(&w.users[0]).unwrap();
         // A first sync that survives, so the crashed run below is an incremental one.
         w.sync_all(&engine, 1).await;
-        let inbox = w.sim.live_messages(&w.users[0], Folder::Inbox).unwrap();
-        w.sim.add_messages(&w.users[0], Folder::Inbox, 70).unwrap();
-        w.sim
-            .update_message(
-                &inbox[0].immutable_id,
-                MessagePatch {
-                    subject: Some("edited".into()),
-                    ..Default::default()
-                },
-            )
-            .unwrap();
+        w.new_mail_and_one_edit(70);
         crashy.calls.store(0, Ordering::SeqCst);
         crashy.fail_at.store(fail_at, Ordering::SeqCst);
         w.expire_leases().await;
@@ -1874,17 +1884,7 @@ async fn one_job_delivered_twice_at_once_counts_each_message_once() {
     let mailbox = Email::parse(&w.users[0]).unwrap();
     for round in 0..2 {
         if round == 1 {
-            let inbox = w.sim.live_messages(&w.users[0], Folder::Inbox).unwrap();
-            w.sim.add_messages(&w.users[0], Folder::Inbox, 60).unwrap();
-            w.sim
-                .update_message(
-                    &inbox[0].immutable_id,
-                    MessagePatch {
-                        subject: Some("edited".into()),
-                        ..Default::default()
-                    },
-                )
-                .unwrap();
+            w.new_mail_and_one_edit(60);
             w.expire_leases().await;
         }
         engine.enqueue_all().await.unwrap();

@@ -16,8 +16,8 @@ use o365_domain::{DomainError, Entity, Result};
 
 use crate::keys::{self, CAPTURE_POLICY_SK, CONNECTION_SK, ORG_SK, connection_gsi_pk, org_pk};
 use crate::sdk_error::{TransactionFailure, unavailable};
-use crate::tables::{GSI1, GSI1_PK};
-use crate::{DynamoStore, Item, from_item, n, s, to_item};
+use crate::tables::GSI1_PK;
+use crate::{DynamoStore, Item, from_item, n, to_item};
 
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct OrgRecord {
@@ -322,13 +322,7 @@ impl OrgStore for DynamoStore {
         page: PageRequest,
     ) -> Result<Page<OrgId>> {
         let partition = connection_gsi_pk(status.as_str());
-        let query = self
-            .client
-            .query()
-            .table_name(&self.tables.state)
-            .index_name(GSI1)
-            .key_condition_expression("gsi1pk = :p")
-            .expression_attribute_values(":p", s(&partition));
+        let query = self.state_index_query(&partition);
         let raw = self.query_page(query, GSI1_PK, &partition, &page).await?;
         let items = raw
             .items

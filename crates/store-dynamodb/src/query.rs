@@ -16,6 +16,16 @@ use crate::{DynamoStore, Item, from_item, paging, s};
 pub(crate) const DOC: &str = "doc";
 
 impl DynamoStore {
+    /// A query of the state table's index (`gsi1pk`) over one of its partitions.
+    pub(crate) fn state_index_query(&self, partition: &str) -> QueryFluentBuilder {
+        self.client
+            .query()
+            .table_name(&self.tables.state)
+            .index_name(crate::tables::GSI1)
+            .key_condition_expression("gsi1pk = :p")
+            .expression_attribute_values(":p", s(partition))
+    }
+
     /// One page of `query`, which selects the partition `partition_attribute = partition`.
     pub(crate) async fn query_page(
         &self,

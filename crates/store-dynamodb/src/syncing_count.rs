@@ -13,8 +13,7 @@ use o365_domain::{DomainError, Entity, Result};
 
 use crate::keys::{self, ORG_SK, org_pk, user_state_gsi_pk};
 use crate::sdk_error::unavailable;
-use crate::tables::GSI1;
-use crate::{DynamoStore, Item, n, s};
+use crate::{DynamoStore, Item, n};
 
 const SYNCING: &str = "syncing_users";
 const CHANGES: &str = "count_changes";
@@ -107,16 +106,8 @@ impl DynamoStore {
     /// is in trouble).
     pub(crate) async fn count_in_error(&self, org: &OrgId) -> Result<u64> {
         let query = self
-            .client
-            .query()
-            .table_name(&self.tables.state)
-            .index_name(GSI1)
-            .key_condition_expression("gsi1pk = :p")
+            .state_index_query(&user_state_gsi_pk(org, SyncStateKind::Error.as_str()))
             .filter_expression("sync_enabled = :on")
-            .expression_attribute_values(
-                ":p",
-                s(user_state_gsi_pk(org, SyncStateKind::Error.as_str())),
-            )
             .expression_attribute_values(":on", AttributeValue::Bool(true));
         self.count_matching(query).await
     }

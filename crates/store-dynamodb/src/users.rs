@@ -18,7 +18,7 @@ use o365_domain::{DomainError, Entity, FieldError, Result, RuleViolation};
 use crate::keys::{self, ORG_SK, USER_SK_PREFIX, org_pk, user_sk, user_state_gsi_pk};
 use crate::mailboxes::MailboxSummary;
 use crate::sdk_error::{TransactionFailure, unavailable};
-use crate::tables::{GSI1, GSI1_PK, PK};
+use crate::tables::{GSI1_PK, PK};
 use crate::{DynamoStore, Item, from_item, n, s, to_item};
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -259,19 +259,18 @@ impl UserStore for DynamoStore {
         page: PageRequest,
     ) -> Result<Page<User>> {
         let primary = self.org_record(org).await?.primary_email;
-        let query = self.client.query().table_name(&self.tables.state);
         let raw = match state {
             Some(kind) => {
                 let partition = user_state_gsi_pk(org, kind.as_str());
-                let query = query
-                    .index_name(GSI1)
-                    .key_condition_expression("gsi1pk = :p")
-                    .expression_attribute_values(":p", s(&partition));
+                let query = self.state_index_query(&partition);
                 self.query_page(query, GSI1_PK, &partition, &page).await?
             }
             None => {
                 let partition = org_pk(org);
-                let query = query
+                let query = self
+                    .client
+                    .query()
+                    .table_name(&self.tables.state)
                     .key_condition_expression("pk = :p AND begins_with(sk, :u)")
                     .expression_attribute_values(":p", s(&partition))
                     .expression_attribute_values(":u", s(USER_SK_PREFIX));
