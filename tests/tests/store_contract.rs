@@ -2416,6 +2416,47 @@ async fn an_unreadable_last_mark_does_not_stop_the_mailbox(store: &DynamoStore) 
     assert_eq!(store.mailbox(&o, &m).await.unwrap().last_mark, commit.mark);
 }
 
+async fn an_unreadable_run_claim_does_not_stop_the_mailbox(store: &DynamoStore) {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use o365_domain::mailbox::WriteMark;
+    let (o, m, t) = leased_mailbox(store).await;
+    // A claim whose run is not a string and deadlines that are not numbers: every claim and
+    // lease over them would be refused.
+    store
+        .client()
+        .update_item()
+        .table_name(&store.tables().state)
+        .key("pk", AttributeValue::S(format!("MBX#{o}#{}", m.key())))
+        .key("sk", AttributeValue::S("MAILBOX".into()))
+        .update_expression(
+            "SET run_claim = :number, claim_until_ms = :text, lease_until_ms = :text",
+        )
+        .expression_attribute_values(":number", AttributeValue::N("42".into()))
+        .expression_attribute_values(":text", AttributeValue::S("soon".into()))
+        .send()
+        .await
+        .unwrap();
+    let found = store.mailbox(&o, &m).await.unwrap();
+    assert_eq!((found.claimed_by.as_deref(), found.lease), (None, None));
+    assert!(
+        store
+            .acquire_lease(&o, &m, "job-1", t + Duration::minutes(5), now())
+            .await
+            .unwrap(),
+        "the job that read the mailbox leases it"
+    );
+    let run = WriteMark::run_id_after(found.last_mark.as_ref(), now());
+    let claim = claim_by_job1(&run, found.last_mark.clone(), found.claimed_by.as_deref());
+    assert!(
+        store
+            .claim_run(&o, &m, &claim, t + Duration::minutes(5), now())
+            .await
+            .unwrap(),
+        "the run that read the mailbox claims it"
+    );
+    assert_eq!(store.mailbox(&o, &m).await.unwrap().claimed_by, Some(run));
+}
+
 macro_rules! contract_suite {
     (all: [$($check:ident),* $(,)?], isolated: [$($concurrent:ident),* $(,)?]) => {
         mod on_dynoxide {
@@ -2477,6 +2518,7 @@ contract_suite!(
         one_run_at_a_time_writes_a_mailbox,
         a_run_starts_the_folders_over_only_under_its_claim,
         an_unreadable_last_mark_does_not_stop_the_mailbox,
+        an_unreadable_run_claim_does_not_stop_the_mailbox,
         mail_lists_newest_first_without_bodies,
         sync_runs_are_listed_newest_first_per_org,
         a_sync_now_within_the_window_joins_the_open_request,

@@ -238,36 +238,75 @@ impl DynamoStore {
         }
     }
 
-    /// A last mark that does not decode (only damaged data has one) would refuse every commit
-    /// that follows it: it is replaced, if still there, by a mark that says everything written
-    /// before now was counted. A message archived but not yet counted by a crashed run just
-    /// before then is counted as updated instead of new; the mailbox syncs on.
+    /// Damaged data (an attribute that does not decode) would otherwise refuse every claim or
+    /// commit that follows it: the attribute is set to `fresh`, or removed, if it still holds
+    /// what was read. Logged as an error; the mailbox syncs on.
+    async fn repair(
+        &self,
+        org: &OrgId,
+        mailbox: &Email,
+        attribute: &str,
+        stored: &AttributeValue,
+        fresh: Option<AttributeValue>,
+    ) -> Result<()> {
+        tracing::error!(
+            mailbox = mailbox.key(),
+            attribute,
+            "a mailbox attribute does not decode; repaired"
+        );
+        let update = self
+            .mailbox_update(org, mailbox)
+            .condition_expression(format!("{attribute} = :stored"))
+            .expression_attribute_values(":stored", stored.clone());
+        let update = match fresh {
+            Some(value) => update
+                .update_expression(format!("SET {attribute} = :fresh"))
+                .expression_attribute_values(":fresh", value),
+            None => update.update_expression(format!("REMOVE {attribute}")),
+        };
+        if Self::send_conditional(update).await? {
+            Ok(())
+        } else {
+            Err(DomainError::Unavailable(
+                "the mailbox changed while it was read; its run is tried again".into(),
+            ))
+        }
+    }
+
+    /// An unreadable last mark becomes one that says everything written before now was
+    /// counted: a message archived but not yet counted by a crashed run just before then is
+    /// counted as updated instead of new.
     async fn replace_unreadable_mark(
         &self,
         org: &OrgId,
         mailbox: &Email,
         stored: &AttributeValue,
     ) -> Result<WriteMark> {
-        tracing::error!(
-            mailbox = mailbox.key(),
-            "the mailbox's last mark does not decode; replaced"
-        );
         let fresh = WriteMark {
             run: WriteMark::run_id(OffsetDateTime::now_utc()),
             write: 0,
         };
-        let update = self
-            .mailbox_update(org, mailbox)
-            .update_expression(format!("SET {LAST_MARK} = :fresh"))
-            .condition_expression(format!("{LAST_MARK} = :stored"))
-            .expression_attribute_values(":fresh", s(fresh.encode()))
-            .expression_attribute_values(":stored", stored.clone());
-        if Self::send_conditional(update).await? {
-            Ok(fresh)
-        } else {
-            Err(DomainError::Unavailable(
-                "the mailbox changed while it was read; its run is tried again".into(),
-            ))
+        self.repair(org, mailbox, LAST_MARK, stored, Some(s(fresh.encode())))
+            .await?;
+        Ok(fresh)
+    }
+
+    /// An unreadable claim names no run a claim could be taken over: it goes (a readable
+    /// deadline stays, so a live run keeps the mailbox until then). What that run archived
+    /// uncounted is counted as updated, as for an unreadable mark.
+    async fn readable_claim(
+        &self,
+        org: &OrgId,
+        mailbox: &Email,
+        stored: Option<&AttributeValue>,
+    ) -> Result<Option<String>> {
+        match stored {
+            None => Ok(None),
+            Some(AttributeValue::S(run)) => Ok(Some(run.clone())),
+            Some(damaged) => {
+                self.repair(org, mailbox, CLAIM, damaged, None).await?;
+                Ok(None)
+            }
         }
     }
 
@@ -332,6 +371,15 @@ impl MailboxStateStore for DynamoStore {
         else {
             return Ok(MailboxState::default());
         };
+        // A deadline that is not a number never passes; it goes, as if it had passed.
+        for deadline in [UNTIL, CLAIM_UNTIL] {
+            if let Some(stored) = item
+                .get(deadline)
+                .filter(|_| number(&item, deadline).is_none())
+            {
+                self.repair(org, mailbox, deadline, stored, None).await?;
+            }
+        }
         let lease = lease_of(&item);
         let mut cursors = Vec::new();
         for folder in MailFolder::ALL {
@@ -352,7 +400,7 @@ impl MailboxStateStore for DynamoStore {
             cursors,
             last_mark,
             claim_until: number(&item, CLAIM_UNTIL).and_then(from_millis),
-            claimed_by: item.get(CLAIM).and_then(|v| v.as_s().ok()).cloned(),
+            claimed_by: self.readable_claim(org, mailbox, item.get(CLAIM)).await?,
             stopped_runs: item
                 .get(STOPPED_RUNS)
                 .and_then(|v| v.as_l().ok())
