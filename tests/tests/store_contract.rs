@@ -792,7 +792,7 @@ async fn sync_outcomes_update_state_and_counters(store: &DynamoStore) {
     // The alarm's population, counted by the store: users with sync on, and those in error. A
     // user in error whose sync is off is not counted.
     assert_eq!(
-        store.sync_counts(&o).await.unwrap(),
+        store.settings_and_counts(&o).await.unwrap().1,
         o365_domain::user::SyncCounts {
             syncing: 1,
             in_error: 1
@@ -818,7 +818,7 @@ async fn sync_outcomes_update_state_and_counters(store: &DynamoStore) {
         .await
         .unwrap();
     assert_eq!(
-        store.sync_counts(&o).await.unwrap(),
+        store.settings_and_counts(&o).await.unwrap().1,
         o365_domain::user::SyncCounts {
             syncing: 1,
             in_error: 1
@@ -2179,7 +2179,7 @@ async fn a_sync_now_within_the_window_joins_the_open_request(store: &DynamoStore
 /// switches and removals adjust it; the fan-out's recount repairs an adjustment a crash lost.
 async fn the_org_keeps_its_count_of_syncing_users(store: &DynamoStore) {
     let o = org_with_admin(store, "acme").await;
-    assert_eq!(store.sync_counts(&o).await.unwrap().syncing, 0);
+    assert_eq!(store.settings_and_counts(&o).await.unwrap().1.syncing, 0);
     let people = ["a@contoso.com", "b@contoso.com", "c@contoso.com"];
     for p in people {
         store
@@ -2200,7 +2200,7 @@ async fn the_org_keeps_its_count_of_syncing_users(store: &DynamoStore) {
                 .set_sync_enabled(&o, &changes, audit(&o, AuditAction::SyncToggled, "users"))
                 .await
                 .unwrap();
-            store.sync_counts(&o).await.unwrap().syncing
+            store.settings_and_counts(&o).await.unwrap().1.syncing
         }
     };
     assert_eq!(switch(people.iter().map(|p| (*p, true)).collect()).await, 3);
@@ -2219,7 +2219,7 @@ async fn the_org_keeps_its_count_of_syncing_users(store: &DynamoStore) {
         )
         .await
         .unwrap();
-    assert_eq!(store.sync_counts(&o).await.unwrap().syncing, 1);
+    assert_eq!(store.settings_and_counts(&o).await.unwrap().1.syncing, 1);
     // An adjustment lost to a crash leaves the kept count wrong until the fan-out recounts.
     store
         .client()
@@ -2241,11 +2241,14 @@ async fn the_org_keeps_its_count_of_syncing_users(store: &DynamoStore) {
         .send()
         .await
         .unwrap();
-    assert_eq!(store.sync_counts(&o).await.unwrap().syncing, 7);
+    assert_eq!(store.settings_and_counts(&o).await.unwrap().1.syncing, 7);
     assert_eq!(store.recount_sync(&o).await.unwrap().syncing, 1);
-    assert_eq!(store.sync_counts(&o).await.unwrap().syncing, 1);
+    assert_eq!(store.settings_and_counts(&o).await.unwrap().1.syncing, 1);
     assert!(matches!(
-        store.sync_counts(&org("nobody")).await,
+        store
+            .settings_and_counts(&org("nobody"))
+            .await
+            .map(|(_, counts)| counts),
         Err(DomainError::NotFound(Entity::Org))
     ));
 }

@@ -30,6 +30,12 @@ pub trait OrgStore: Send + Sync {
     async fn create_org(&self, org: &OrgId, first_admin: &NewUser, audit: AuditEvent)
     -> Result<()>;
     async fn settings(&self, org: &OrgId) -> Result<IntegrationSettings>;
+    /// The settings with how many users have sync on (the count the org keeps) and how many
+    /// of those are in error: the Connection Settings view, from one read of the org.
+    async fn settings_and_counts(
+        &self,
+        org: &OrgId,
+    ) -> Result<(IntegrationSettings, crate::user::SyncCounts)>;
     /// Saves settings and, in the same transaction, the connection change they imply.
     async fn save_settings(
         &self,
@@ -107,11 +113,9 @@ pub trait UserStore: Send + Sync {
         changes: &[(Email, bool)],
         audit: AuditEvent,
     ) -> Result<Vec<User>>;
-    /// How many users have sync on (the count the org keeps), and how many of those are in
-    /// error.
-    async fn sync_counts(&self, org: &OrgId) -> Result<crate::user::SyncCounts>;
-    /// The same, counted again from the users; the org's kept count is made exact (the
-    /// fan-out, once a cycle, so a count a crash left stale lasts at most one cycle).
+    /// How many users have sync on and how many of those are in error, counted again from the
+    /// users; the org's kept count is made exact (the fan-out, once a cycle, so a count a crash
+    /// left stale lasts at most one cycle).
     async fn recount_sync(&self, org: &OrgId) -> Result<crate::user::SyncCounts>;
     /// Users whose sync is switched on (for the fan-out).
     async fn sync_enabled_users(&self, org: &OrgId, page: PageRequest) -> Result<Page<Email>>;

@@ -12,12 +12,13 @@ use o365_domain::page::{Page, PageRequest};
 use o365_domain::ports::OrgStore;
 use o365_domain::settings::IntegrationSettings;
 use o365_domain::user::NewUser;
+use o365_domain::user::SyncCounts;
 use o365_domain::{DomainError, Entity, Result};
 
 use crate::keys::{self, CAPTURE_POLICY_SK, CONNECTION_SK, ORG_SK, connection_gsi_pk, org_pk};
 use crate::sdk_error::{TransactionFailure, unavailable};
 use crate::tables::GSI1_PK;
-use crate::{DynamoStore, Item, from_item, n, to_item};
+use crate::{DynamoStore, Item, from_item, n, syncing_count, to_item};
 
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct OrgRecord {
@@ -31,6 +32,16 @@ pub(crate) struct OrgRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub primary_email: Option<String>,
     pub admin_count: u64,
+}
+
+impl OrgRecord {
+    fn settings(&self) -> IntegrationSettings {
+        IntegrationSettings {
+            use_service_account: self.use_service_account,
+            read_only: self.read_only,
+            version: self.settings_version,
+        }
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -172,12 +183,25 @@ impl OrgStore for DynamoStore {
     }
 
     async fn settings(&self, org: &OrgId) -> Result<IntegrationSettings> {
-        let r = self.org_record(org).await?;
-        Ok(IntegrationSettings {
-            use_service_account: r.use_service_account,
-            read_only: r.read_only,
-            version: r.settings_version,
-        })
+        Ok(self.org_record(org).await?.settings())
+    }
+
+    async fn settings_and_counts(&self, org: &OrgId) -> Result<(IntegrationSettings, SyncCounts)> {
+        let item = self
+            .get(&self.tables.state, keys::key(org_pk(org), ORG_SK))
+            .await?
+            .ok_or(DomainError::NotFound(Entity::Org))?;
+        let kept = syncing_count::kept_count_of(&item);
+        let settings = from_item::<OrgRecord>(item)?.settings();
+        let syncing = match kept.count {
+            Some(count) => count,
+            None => self.recount_syncing(org, kept).await?,
+        };
+        let counts = SyncCounts {
+            syncing,
+            in_error: self.count_in_error(org).await?,
+        };
+        Ok((settings, counts))
     }
 
     async fn save_settings(

@@ -35,6 +35,14 @@ fn number(item: &Item, name: &str) -> Option<u64> {
     item.get(name)?.as_n().ok()?.parse().ok()
 }
 
+/// The kept count on an org item read whole.
+pub(crate) fn kept_count_of(org_item: &Item) -> KeptCount {
+    KeptCount {
+        count: number(org_item, SYNCING),
+        changes: number(org_item, CHANGES),
+    }
+}
+
 impl DynamoStore {
     pub(crate) async fn kept_syncing(&self, org: &OrgId) -> Result<KeptCount> {
         let item = self
@@ -44,10 +52,7 @@ impl DynamoStore {
             )
             .await?
             .ok_or(DomainError::NotFound(Entity::Org))?;
-        Ok(KeptCount {
-            count: number(&item, SYNCING),
-            changes: number(&item, CHANGES),
-        })
+        Ok(kept_count_of(&item))
     }
 
     /// After a switch or a removal (its transaction committed): the change is recorded, then

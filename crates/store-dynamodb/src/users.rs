@@ -539,18 +539,6 @@ impl UserStore for DynamoStore {
         .await
     }
 
-    async fn sync_counts(&self, org: &OrgId) -> Result<SyncCounts> {
-        let kept = self.kept_syncing(org).await?;
-        let syncing = match kept.count {
-            Some(count) => count,
-            None => self.recount_syncing(org, kept).await?,
-        };
-        Ok(SyncCounts {
-            syncing,
-            in_error: self.count_in_error(org).await?,
-        })
-    }
-
     async fn recount_sync(&self, org: &OrgId) -> Result<SyncCounts> {
         let kept = self.kept_syncing(org).await?;
         Ok(SyncCounts {

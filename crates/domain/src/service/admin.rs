@@ -47,10 +47,9 @@ const RESOLVE_BUDGET: std::time::Duration = std::time::Duration::from_secs(5);
 impl Services {
     pub async fn integration(&self, p: &Principal) -> Result<IntegrationView> {
         authorize(p, Action::ReadIntegration)?;
-        let settings = self.store.settings(&p.org).await?;
+        let (settings, counts) = self.store.settings_and_counts(&p.org).await?;
         // A status read settles a connection still waiting for Microsoft to propagate consent.
         let connection = self.grants.settle_connection(&p.org).await?;
-        let counts = self.store.sync_counts(&p.org).await?;
         Ok(IntegrationView {
             settings,
             connection,
