@@ -17,6 +17,9 @@ SELECT = ("id,internetMessageId,conversationId,subject,from,sender,toRecipients,
           "bodyPreview,hasAttachments,categories,webLink,parentFolderId,isRead,isDraft,"
           "importance,flag,body")
 
+# As the worker: at most this many outside people of one message are indexed.
+MAX_INDEXED_PEOPLE = 50
+
 
 def cpu_seconds():
     r = resource.getrusage(resource.RUSAGE_SELF)
@@ -124,6 +127,7 @@ def plain(a):
                         address = address.lower()
                         if not address.endswith(internal) and address not in outside:
                             outside.append(address)
+                outside = outside[:MAX_INDEXED_PEOPLE]
                 received = m.get("receivedDateTime") or m.get("sentDateTime") or now
                 item = {
                     "pk": {"S": pk}, "sk": {"S": m["id"]}, "id": {"S": m["id"]},
