@@ -2370,21 +2370,40 @@ async fn a_run_starts_the_folders_over_only_under_its_claim(store: &DynamoStore)
     assert_eq!(store.mailbox(&o, &m).await.unwrap().cursors, vec![fresh]);
 }
 
-async fn an_unreadable_last_mark_does_not_stop_the_mailbox(store: &DynamoStore) {
+/// Writes what only damaged data holds onto the mailbox item, past the store.
+async fn damage_mailbox<const N: usize>(
+    store: &DynamoStore,
+    o: &OrgId,
+    m: &Email,
+    update: &str,
+    values: [(&str, aws_sdk_dynamodb::types::AttributeValue); N],
+) {
     use aws_sdk_dynamodb::types::AttributeValue;
-    use o365_domain::mailbox::WriteMark;
-    let (o, m, t) = leased_mailbox(store).await;
-    store
+    let mut request = store
         .client()
         .update_item()
         .table_name(&store.tables().state)
         .key("pk", AttributeValue::S(format!("MBX#{o}#{}", m.key())))
         .key("sk", AttributeValue::S("MAILBOX".into()))
-        .update_expression("SET last_mark = :garbage")
-        .expression_attribute_values(":garbage", AttributeValue::S("not a mark".into()))
-        .send()
-        .await
-        .unwrap();
+        .update_expression(update);
+    for (name, value) in values {
+        request = request.expression_attribute_values(name, value);
+    }
+    request.send().await.unwrap();
+}
+
+async fn an_unreadable_last_mark_does_not_stop_the_mailbox(store: &DynamoStore) {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use o365_domain::mailbox::WriteMark;
+    let (o, m, t) = leased_mailbox(store).await;
+    damage_mailbox(
+        store,
+        &o,
+        &m,
+        "SET last_mark = :garbage",
+        [(":garbage", AttributeValue::S("not a mark".into()))],
+    )
+    .await;
     let found = store.mailbox(&o, &m).await.unwrap().last_mark;
     let earlier = WriteMark {
         run: WriteMark::run_id(t - Duration::hours(1)),
@@ -2425,20 +2444,17 @@ async fn an_unreadable_run_claim_does_not_stop_the_mailbox(store: &DynamoStore) 
     let (o, m, t) = leased_mailbox(store).await;
     // A claim whose run is not a string and deadlines that are not numbers: every claim and
     // lease over them would be refused.
-    store
-        .client()
-        .update_item()
-        .table_name(&store.tables().state)
-        .key("pk", AttributeValue::S(format!("MBX#{o}#{}", m.key())))
-        .key("sk", AttributeValue::S("MAILBOX".into()))
-        .update_expression(
-            "SET run_claim = :number, claim_until_ms = :text, lease_until_ms = :text",
-        )
-        .expression_attribute_values(":number", AttributeValue::N("42".into()))
-        .expression_attribute_values(":text", AttributeValue::S("soon".into()))
-        .send()
-        .await
-        .unwrap();
+    damage_mailbox(
+        store,
+        &o,
+        &m,
+        "SET run_claim = :number, claim_until_ms = :text, lease_until_ms = :text",
+        [
+            (":number", AttributeValue::N("42".into())),
+            (":text", AttributeValue::S("soon".into())),
+        ],
+    )
+    .await;
     let found = store.mailbox(&o, &m).await.unwrap();
     assert_eq!((found.claimed_by.as_deref(), found.lease), (None, None));
     assert!(
