@@ -2179,7 +2179,12 @@ async fn a_sync_now_within_the_window_joins_the_open_request(store: &DynamoStore
 /// switches and removals adjust it; the fan-out's recount repairs an adjustment a crash lost.
 async fn the_org_keeps_its_count_of_syncing_users(store: &DynamoStore) {
     let o = org_with_admin(store, "acme").await;
-    assert_eq!(store.settings_and_counts(&o).await.unwrap().1.syncing, 0);
+    let (settings, counts) = store.settings_and_counts(&o).await.unwrap();
+    assert_eq!(
+        (settings, counts.syncing),
+        (store.settings(&o).await.unwrap(), 0),
+        "the settings come with the count"
+    );
     let people = ["a@contoso.com", "b@contoso.com", "c@contoso.com"];
     for p in people {
         store
@@ -2438,17 +2443,34 @@ async fn an_unreadable_last_mark_does_not_stop_the_mailbox(store: &DynamoStore) 
     assert_eq!(store.mailbox(&o, &m).await.unwrap().last_mark, commit.mark);
 }
 
-async fn an_unreadable_run_claim_does_not_stop_the_mailbox(store: &DynamoStore) {
+async fn damaged_claims_and_deadlines_do_not_stop_the_mailbox(store: &DynamoStore) {
     use aws_sdk_dynamodb::types::AttributeValue;
-    use o365_domain::mailbox::WriteMark;
+    use o365_domain::mailbox::{RunClaim, WriteMark};
     let (o, m, t) = leased_mailbox(store).await;
-    // A claim whose run is not a string and deadlines that are not numbers: every claim and
-    // lease over them would be refused.
+    // A lease deadline past any time's range never passes: another job takes the lease all
+    // the same, without reading the mailbox first (as purge does).
+    let huge = AttributeValue::N(format!("1{}", "0".repeat(36)));
     damage_mailbox(
         store,
         &o,
         &m,
-        "SET run_claim = :number, claim_until_ms = :text, lease_until_ms = :text",
+        "SET lease_until_ms = :huge",
+        [(":huge", huge)],
+    )
+    .await;
+    assert!(
+        store
+            .acquire_lease(&o, &m, "job-2", t + Duration::minutes(5), now())
+            .await
+            .unwrap(),
+        "a damaged lease deadline counts as passed"
+    );
+    // A claim whose run is not a string, and a claim deadline that is not a number.
+    damage_mailbox(
+        store,
+        &o,
+        &m,
+        "SET run_claim = :number, claim_until_ms = :text",
         [
             (":number", AttributeValue::N("42".into())),
             (":text", AttributeValue::S("soon".into())),
@@ -2456,16 +2478,15 @@ async fn an_unreadable_run_claim_does_not_stop_the_mailbox(store: &DynamoStore) 
     )
     .await;
     let found = store.mailbox(&o, &m).await.unwrap();
-    assert_eq!((found.claimed_by.as_deref(), found.lease), (None, None));
-    assert!(
-        store
-            .acquire_lease(&o, &m, "job-1", t + Duration::minutes(5), now())
-            .await
-            .unwrap(),
-        "the job that read the mailbox leases it"
+    assert_eq!(
+        (found.claimed_by.as_deref(), found.claim_until),
+        (None, None)
     );
     let run = WriteMark::run_id_after(found.last_mark.as_ref(), now());
-    let claim = claim_by_job1(&run, found.last_mark.clone(), found.claimed_by.as_deref());
+    let claim = RunClaim {
+        holder: "job-2".into(),
+        ..claim_by_job1(&run, found.last_mark.clone(), None)
+    };
     assert!(
         store
             .claim_run(&o, &m, &claim, t + Duration::minutes(5), now())
@@ -2537,7 +2558,7 @@ contract_suite!(
         one_run_at_a_time_writes_a_mailbox,
         a_run_starts_the_folders_over_only_under_its_claim,
         an_unreadable_last_mark_does_not_stop_the_mailbox,
-        an_unreadable_run_claim_does_not_stop_the_mailbox,
+        damaged_claims_and_deadlines_do_not_stop_the_mailbox,
         mail_lists_newest_first_without_bodies,
         sync_runs_are_listed_newest_first_per_org,
         a_sync_now_within_the_window_joins_the_open_request,

@@ -171,8 +171,10 @@ pub trait AuditLog: Send + Sync {
 #[async_trait]
 pub trait MailboxStateStore: Send + Sync {
     /// The mailbox's item in one read: lease and folder positions (empty when it has none).
-    /// A last mark that does not decode (damaged data) is replaced by one that counts every
-    /// write before it, so commits that follow it can land: the one write a read may make.
+    /// Damaged data is repaired as it is read, so the claims and commits that follow can land:
+    /// a last mark that does not decode becomes one that counts every write before it, a claim
+    /// that names no run goes, a deadline that is no time is set to 0 (passed). These repairs
+    /// are the only writes a read makes.
     async fn mailbox(&self, org: &OrgId, mailbox: &Email) -> Result<MailboxState>;
     /// A folder's position (a convenience over [`Self::mailbox`]).
     async fn cursor(

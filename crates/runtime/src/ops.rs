@@ -74,7 +74,8 @@ pub async fn show_org(store: &DynamoStore, org: &OrgId) -> Result<OrgReport> {
 }
 
 /// `resync-mailbox`: forgets the mailbox's delta links, so its next run reads both folders
-/// again from scratch. Returns the folders that had a position.
+/// again from scratch. Returns the folders that had a position. The dry run writes nothing
+/// but the repairs reading a damaged mailbox item makes ([`MailboxStateStore::mailbox`]).
 pub async fn resync_mailbox(
     store: &DynamoStore,
     org: &OrgId,

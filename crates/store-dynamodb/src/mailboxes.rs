@@ -43,12 +43,17 @@ fn millis(t: OffsetDateTime) -> i128 {
 }
 
 fn from_millis(ms: i128) -> Option<OffsetDateTime> {
-    OffsetDateTime::from_unix_timestamp_nanos(ms * 1_000_000).ok()
+    OffsetDateTime::from_unix_timestamp_nanos(ms.checked_mul(1_000_000)?).ok()
+}
+
+/// A deadline attribute as a time; `None` if absent or damaged (not a number, or out of range).
+fn deadline(item: &Item, name: &str) -> Option<OffsetDateTime> {
+    from_millis(number(item, name)?)
 }
 
 fn lease_of(item: &Item) -> Option<Lease> {
     let holder = item.get(HOLDER)?.as_s().ok()?;
-    let until = from_millis(number(item, UNTIL)?)?;
+    let until = deadline(item, UNTIL)?;
     Some(Lease {
         holder: holder.clone(),
         until,
@@ -310,7 +315,27 @@ impl DynamoStore {
         }
     }
 
-    /// Takes the lease for `holder` until `until` when `condition` (over `:now`, `:holder`) holds.
+    /// A deadline that does not read as a time (damaged data) would never pass: it is set to
+    /// 0, as if it had passed. Whether `item` held one (then repaired).
+    async fn repair_deadline(
+        &self,
+        org: &OrgId,
+        mailbox: &Email,
+        item: &Item,
+        name: &str,
+    ) -> Result<bool> {
+        match item.get(name) {
+            Some(stored) if deadline(item, name).is_none() => {
+                self.repair(org, mailbox, name, stored, Some(n(0))).await?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// Takes the lease for `holder` until `until` when `condition` (over `:now`, `:holder`)
+    /// holds. Refused, it looks for a damaged deadline (paths such as purge never read the
+    /// mailbox item first): one repaired, it tries once more.
     async fn take_lease(
         &self,
         org: &OrgId,
@@ -327,7 +352,17 @@ impl DynamoStore {
             .expression_attribute_values(":holder", s(holder))
             .expression_attribute_values(":until", n(millis(until)))
             .expression_attribute_values(":now", n(millis(now)));
-        Self::send_conditional(update).await
+        if Self::send_conditional(update.clone()).await? {
+            return Ok(true);
+        }
+        let key = keys::key(mailbox_pk(org, mailbox), MAILBOX_SK);
+        let Some(item) = self.get_state_projected(key, UNTIL).await? else {
+            return Ok(false);
+        };
+        if self.repair_deadline(org, mailbox, &item, UNTIL).await? {
+            return Self::send_conditional(update).await;
+        }
+        Ok(false)
     }
 
     /// The mailbox items of `emails` (those that have one), for the user view.
@@ -371,14 +406,8 @@ impl MailboxStateStore for DynamoStore {
         else {
             return Ok(MailboxState::default());
         };
-        // A deadline that is not a number never passes; it goes, as if it had passed.
-        for deadline in [UNTIL, CLAIM_UNTIL] {
-            if let Some(stored) = item
-                .get(deadline)
-                .filter(|_| number(&item, deadline).is_none())
-            {
-                self.repair(org, mailbox, deadline, stored, None).await?;
-            }
+        for name in [UNTIL, CLAIM_UNTIL] {
+            self.repair_deadline(org, mailbox, &item, name).await?;
         }
         let lease = lease_of(&item);
         let mut cursors = Vec::new();
@@ -399,7 +428,7 @@ impl MailboxStateStore for DynamoStore {
             lease,
             cursors,
             last_mark,
-            claim_until: number(&item, CLAIM_UNTIL).and_then(from_millis),
+            claim_until: deadline(&item, CLAIM_UNTIL),
             claimed_by: self.readable_claim(org, mailbox, item.get(CLAIM)).await?,
             stopped_runs: item
                 .get(STOPPED_RUNS)

@@ -1,10 +1,11 @@
 //! The msgraph-sdk peer's job done by the worker's own Graph client: fetch and parse delta
 //! pages of one folder, nothing stored. worker-bench runs it beside the Python peers with the
 //! same arguments (a JSON object) and reads the same answer: `{"messages", "cpu_seconds"}`,
-//! the CPU counted from after set-up, as the peers count it from after their imports.
+//! the CPU counted from after set-up, as the peers count it from after their imports (the
+//! one token request the client makes is inside it; the peers are handed theirs).
 //!
-//! `graph-fetch '{"graph_url", "authority_url", "client_id", "client_secret", "tenant",
-//! "mailbox", "user_id", "folder", "page_size", "messages"}'`
+//! `GRAPH_FETCH_CLIENT_SECRET=… graph-fetch '{"graph_url", "authority_url", "client_id",
+//! "tenant", "mailbox", "user_id", "folder", "page_size", "messages"}'`
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -41,8 +42,9 @@ fn main() {
     let args: serde_json::Value = serde_json::from_str(&raw).expect("graph-fetch: JSON");
     let credential = AppCredential {
         client_id: text(&args, "client_id").to_owned(),
+        // Not on the command line, where any process may read it.
         credential: ClientCredential::Secret(Sensitive::new(
-            text(&args, "client_secret").to_owned(),
+            std::env::var("GRAPH_FETCH_CLIENT_SECRET").expect("GRAPH_FETCH_CLIENT_SECRET"),
         )),
     };
     let secrets =
