@@ -753,6 +753,13 @@ impl World {
             .unwrap();
     }
 
+    /// The first user's counts of new and updated messages, as its status shows them.
+    async fn first_user_counts(&self) -> (u64, u64) {
+        let email = Email::parse(&self.users[0]).unwrap();
+        let counters = self.store.user(&self.org, &email).await.unwrap().counters;
+        (counters.captured, counters.updated)
+    }
+
     /// As if the run leases had timed out: a crash at a run's very end (its lease release) only
     /// keeps the mailbox out of the next fan-outs until the lease expires, which a test cannot
     /// wait for.
@@ -1793,7 +1800,6 @@ async fn counts_are_exact_across_crashes() {
     for fail_at in (4..40).step_by(5) {
         let w = world(1, 60, 40).await;
         let (crashy, engine) = w.crashy_engine();
-        let mailbox = Email::parse(&w.users[0]).unwrap();
         // A first sync that survives, so the crashed run below is an incremental one.
         w.sync_all(&engine, 1).await;
         w.new_mail_and_one_edit(70);
@@ -1802,9 +1808,8 @@ async fn counts_are_exact_across_crashes() {
         w.expire_leases().await;
         w.sync_all(&engine, 4).await;
         w.assert_matches_truth().await;
-        let counters = w.store.user(&w.org, &mailbox).await.unwrap().counters;
         assert_eq!(
-            (counters.captured, counters.updated),
+            w.first_user_counts().await,
             (100 + 70, 1),
             "crash at call {fail_at}"
         );
@@ -1821,7 +1826,6 @@ async fn messages_a_stopped_run_archived_count_as_new_when_they_come_back_later(
     for (added, left_out) in [(70, 3), (5, 5)] {
         let w = world(1, 60, 40).await;
         let (crashy, engine) = w.crashy_engine();
-        let mailbox = Email::parse(&w.users[0]).unwrap();
         w.sync_all(&engine, 1).await;
         w.sim
             .add_messages(&w.users[0], Folder::Inbox, added)
@@ -1837,9 +1841,8 @@ async fn messages_a_stopped_run_archived_count_as_new_when_they_come_back_later(
             left_out,
             "the crash came after an archive write"
         );
-        let counters = w.store.user(&w.org, &mailbox).await.unwrap().counters;
         assert_eq!(
-            counters.captured,
+            w.first_user_counts().await.0,
             100 + u64::from(added) - left_out as u64,
             "the crashed page was counted on replay"
         );
@@ -1864,9 +1867,8 @@ async fn messages_a_stopped_run_archived_count_as_new_when_they_come_back_later(
         w.expire_leases().await;
         w.sync_all(&engine, 4).await;
         w.assert_matches_truth().await;
-        let counters = w.store.user(&w.org, &mailbox).await.unwrap().counters;
         assert_eq!(
-            (counters.captured, counters.updated),
+            w.first_user_counts().await,
             (100 + u64::from(added), 0),
             "{left_out} of {added} left out: each message new exactly once, none updated"
         );
@@ -1881,7 +1883,6 @@ async fn messages_a_stopped_run_archived_count_as_new_when_they_come_back_later(
 async fn one_job_delivered_twice_at_once_counts_each_message_once() {
     let w = world(1, 150, 100).await;
     let engine = w.engine();
-    let mailbox = Email::parse(&w.users[0]).unwrap();
     for round in 0..2 {
         if round == 1 {
             w.new_mail_and_one_edit(60);
@@ -1910,6 +1911,5 @@ async fn one_job_delivered_twice_at_once_counts_each_message_once() {
         );
     }
     w.assert_matches_truth().await;
-    let counters = w.store.user(&w.org, &mailbox).await.unwrap().counters;
-    assert_eq!((counters.captured, counters.updated), (250 + 60, 1));
+    assert_eq!(w.first_user_counts().await, (250 + 60, 1));
 }
